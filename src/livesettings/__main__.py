@@ -1,0 +1,5 @@
+"""``python -m livesettings``."""
+
+from .cli import main
+
+main()

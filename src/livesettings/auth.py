@@ -1,0 +1,449 @@
+"""Authentication building blocks (DESIGN §4, §6): passwords, access tokens, refresh tokens.
+
+- :class:`PasswordHasher` — Argon2id for built-in users.
+- :class:`TokenIssuer` — HS256 access tokens for built-in users.
+- :class:`TokenVerifier` — checks every access token: HS256 with the configured or generated
+  secret, RS256/ES256 with an identity provider's public keys. The accepted algorithm is
+  decided by the type of each configured key, never by the token, so ``alg: none`` and
+  HS256-signed-with-the-public-key forgeries are refused.
+- Refresh tokens are opaque random strings, stored only as their SHA-256.
+
+PyJWT and argon2 errors are translated here into :class:`~livesettings.errors.Unauthorized`
+(``code="invalid_token"``) and :class:`~livesettings.errors.TokenExpired`; messages say why a
+token was refused and never echo it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import math
+import re
+import secrets
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import argon2
+import jwt
+from argon2.exceptions import InvalidHashError, VerificationError
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from jwt.algorithms import HMACAlgorithm
+
+from .crypto import load_or_create_secret_file
+from .errors import ConfigError, TokenExpired, Unauthorized, ValidationError
+
+__all__ = [
+    "MIN_SECRET_BYTES",
+    "Claims",
+    "PasswordHasher",
+    "TokenIssuer",
+    "TokenVerifier",
+    "hash_refresh_token",
+    "load_or_create_jwt_secret",
+    "new_family_id",
+    "new_refresh_token",
+    "validate_password",
+    "validate_username",
+]
+
+MIN_SECRET_BYTES: Final = 32  # RFC 7518 §3.2: an HS256 key at least as long as the hash
+MAX_SUB_CHARS: Final = 128  # user ids are text of at most 128 chars (DESIGN §2)
+MAX_TOKEN_CHARS: Final = 16 * 1024  # refuse absurd tokens before parsing them
+
+_USERNAME_RE: Final = re.compile(r"[A-Za-z0-9_.@\-]{3,64}")
+_MIN_PASSWORD, _MAX_PASSWORD = 8, 1024
+
+_Alg = Literal["HS256", "RS256", "ES256"]
+_VerifyKey = bytes | rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+
+
+# --- passwords -------------------------------------------------------------------------------
+
+
+class PasswordHasher:
+    """Argon2id password hashing; the defaults are OWASP's minimum (19 MiB, 2 passes)."""
+
+    def __init__(
+        self, *, time_cost: int = 2, memory_cost: int = 19456, parallelism: int = 1
+    ) -> None:
+        self._hasher = argon2.PasswordHasher(
+            time_cost=time_cost,
+            memory_cost=memory_cost,
+            parallelism=parallelism,
+            type=argon2.Type.ID,
+        )
+        self._dummy: str | None = None
+
+    def hash(self, password: str) -> str:
+        """The encoded Argon2id hash (``$argon2id$…``), salt included."""
+        return self._hasher.hash(password)
+
+    def verify(self, hashed: str, password: str) -> bool:
+        """True when ``password`` matches; False on a mismatch or an unusable stored hash."""
+        try:
+            return self._hasher.verify(hashed, password)
+        except (VerificationError, InvalidHashError):
+            return False
+
+    def needs_rehash(self, hashed: str) -> bool:
+        """True when ``hashed`` was made with other parameters (rehash it after a sign-in)."""
+        try:
+            return self._hasher.check_needs_rehash(hashed)
+        except (InvalidHashError, ValueError):
+            return True
+
+    def dummy_verify(self, password: str) -> bool:
+        """Spend the time of a real verify and return False.
+
+        Call it when the username does not exist, so that the response time does not tell
+        which usernames exist.
+        """
+        if self._dummy is None:
+            self._dummy = self.hash(secrets.token_urlsafe(16))
+        self.verify(self._dummy, password)
+        return False
+
+
+def validate_username(name: Any) -> str:
+    """A username of 3 to 64 characters from ``[A-Za-z0-9_.@-]``, returned unchanged."""
+    if not isinstance(name, str) or not _USERNAME_RE.fullmatch(name):
+        raise ValidationError(
+            "username must be 3 to 64 characters: letters, digits, '_', '.', '@' or '-'",
+            path="/username",
+            code="invalid_username",
+        )
+    return name
+
+
+def validate_password(pw: Any) -> str:
+    """A password of 8 to 1024 characters (the upper bound keeps hashing cheap to refuse)."""
+    if not isinstance(pw, str) or not _MIN_PASSWORD <= len(pw) <= _MAX_PASSWORD:
+        raise ValidationError(
+            f"password must be {_MIN_PASSWORD} to {_MAX_PASSWORD} characters",
+            path="/password",
+            code="weak_password",
+        )
+    return pw
+
+
+# --- access tokens ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claims:
+    """The verified claims of an access token; ``raw`` holds every claim as received."""
+
+    sub: str
+    exp: int
+    iat: int | None
+    role: str | None
+    raw: dict[str, Any] = field(hash=False)
+
+    @property
+    def is_service(self) -> bool:
+        """A service token may read and write any user's settings (DESIGN §4)."""
+        return self.role == "service"
+
+
+@dataclass(frozen=True)
+class _PublicKey:
+    alg: _Alg
+    key: _VerifyKey
+    kid: str | None
+
+
+class TokenVerifier:
+    """Verifies access tokens with pinned algorithms.
+
+    ``hs256_secret`` accepts HS256 tokens; each public key accepts the one algorithm its type
+    implies (RSA → RS256, P-256 → ES256). Public keys are PEM strings (public key or
+    certificate), JWK dicts, :class:`jwt.PyJWK` or ``cryptography`` key objects. A token
+    whose header names a ``kid`` is checked with the keys of that ``kid`` (and with keys that
+    have none); :meth:`_candidates` is the hook a JWKS cache overrides to refetch on a miss.
+    """
+
+    def __init__(
+        self,
+        *,
+        hs256_secret: bytes | None = None,
+        public_keys: Sequence[Any] = (),
+        audience: str | None = None,
+        issuer: str | None = None,
+        leeway: int = 0,
+    ) -> None:
+        self._secret = None if hs256_secret is None else _check_secret(hs256_secret)
+        self._public: tuple[_PublicKey, ...] = tuple(_load_public_key(k) for k in public_keys)
+        if self._secret is None and not self._public:
+            raise ConfigError("no JWT secret or public key is configured to verify tokens")
+        self.audience = audience
+        self.issuer = issuer
+        self.leeway = leeway
+
+    def add_public_keys(self, keys: Sequence[Any]) -> None:
+        """Accept tokens signed by these keys too (all are checked before any is added)."""
+        loaded = tuple(_load_public_key(k) for k in keys)
+        self._public = self._public + loaded
+
+    def replace_public_keys(self, keys: Sequence[Any]) -> None:
+        """Replace every public key at once (a JWKS refresh drops retired keys)."""
+        loaded = tuple(_load_public_key(k) for k in keys)
+        if self._secret is None and not loaded:
+            raise ConfigError("no JWT secret or public key is configured to verify tokens")
+        self._public = loaded
+
+    @property
+    def algorithms(self) -> tuple[str, ...]:
+        """The algorithms some configured key accepts."""
+        algs = (["HS256"] if self._secret is not None else []) + [k.alg for k in self._public]
+        return tuple(dict.fromkeys(algs))
+
+    def verify(self, token: str, *, now: float | None = None) -> Claims:
+        """The claims of a valid token, or ``Unauthorized(code="invalid_token")`` saying why.
+
+        ``exp`` and ``sub`` are required, ``nbf`` is honoured, ``aud`` and ``iss`` are checked
+        when configured. An expired token raises :class:`TokenExpired`. ``now`` (Unix seconds)
+        defaults to the current time.
+        """
+        if not isinstance(token, str) or not token:
+            raise _invalid("token is missing")
+        if len(token) > MAX_TOKEN_CHARS:
+            raise _invalid("token is too long")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise _invalid("token is malformed") from exc
+        alg, kid = header.get("alg"), header.get("kid")
+        if not isinstance(alg, str) or alg not in self.algorithms:
+            raise _invalid("token algorithm is not accepted")
+        candidates = self._candidates(alg, kid if isinstance(kid, str) else None)
+        if not candidates:
+            raise _invalid("no configured key matches the token's key id")
+
+        payload: dict[str, Any] | None = None
+        bad_signature: jwt.InvalidSignatureError | None = None
+        for key, key_alg in candidates:
+            try:
+                payload = jwt.decode(
+                    token,
+                    key,
+                    algorithms=[key_alg],  # pinned by the key's type, not by the token
+                    audience=self.audience,
+                    issuer=self.issuer,
+                    options={
+                        # Time claims are checked below against `now`.
+                        "verify_exp": False,
+                        "verify_nbf": False,
+                        "verify_iat": False,
+                        "verify_aud": self.audience is not None,
+                        "verify_iss": self.issuer is not None,
+                        "require": ["exp", "sub"],
+                    },
+                )
+                break
+            except jwt.InvalidSignatureError as exc:
+                bad_signature = exc  # maybe signed by another key of the same algorithm
+            except jwt.PyJWTError as exc:
+                raise _invalid(_reason(exc)) from exc
+        if payload is None:
+            raise _invalid("token signature is invalid") from bad_signature
+        return self._claims(payload, time.time() if now is None else now)
+
+    def _candidates(self, alg: str, kid: str | None) -> list[tuple[_VerifyKey, str]]:
+        """The keys to try for a token of ``alg`` (and ``kid``), each with its one algorithm."""
+        if alg == "HS256":
+            return [] if self._secret is None else [(self._secret, "HS256")]
+        keys = [k for k in self._public if k.alg == alg]
+        if kid is not None and any(k.kid == kid for k in keys):
+            keys = [k for k in keys if k.kid == kid]
+        elif kid is not None:
+            keys = [k for k in keys if k.kid is None]
+        return [(k.key, k.alg) for k in keys]
+
+    def _claims(self, payload: dict[str, Any], now: float) -> Claims:
+        exp = _numeric_date(payload.get("exp"), "exp")
+        nbf = _numeric_date(payload["nbf"], "nbf") if "nbf" in payload else None
+        iat = _numeric_date(payload["iat"], "iat") if "iat" in payload else None
+        if exp <= now - self.leeway:
+            raise TokenExpired("token expired")
+        if nbf is not None and nbf > now + self.leeway:
+            raise _invalid("token is not valid yet")
+        sub = payload.get("sub")
+        if not isinstance(sub, str) or not sub or len(sub) > MAX_SUB_CHARS:
+            raise _invalid(f"token subject must be a non-empty string of at most {MAX_SUB_CHARS}")
+        role = payload.get("role")
+        return Claims(
+            sub=sub,
+            exp=math.floor(exp),
+            iat=None if iat is None else math.floor(iat),
+            # Identity providers use their own role shapes; only a string can name "service".
+            role=role if isinstance(role, str) else None,
+            raw=payload,
+        )
+
+
+class TokenIssuer:
+    """Issues HS256 access tokens for built-in users (15 minutes by default)."""
+
+    def __init__(
+        self,
+        secret: bytes,
+        *,
+        ttl_seconds: int = 900,
+        issuer: str | None = None,
+        audience: str | None = None,
+    ) -> None:
+        if ttl_seconds <= 0:
+            raise ConfigError("the access token lifetime must be positive")
+        self._secret = _check_secret(secret)
+        self.ttl_seconds = ttl_seconds
+        self.issuer = issuer
+        self.audience = audience
+
+    def issue(
+        self,
+        user_id: str,
+        *,
+        role: str | None = None,
+        ttl_seconds: int | None = None,
+        now: float | None = None,
+    ) -> tuple[str, int]:
+        """A signed token for ``user_id`` and its expiry (Unix seconds)."""
+        if not isinstance(user_id, str) or not user_id or len(user_id) > MAX_SUB_CHARS:
+            raise ValueError(f"user_id must be a non-empty string of at most {MAX_SUB_CHARS}")
+        ttl = self.ttl_seconds if ttl_seconds is None else ttl_seconds
+        if ttl <= 0:
+            raise ValueError("ttl_seconds must be positive")
+        iat = math.floor(time.time() if now is None else now)
+        exp = iat + ttl
+        claims: dict[str, Any] = {
+            "sub": user_id,
+            "iat": iat,
+            "exp": exp,
+            "jti": secrets.token_urlsafe(16),
+        }
+        if role is not None:
+            claims["role"] = role
+        if self.issuer is not None:
+            claims["iss"] = self.issuer
+        if self.audience is not None:
+            claims["aud"] = self.audience
+        return jwt.encode(claims, self._secret, algorithm="HS256"), exp
+
+
+# --- refresh tokens and secrets --------------------------------------------------------------
+
+
+def new_refresh_token() -> str:
+    """An opaque refresh token (256 random bits); only its hash is stored."""
+    return secrets.token_urlsafe(32)
+
+
+def hash_refresh_token(token: str) -> str:
+    """SHA-256 hex of a refresh token — what the store keeps and looks up."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def new_family_id() -> str:
+    """The id shared by a chain of rotated refresh tokens (reuse revokes the family)."""
+    return str(uuid.uuid4())
+
+
+def load_or_create_jwt_secret(path: Path) -> bytes:
+    """The embedded default's HS256 secret: 32 random bytes, base64 in a 0600 file.
+
+    Created if missing; a file that group or others can access is refused (``ConfigError``).
+    """
+    text = load_or_create_secret_file(
+        path, lambda: base64.b64encode(secrets.token_bytes(MIN_SECRET_BYTES)).decode("ascii")
+    )
+    try:
+        secret = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError(f"JWT secret file {path} is not valid base64") from None
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ConfigError(f"JWT secret file {path} must hold at least {MIN_SECRET_BYTES} bytes")
+    return secret
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _invalid(message: str) -> Unauthorized:
+    return Unauthorized(message, code="invalid_token")
+
+
+def _reason(exc: jwt.PyJWTError) -> str:
+    if isinstance(exc, jwt.MissingRequiredClaimError):
+        return f'token is missing the "{exc.claim}" claim'
+    if isinstance(exc, jwt.InvalidAudienceError):
+        return "token audience is not accepted"
+    if isinstance(exc, jwt.InvalidIssuerError):
+        return "token issuer is not accepted"
+    if isinstance(exc, jwt.InvalidAlgorithmError):
+        return "token algorithm is not accepted"
+    if isinstance(exc, jwt.exceptions.InvalidSubjectError):
+        return f"token subject must be a non-empty string of at most {MAX_SUB_CHARS}"
+    if isinstance(exc, jwt.exceptions.InvalidJTIError):
+        return 'token "jti" claim must be a string'
+    if isinstance(exc, jwt.DecodeError):
+        return "token is malformed"
+    return "token is invalid"
+
+
+def _numeric_date(value: Any, claim: str) -> float:
+    # JSON numbers only: no bools, no strings, and no NaN/Infinity (Python's json accepts them).
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise _invalid(f'token "{claim}" claim must be a number of seconds')
+    return float(value)
+
+
+def _check_secret(secret: bytes) -> bytes:
+    if not isinstance(secret, bytes) or len(secret) < MIN_SECRET_BYTES:
+        raise ConfigError(f"the JWT secret must be at least {MIN_SECRET_BYTES} bytes")
+    try:
+        # PyJWT refuses PEM/SSH/DER-looking HMAC keys; find out now rather than per token.
+        HMACAlgorithm(HMACAlgorithm.SHA256).prepare_key(secret)
+    except jwt.InvalidKeyError as exc:
+        raise ConfigError("the JWT secret looks like a public key, not a shared secret") from exc
+    return secret
+
+
+def _load_public_key(source: Any) -> _PublicKey:
+    """A configured verification key with the one algorithm its type allows."""
+    kid: str | None = None
+    declared: str | None = None
+    key: Any = source
+    try:
+        if isinstance(source, dict):
+            source = jwt.PyJWK(source)
+        if isinstance(source, jwt.PyJWK):
+            kid, declared, key = source.key_id, source.algorithm_name, source.key
+        elif isinstance(source, str | bytes):
+            pem = source.encode("ascii") if isinstance(source, str) else source
+            if b"-----BEGIN CERTIFICATE-----" in pem:
+                key = x509.load_pem_x509_certificate(pem).public_key()
+            else:
+                key = load_pem_public_key(pem)
+    except (jwt.PyJWTError, ValueError, TypeError) as exc:
+        raise ConfigError("a JWT public key is not a PEM public key, certificate or JWK") from exc
+    if isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        key = key.public_key()
+    alg: _Alg
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < 2048:
+            raise ConfigError("a JWT RSA public key must be at least 2048 bits")
+        alg = "RS256"
+    elif isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+        alg = "ES256"
+    else:
+        raise ConfigError("JWT public keys must be RSA (RS256) or P-256 (ES256) keys")
+    if declared is not None and declared != alg:
+        raise ConfigError(f"a JWT public key declares alg {declared!r}; only {alg} fits it")
+    return _PublicKey(alg, key, kid)

@@ -1,0 +1,28 @@
+"""Fan-out buses, chosen by URL: ``memory://``, ``postgres`` (LISTEN/NOTIFY), ``redis://…``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import ConfigError
+from .base import Bus, BusEvent, OnEvents, OnResync
+from .memory import MemoryBus
+
+__all__ = ["Bus", "BusEvent", "MemoryBus", "OnEvents", "OnResync", "open_bus"]
+
+
+def open_bus(url: str, **kwargs: Any) -> Bus:
+    """The bus for ``url``; drivers are imported only when their scheme is used."""
+    if url.startswith("memory:"):
+        return MemoryBus(url)
+    if url == "postgres" or url.startswith(("postgres:", "postgresql:")):
+        from .postgres import PostgresBus  # type: ignore[import-not-found,unused-ignore]
+
+        bus: Bus = PostgresBus(url, **kwargs)
+        return bus
+    if url.startswith(("redis:", "rediss:")):
+        from .redis import RedisBus  # type: ignore[import-not-found,unused-ignore]
+
+        rbus: Bus = RedisBus(url, **kwargs)
+        return rbus
+    raise ConfigError(f"unknown bus URL {url!r}: use memory://, postgres or redis://…")

@@ -1,0 +1,216 @@
+"""Configuration: ``LIVESETTINGS_*`` environment variables, an optional TOML file, CLI options.
+
+Precedence, highest first: explicit overrides (CLI options), environment, TOML file, defaults.
+Every field's environment name is ``LIVESETTINGS_`` + its upper-cased name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from .document import Limits
+from .errors import ConfigError
+
+__all__ = ["ENV_PREFIX", "Config"]
+
+ENV_PREFIX = "LIVESETTINGS_"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a server, CLI command or test needs to know; see DESIGN §1."""
+
+    data_dir: Path = Path("./livesettings_data")
+    database_url: str | None = None
+    admin_database_url: str | None = None
+    bus_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+
+    jwt_secret: str | None = None
+    jwt_public_key: str | None = None
+    jwks_file: str | None = None
+    jwks_url: str | None = None
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    master_keys: str | None = None
+    master_key: str | None = None
+
+    access_token_ttl: int = 900
+    refresh_token_ttl: int = 30 * 24 * 3600
+    allow_signup: bool | None = None
+    argon2_time_cost: int = 2
+    argon2_memory_cost: int = 19456
+
+    write_rate: float = 50.0
+    write_burst: int = 200
+    max_connections_per_user: int = 100
+    connect_rate: float = 20.0
+    connect_burst: int = 100
+    signin_limit: int = 10
+    signin_limit_per_address: int = 100
+    signup_limit_per_address: int = 20
+    trusted_proxies: tuple[str, ...] = ()
+    public_url: str | None = None
+    allowed_origins: tuple[str, ...] = ()
+
+    changelog_retain: int = 1000
+    sqlite_synchronous: str = "FULL"
+    preferences_schema: str | None = None
+    max_document_bytes: int = 256 * 1024
+    max_patch_bytes: int = 64 * 1024
+    max_depth: int = 32
+    max_key_length: int = 256
+    max_frame_bytes: int = 1024 * 1024
+    auth_timeout: float = 10.0
+    ws_ping_interval: float = 20.0
+    ws_ping_timeout: float = 20.0
+    max_batch: int = 256
+    commit_delay_ms: int = 0  # test hook: hold each group commit open this long
+
+    log_level: str = "INFO"
+    access_log: bool = False
+    overridden: tuple[str, ...] = field(default=(), compare=False)
+
+    @classmethod
+    def load(
+        cls,
+        *,
+        env: Mapping[str, str] | None = None,
+        config_file: str | os.PathLike[str] | None = None,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> Config:
+        """Build a config from a TOML file, the environment and overrides, then check it."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        config_file = config_file or env.get(ENV_PREFIX + "CONFIG")
+        if config_file:
+            try:
+                with open(config_file, "rb") as fh:
+                    raw = tomllib.load(fh)
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise ConfigError(f"cannot read config file {config_file}: {exc}") from exc
+            section = raw.get("livesettings", raw)
+            values.update({str(k).replace("-", "_"): v for k, v in section.items()})
+        for name in _field_names():
+            key = ENV_PREFIX + name.upper()
+            if key in env and env[key] != "":
+                values[name] = env[key]
+        for name, value in (overrides or {}).items():
+            if value is not None:
+                values[name] = value
+        unknown = sorted(set(values) - set(_field_names()))
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
+        converted = {name: _convert(name, value) for name, value in values.items()}
+        converted["overridden"] = tuple(sorted(converted))
+        return cls(**converted).checked()
+
+    def checked(self) -> Config:
+        if self.sqlite_synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise ConfigError("sqlite_synchronous must be one of OFF, NORMAL, FULL, EXTRA")
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"port {self.port} is out of range")
+        if self.workers > 1 and self.resolved_bus_url == "memory://":
+            raise ConfigError(
+                "the in-process memory:// bus cannot serve more than one worker process; "
+                "use PostgreSQL with the postgres bus, or redis://"
+            )
+        return self
+
+    def replace(self, **changes: Any) -> Config:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'livesettings.db').as_posix()}"
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.resolved_database_url.startswith(("postgres://", "postgresql://"))
+
+    @property
+    def resolved_bus_url(self) -> str:
+        if self.bus_url:
+            return self.bus_url
+        return "postgres" if self.is_postgres else "memory://"
+
+    @property
+    def signup_allowed(self) -> bool:
+        return (not self.is_postgres) if self.allow_signup is None else self.allow_signup
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(
+            max_document_bytes=self.max_document_bytes,
+            max_patch_bytes=self.max_patch_bytes,
+            max_depth=self.max_depth,
+            max_key_length=self.max_key_length,
+        )
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as they may be printed or logged: secrets replaced by ``***``."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in _SECRET_FIELDS and value:
+                value = "***"
+            elif f.name.endswith("database_url") and value:
+                value = _redact_url(str(value))
+            out[f.name] = str(value) if isinstance(value, Path) else value
+        return out
+
+
+_SECRET_FIELDS = {"jwt_secret", "master_keys", "master_key"}
+
+
+def _field_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(Config) if f.name != "overridden"]
+
+
+def _redact_url(url: str) -> str:
+    if "://" not in url or "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://{user}@{host}"
+
+
+def _convert(name: str, value: Any) -> Any:
+    hint = get_type_hints(Config)[name]
+    text = str(value).strip() if not isinstance(value, list | tuple) else value
+    try:
+        if hint in (int, "int"):
+            return int(value)
+        if hint is float:
+            return float(value)
+        if hint is bool or hint == (bool | None):
+            if isinstance(value, bool):
+                return value
+            lowered = str(text).lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(f"expected true or false, got {value!r}")
+        if hint == tuple[str, ...]:
+            items = value if isinstance(value, list | tuple) else str(value).split(",")
+            return tuple(str(item).strip() for item in items if str(item).strip())
+        if hint is Path:
+            return Path(str(value))
+        if name == "sqlite_synchronous":
+            return str(value).upper()
+        return str(value)
+    except ValueError as exc:
+        shown = "***" if name in _SECRET_FIELDS else repr(value)
+        raise ConfigError(f"{ENV_PREFIX}{name.upper()}: invalid value {shown}: {exc}") from exc

@@ -1,0 +1,77 @@
+"""Running the server under uvicorn: the page URL on start, a graceful stop on SIGTERM.
+
+On SIGTERM (or Ctrl-C) the node stops accepting, closes every socket with 1001 so clients
+reconnect elsewhere, lets in-flight requests and commits finish, then exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import sys
+
+import uvicorn
+
+from .config import Config
+from .server.app import create_app
+from .server.services import Services
+
+__all__ = ["run_server"]
+
+log = logging.getLogger("livesettings.server")
+
+
+class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, services: Services, public_url: str | None) -> None:
+        super().__init__(config)
+        self._services = services
+        self._public_url = public_url
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.should_exit or not self.servers:
+            return
+        host, port = self.servers[0].sockets[0].getsockname()[:2]
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        if ":" in shown:
+            shown = f"[{shown}]"
+        url = self._public_url or f"http://{shown}:{port}/"
+        print(f"livesettings is running: open {url}", flush=True)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()
+        await self._services.drain()
+        await asyncio.sleep(0.05)
+        await super().shutdown(sockets)
+
+
+def run_server(config: Config) -> int:
+    """Serve until told to stop; returns the process exit code."""
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    services = Services(config)
+    app = create_app(config, services=services)
+    uv_config = uvicorn.Config(
+        app,
+        host=config.host,
+        port=config.port,
+        ws="websockets-sansio",
+        ws_max_size=config.max_frame_bytes,
+        ws_per_message_deflate=False,
+        ws_ping_interval=config.ws_ping_interval,
+        ws_ping_timeout=config.ws_ping_timeout,
+        access_log=config.access_log,
+        log_level=config.log_level.lower(),
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+        server_header=False,
+        proxy_headers=False,
+    )
+    server = _Server(uv_config, services, config.public_url)
+    server.run()
+    return 0 if server.started or server.should_exit else 1

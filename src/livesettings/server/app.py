@@ -1,0 +1,150 @@
+"""``create_app(config)``: the ASGI application, mountable in any Starlette or FastAPI app."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
+from starlette.staticfiles import StaticFiles
+
+from .. import __version__
+from ..config import Config
+from ..errors import Forbidden, LiveSettingsError, PreconditionFailed, RateLimited
+from ..paths import to_pointer
+from .http import router
+from .realtime import realtime_endpoint
+from .security import SecurityHeaders, origin_allowed
+from .services import Services
+
+__all__ = ["STATIC_DIR", "create_app"]
+
+log = logging.getLogger("livesettings.server")
+
+STATIC_DIR = Path(str(resources.files("livesettings") / "server" / "static"))
+
+
+def create_app(config: Config | None = None, *, services: Services | None = None) -> FastAPI:
+    """The livesettings server as an ASGI app; its lifespan starts and stops every part."""
+    config = config or Config.load()
+    services = services or Services(config)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await services.start()
+        try:
+            yield
+        finally:
+            await services.stop()
+
+    app = FastAPI(
+        title="livesettings",
+        version=__version__,
+        description="Real-time settings synchronisation: one document per user, pushed live.",
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    app.include_router(router)
+    app.add_api_websocket_route("/v1/realtime", realtime_endpoint)
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    _install_error_handlers(app, services)
+    app.add_middleware(_OriginGuard, config=config)
+    if config.allowed_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=[o for o in config.allowed_origins if o != "*"] or ["*"],
+            allow_methods=["GET", "PATCH", "PUT", "POST", "OPTIONS"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "Idempotency-Key",
+                "If-Match",
+                "X-Client-Id",
+                "X-Base-Revision",
+                "X-Edited-At",
+                "Last-Event-ID",
+            ],
+            expose_headers=["ETag", "Retry-After"],
+        )
+    app.add_middleware(SecurityHeaders)
+    return app
+
+
+class _OriginGuard:
+    """HTTP requests from a browser on a foreign Origin get 403 (sockets check it themselves)."""
+
+    def __init__(self, app: Any, config: Config) -> None:
+        self.app = app
+        self.config = config
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            origin = headers.get("origin")
+            if origin is not None and not origin_allowed(origin, headers.get("host"), self.config):
+                response = _error_response(Forbidden("requests from this Origin are not allowed"))
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _error_response(exc: LiveSettingsError) -> JSONResponse:
+    headers: dict[str, str] = {}
+    if isinstance(exc, RateLimited):
+        headers["Retry-After"] = str(max(1, round(exc.retry_after + 0.499)))
+    if isinstance(exc, PreconditionFailed) and isinstance(exc.details, dict):
+        headers["ETag"] = f'"{exc.details.get("revision")}"'
+    return JSONResponse({"error": exc.to_payload()}, status_code=exc.status, headers=headers)
+
+
+def _install_error_handlers(app: FastAPI, services: Services) -> None:
+    @app.exception_handler(LiveSettingsError)
+    async def on_error(request: Request, exc: LiveSettingsError) -> JSONResponse:
+        services.metrics.errors.inc(code=exc.code)
+        if exc.status >= 500:
+            log.error("%s %s failed: %s", request.method, request.url.path, exc.code)
+        return _error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {}
+        loc = [str(p) for p in first.get("loc", ()) if p not in ("body",)]
+        payload: dict[str, Any]
+        if first.get("type") == "json_invalid":
+            payload = {"code": "malformed_json", "message": "the request body is not valid JSON"}
+            status = 400
+        else:
+            where = loc[1:] if loc and loc[0] in ("query", "header", "path") else loc
+            pointer = to_pointer(tuple(where))
+            payload = {
+                "code": "invalid",
+                "message": f"{pointer or 'body'}: {first.get('msg', 'invalid value')}",
+                "details": {"path": pointer, "location": loc[0] if loc else "body"},
+            }
+            status = 422
+        services.metrics.errors.inc(code=str(payload["code"]))
+        return JSONResponse({"error": payload}, status_code=status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(
+            {"error": {"code": code, "message": str(exc.detail)}},
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )

@@ -1,0 +1,640 @@
+"""The HTTP API of DESIGN §4: auth, settings, changes, revert, service routes, operations."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+from ..auth import (
+    Claims,
+    hash_refresh_token,
+    new_family_id,
+    new_refresh_token,
+    validate_password,
+    validate_username,
+)
+from ..crypto import open_secret, unwrap_data_key
+from ..document import mask_document, validate_document, validate_patch
+from ..errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    LiveSettingsError,
+    NotFound,
+    PreconditionRequired,
+    RateLimited,
+    StorageError,
+    TooLarge,
+    Unauthorized,
+    ValidationError,
+)
+from ..merge import Mutation, parse_if_match
+from ..store.base import CommitOutcome, PendingMutation
+from ..store.planning import body_hash
+from .models import (
+    ChangesResponse,
+    Credentials,
+    ErrorResponse,
+    MutationResponse,
+    PasswordChange,
+    RefreshRequest,
+    RevertRequest,
+    SecretResponse,
+    SettingsDocument,
+    SettingsPatch,
+    SettingsResponse,
+    TokenResponse,
+)
+from .services import Services
+from .sse import event_stream
+
+__all__ = ["client_address", "router", "services_of", "settings_view"]
+
+log = logging.getLogger("livesettings.http")
+audit = logging.getLogger("livesettings.audit")
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse}
+    for code in (400, 401, 403, 404, 409, 410, 412, 413, 422, 428, 429)
+}
+_PATCH_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": SettingsPatch.model_json_schema()}},
+    }
+}
+_PUT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": SettingsDocument.model_json_schema()}},
+    }
+}
+
+router = APIRouter()
+
+
+def services_of(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(services_of)]
+
+
+def client_address(request: Request, services: Services) -> str:
+    """The caller's address; ``X-Forwarded-For`` counts only from a trusted proxy."""
+    peer = request.client.host if request.client else "unknown"
+    trusted = services.config.trusted_proxies
+    forwarded = request.headers.get("x-forwarded-for")
+    if forwarded and (peer in trusted or "*" in trusted):
+        hops = [h.strip() for h in forwarded.split(",") if h.strip()]
+        for hop in reversed(hops):
+            if hop not in trusted:
+                return hop
+    return peer
+
+
+def bearer_claims(request: Request, services: ServicesDep) -> Claims:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("send the access token as 'Authorization: Bearer <token>'")
+    return services.verify_token(token.strip())
+
+
+ClaimsDep = Annotated[Claims, Depends(bearer_claims)]
+
+
+def service_claims(claims: ClaimsDep) -> Claims:
+    if not claims.is_service:
+        raise Forbidden("this route needs a service token (role: service)")
+    return claims
+
+
+ServiceDep = Annotated[Claims, Depends(service_claims)]
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The request body as JSON, with 413 over ``limit`` bytes and 400 when malformed."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise _too_large(int(declared), limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(size, limit)
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        raise BadRequest("the request body must be a JSON object", code="malformed_json")
+    try:
+        return json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise BadRequest(
+            f"the request body is not valid JSON: {exc}", code="malformed_json"
+        ) from exc
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _too_large(size: int, limit: int) -> LiveSettingsError:
+    return TooLarge(
+        f"the request body is {size} bytes; the limit is {limit}",
+        details={"size": size, "limit": limit},
+    )
+
+
+def settings_view(services: Services, settings: dict[str, Any]) -> dict[str, Any]:
+    """Stored settings as a user may see them: secrets masked, schema defaults filled."""
+    view = mask_document(settings)
+    if services.schema is not None and isinstance(view.get("preferences"), dict):
+        view["preferences"] = services.schema.fill_defaults(view["preferences"])
+    return view
+
+
+def _int_header(value: str | None, name: str) -> int | None:
+    if value is None or value == "":
+        return None
+    text = value.strip()
+    if not text.isdigit() or len(text) > 18:
+        raise BadRequest(f"{name} must be a non-negative integer, got {value[:40]!r}")
+    return int(text)
+
+
+def _client_id(value: str | None) -> str:
+    if value is None or value == "":
+        return "http"
+    if len(value) > 128 or not value.isprintable():
+        raise BadRequest("X-Client-Id must be 1 to 128 printable characters")
+    return value
+
+
+def _mutation_id(value: str | None) -> str:
+    if value is None or value == "":
+        return "http-" + uuid.uuid4().hex
+    if len(value) > 128 or not value.isprintable():
+        raise BadRequest("Idempotency-Key must be 1 to 128 printable characters")
+    return value
+
+
+async def _write(services: Services, pending: PendingMutation) -> CommitOutcome:
+    wait = services.write_limiter.take(pending.user_id)
+    if wait > 0:
+        raise RateLimited(
+            "too many writes; slow down", retry_after=wait, details={"retry_after": wait}
+        )
+    outcome = await services.writer.submit(pending)
+    if outcome.error is not None:
+        raise outcome.error
+    services.metrics.mutations.inc(outcome="repeated" if outcome.repeated else "committed")
+    for conflict in outcome.conflict_payloads:
+        services.metrics.conflicts.inc(kept=str(conflict.get("kept")))
+    return outcome
+
+
+async def _mutation_response(services: Services, outcome: CommitOutcome) -> JSONResponse:
+    settings = outcome.settings
+    if settings is None or outcome.repeated:
+        settings = (await services.store.get_document(outcome.user_id)).settings
+    body = {
+        "revision": outcome.revision,
+        "settings": settings_view(services, settings),
+        "conflicts": list(outcome.conflict_payloads),
+    }
+    return JSONResponse(body, headers={"ETag": f'"{outcome.revision}"'})
+
+
+async def _patch(
+    request: Request,
+    services: Services,
+    user_id: str,
+    *,
+    idempotency_key: str | None,
+    client_id: str | None,
+    base_revision: str | None,
+    edited_at: str | None,
+    if_match: str | None,
+) -> JSONResponse:
+    body = await read_json(request, services.config.max_patch_bytes)
+    patch = validate_patch(body, services.config.limits, services.schema)
+    now_ms = int(time.time() * 1000)
+    at = _int_header(edited_at, "X-Edited-At")
+    mutation = Mutation(
+        mutation_id=_mutation_id(idempotency_key),
+        client_id=_client_id(client_id),
+        base_revision=_int_header(base_revision, "X-Base-Revision"),
+        patch=patch,
+        edited_at=min(at, now_ms) if at is not None else now_ms,
+    )
+    pending = PendingMutation(
+        user_id,
+        mutation,
+        body_hash("patch", patch),
+        expected_revision=parse_if_match(if_match) if if_match else None,
+    )
+    return await _mutation_response(services, await _write(services, pending))
+
+
+# -- auth ---------------------------------------------------------------------------------
+
+
+async def _issue_pair(
+    services: Services, user_id: str, family_id: str | None = None
+) -> dict[str, Any]:
+    if services.issuer is None:
+        raise Forbidden("this server does not issue tokens (external identity provider only)")
+    token, exp = services.issuer.issue(user_id)
+    refresh = new_refresh_token()
+    expires = int(time.time()) + services.config.refresh_token_ttl
+    await services.store.add_refresh_token(
+        hash_refresh_token(refresh), user_id, family_id or new_family_id(), expires
+    )
+    return _token_body(services, user_id, token, exp, refresh)
+
+
+def _token_body(
+    services: Services, user_id: str, token: str, exp: int, refresh: str
+) -> dict[str, Any]:
+    return {
+        "access_token": token,
+        "token_type": "bearer",
+        "expires_in": services.config.access_token_ttl,
+        "expires_at": exp,
+        "user_id": user_id,
+        "refresh_token": refresh,
+    }
+
+
+@router.post("/v1/auth/signup", response_model=TokenResponse, responses=_ERRORS, tags=["auth"])
+async def signup(credentials: Credentials, request: Request, services: ServicesDep) -> Any:
+    """Create a built-in user (when sign-up is allowed) and sign it in."""
+    if not services.config.signup_allowed:
+        raise Forbidden("sign-up is disabled on this server", code="signup_disabled")
+    address = client_address(request, services)
+    wait = services.signup_by_address.blocked_for(address)
+    if wait > 0:
+        raise RateLimited("too many sign-ups from this address", retry_after=wait)
+    username = validate_username(credentials.username)
+    password = validate_password(credentials.password)
+    if await services.store.get_user_by_username(username) is not None:
+        raise Conflict(f"the username {username!r} is taken", code="username_taken")
+    user_id = str(uuid.uuid4())
+    await services.store.create_user(user_id, username, services.hasher.hash(password))
+    services.signup_by_address.add(address)
+    audit.info("signup user_id=%s", user_id)
+    return await _issue_pair(services, user_id)
+
+
+@router.post("/v1/auth/token", response_model=TokenResponse, responses=_ERRORS, tags=["auth"])
+async def token(credentials: Credentials, request: Request, services: ServicesDep) -> Any:
+    """Sign in with a username and password."""
+    address = client_address(request, services)
+    name_key = credentials.username.lower()
+    wait = max(
+        services.signin_by_user.blocked_for(name_key),
+        services.signin_by_address.blocked_for(address),
+    )
+    if wait > 0:
+        raise RateLimited("too many failed sign-ins; try again later", retry_after=wait)
+    user = await services.store.get_user_by_username(credentials.username)
+    if user is None or not services.hasher.verify(user.password_hash, credentials.password):
+        if user is None:
+            services.hasher.dummy_verify(credentials.password)
+        services.signin_by_user.add(name_key)
+        services.signin_by_address.add(address)
+        audit.info("signin_failed address=%s", address)
+        raise Unauthorized("wrong username or password", code="invalid_credentials")
+    services.signin_by_user.reset(name_key)
+    audit.info("signin user_id=%s address=%s", user.user_id, address)
+    return await _issue_pair(services, user.user_id)
+
+
+@router.post("/v1/auth/refresh", response_model=TokenResponse, responses=_ERRORS, tags=["auth"])
+async def refresh(body: RefreshRequest, services: ServicesDep) -> Any:
+    """Trade a refresh token for a new pair; a reused refresh token revokes its family."""
+    if services.issuer is None:
+        raise Forbidden("this server does not issue tokens")
+    new = new_refresh_token()
+    now = int(time.time())
+    result = await services.store.use_refresh_token(
+        hash_refresh_token(body.refresh_token),
+        hash_refresh_token(new),
+        now + services.config.refresh_token_ttl,
+        now,
+    )
+    if result.status == "reused":
+        audit.info("refresh_reuse user_id=%s", result.user_id)
+        raise Unauthorized(
+            "this refresh token was already used; sign in again", code="token_reused"
+        )
+    if result.status != "ok" or result.user_id is None:
+        raise Unauthorized("the refresh token is not valid", code="invalid_token")
+    token_, exp = services.issuer.issue(result.user_id)
+    return _token_body(services, result.user_id, token_, exp, new)
+
+
+@router.post("/v1/auth/logout", status_code=204, responses=_ERRORS, tags=["auth"])
+async def logout(claims: ClaimsDep, services: ServicesDep) -> Response:
+    """Revoke the caller's refresh tokens and end its live sessions."""
+    await services.revoke_user(claims.sub)
+    audit.info("logout user_id=%s", claims.sub)
+    return Response(status_code=204)
+
+
+@router.post("/v1/auth/password", response_model=TokenResponse, responses=_ERRORS, tags=["auth"])
+async def change_password(body: PasswordChange, claims: ClaimsDep, services: ServicesDep) -> Any:
+    """Change the password; every other session of the user ends."""
+    user = await services.store.get_user(claims.sub)
+    if user is None:
+        raise NotFound("no built-in user for this token")
+    if not services.hasher.verify(user.password_hash, body.current_password):
+        raise Unauthorized("the current password is wrong", code="invalid_credentials")
+    password = validate_password(body.new_password)
+    await services.store.set_password(user.user_id, services.hasher.hash(password))
+    await services.revoke_user(user.user_id)
+    audit.info("password_changed user_id=%s", user.user_id)
+    return await _issue_pair(services, user.user_id)
+
+
+# -- settings -----------------------------------------------------------------------------
+
+
+@router.get("/v1/settings", response_model=SettingsResponse, responses=_ERRORS, tags=["settings"])
+async def get_settings(claims: ClaimsDep, services: ServicesDep) -> Any:
+    """The caller's settings, secrets masked."""
+    return await _read(services, claims.sub)
+
+
+async def _read(services: Services, user_id: str) -> JSONResponse:
+    doc = await services.store.get_document(user_id)
+    body = {
+        "revision": doc.revision,
+        "settings": settings_view(services, doc.settings),
+        "updated_at": doc.updated_at,
+    }
+    return JSONResponse(body, headers={"ETag": f'"{doc.revision}"'})
+
+
+@router.patch(
+    "/v1/settings",
+    response_model=MutationResponse,
+    responses=_ERRORS,
+    openapi_extra=_PATCH_BODY,
+    tags=["settings"],
+)
+async def patch_settings(
+    request: Request,
+    claims: ClaimsDep,
+    services: ServicesDep,
+    idempotency_key: Annotated[str | None, Header()] = None,
+    x_client_id: Annotated[str | None, Header()] = None,
+    x_base_revision: Annotated[str | None, Header()] = None,
+    x_edited_at: Annotated[str | None, Header()] = None,
+    if_match: Annotated[str | None, Header()] = None,
+) -> Any:
+    """Merge a JSON Merge Patch into the caller's settings (DESIGN §3)."""
+    return await _patch(
+        request,
+        services,
+        claims.sub,
+        idempotency_key=idempotency_key,
+        client_id=x_client_id,
+        base_revision=x_base_revision,
+        edited_at=x_edited_at,
+        if_match=if_match,
+    )
+
+
+@router.put(
+    "/v1/settings",
+    response_model=MutationResponse,
+    responses=_ERRORS,
+    openapi_extra=_PUT_BODY,
+    tags=["settings"],
+)
+async def put_settings(
+    request: Request,
+    claims: ClaimsDep,
+    services: ServicesDep,
+    if_match: Annotated[str | None, Header()] = None,
+    idempotency_key: Annotated[str | None, Header()] = None,
+    x_client_id: Annotated[str | None, Header()] = None,
+) -> Any:
+    """Replace the whole document; needs ``If-Match``. Masked secrets keep the stored ones."""
+    if not if_match:
+        raise PreconditionRequired('PUT needs If-Match: "<revision>" (use PATCH to merge)')
+    expected = parse_if_match(if_match)
+    body = await read_json(request, services.config.max_patch_bytes)
+    if not isinstance(body, dict):
+        raise ValidationError("the document must be a JSON object", path="")
+    keys = body.get("api_keys")
+    plain_keys: dict[str, Any] = {}
+    kept: dict[str, Any] = {}
+    if isinstance(keys, dict):
+        for name, value in keys.items():
+            if isinstance(value, dict) and value.get("set") is True:
+                kept[name] = value  # a masked secret: keep what is stored
+            else:
+                plain_keys[name] = value
+    checked = validate_document(
+        {**body, "api_keys": plain_keys} if isinstance(keys, dict) else body,
+        services.config.limits,
+        services.schema,
+    )
+    checked["api_keys"] = {**checked.get("api_keys", {}), **kept}
+    now_ms = int(time.time() * 1000)
+    mutation = Mutation(
+        _mutation_id(idempotency_key), _client_id(x_client_id), None, checked, now_ms
+    )
+    pending = PendingMutation(
+        claims.sub, mutation, body_hash("put", body), kind="put", expected_revision=expected
+    )
+    return await _mutation_response(services, await _write(services, pending))
+
+
+@router.get(
+    "/v1/settings/changes", response_model=ChangesResponse, responses=_ERRORS, tags=["settings"]
+)
+async def list_changes(
+    claims: ClaimsDep,
+    services: ServicesDep,
+    since: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Any:
+    """Changes after ``since`` in revision order; ``reset`` when the log no longer has them."""
+    page = await services.store.changes_since(claims.sub, since, limit)
+    return {
+        "changes": [
+            {
+                "revision": c.revision,
+                "patch": c.patch,
+                "mutation_id": c.mutation_id,
+                "client_id": c.client_id,
+                "committed_at": c.committed_at,
+                "conflicts": list(c.conflicts),
+            }
+            for c in page.changes
+        ],
+        "revision": page.revision,
+        "reset": page.reset,
+    }
+
+
+@router.post(
+    "/v1/settings/revert", response_model=MutationResponse, responses=_ERRORS, tags=["settings"]
+)
+async def revert(
+    body: RevertRequest,
+    claims: ClaimsDep,
+    services: ServicesDep,
+    idempotency_key: Annotated[str | None, Header()] = None,
+    x_client_id: Annotated[str | None, Header()] = None,
+) -> Any:
+    """Restore the non-secret fields as they were at ``revision``, as a new revision."""
+    now_ms = int(time.time() * 1000)
+    mutation = Mutation(_mutation_id(idempotency_key), _client_id(x_client_id), None, {}, now_ms)
+    pending = PendingMutation(
+        claims.sub,
+        mutation,
+        body_hash("revert", body.revision),
+        kind="revert",
+        revert_to=body.revision,
+    )
+    return await _mutation_response(services, await _write(services, pending))
+
+
+@router.get("/v1/settings/events", responses=_ERRORS, tags=["settings"])
+async def settings_events(
+    request: Request,
+    claims: ClaimsDep,
+    services: ServicesDep,
+    last_event_id: Annotated[str | None, Header()] = None,
+    since: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
+    user_id: Annotated[str | None, Query(max_length=128)] = None,
+) -> Response:
+    """Server-Sent Events: the WebSocket's frames; ``id:`` is the revision."""
+    target = claims.sub
+    if user_id is not None and user_id != claims.sub:
+        if not claims.is_service:
+            raise Forbidden("a user token can only follow its own settings")
+        target = user_id
+    resume = _int_header(last_event_id, "Last-Event-ID") if last_event_id else since
+    return await event_stream(request, services, claims, target, resume)
+
+
+@router.get("/v1/schema", tags=["settings"])
+async def preferences_schema(services: ServicesDep) -> Any:
+    """The operator's JSON Schema for ``preferences`` (``null`` when none is configured)."""
+    return {"schema": services.schema.schema if services.schema else None}
+
+
+# -- service routes -----------------------------------------------------------------------
+
+
+@router.get(
+    "/v1/users/{user_id}/settings",
+    response_model=SettingsResponse,
+    responses=_ERRORS,
+    tags=["service"],
+)
+async def service_get(user_id: str, claims: ServiceDep, services: ServicesDep) -> Any:
+    """Any user's settings (service tokens only)."""
+    _check_user_id(user_id)
+    return await _read(services, user_id)
+
+
+@router.patch(
+    "/v1/users/{user_id}/settings",
+    response_model=MutationResponse,
+    responses=_ERRORS,
+    openapi_extra=_PATCH_BODY,
+    tags=["service"],
+)
+async def service_patch(
+    user_id: str,
+    request: Request,
+    claims: ServiceDep,
+    services: ServicesDep,
+    idempotency_key: Annotated[str | None, Header()] = None,
+    x_client_id: Annotated[str | None, Header()] = None,
+    x_base_revision: Annotated[str | None, Header()] = None,
+    x_edited_at: Annotated[str | None, Header()] = None,
+    if_match: Annotated[str | None, Header()] = None,
+) -> Any:
+    """Merge a patch into any user's settings (service tokens only)."""
+    _check_user_id(user_id)
+    return await _patch(
+        request,
+        services,
+        user_id,
+        idempotency_key=idempotency_key,
+        client_id=x_client_id or f"service:{claims.sub}",
+        base_revision=x_base_revision,
+        edited_at=x_edited_at,
+        if_match=if_match,
+    )
+
+
+@router.get(
+    "/v1/users/{user_id}/secrets/{name}",
+    response_model=SecretResponse,
+    responses=_ERRORS,
+    tags=["service"],
+)
+async def service_secret(user_id: str, name: str, claims: ServiceDep, services: ServicesDep) -> Any:
+    """The decrypted secret, for an app's backend (service tokens only; audited)."""
+    _check_user_id(user_id)
+    doc = await services.store.get_document(user_id)
+    envelope = doc.settings.get("api_keys", {}).get(name)
+    if envelope is None:
+        raise NotFound(f"user has no secret named {name!r}")
+    wrapped = await services.store.get_wrapped_key(user_id)
+    if wrapped is None:
+        raise NotFound("user has no data key")
+    plaintext = open_secret(
+        user_id, name, envelope, unwrap_data_key(services.keyring, user_id, wrapped)
+    )
+    audit.info("secret_read service=%s user_id=%s name=%s", claims.sub, user_id, name)
+    return {"user_id": user_id, "name": name, "value": plaintext}
+
+
+def _check_user_id(user_id: str) -> None:
+    if not user_id or len(user_id) > 128:
+        raise ValidationError("user id must be 1 to 128 characters", path="/user_id")
+
+
+# -- operations ---------------------------------------------------------------------------
+
+
+@router.get("/healthz", tags=["operations"])
+async def healthz() -> dict[str, str]:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", tags=["operations"], responses={503: {"model": ErrorResponse}})
+async def readyz(services: ServicesDep) -> Any:
+    """Readiness: the database and the bus are reachable."""
+    if services.draining:
+        raise StorageError("the server is shutting down", code="draining")
+    await services.store.ping()
+    await services.bus.ping()
+    return {"status": "ready"}
+
+
+@router.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
+async def metrics(services: ServicesDep) -> PlainTextResponse:
+    """Prometheus metrics."""
+    return PlainTextResponse(
+        services.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
+    )

@@ -1,0 +1,242 @@
+"""Everything a running server holds: config, store, bus, writer, hub, auth, limits, sockets.
+
+``Services.start()`` brings them up in order and ``stop()`` takes them down in reverse, so the
+ASGI lifespan, the CLI and tests share one sequence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..auth import Claims, PasswordHasher, TokenIssuer, TokenVerifier, load_or_create_jwt_secret
+from ..bus import Bus, open_bus
+from ..config import Config
+from ..crypto import Keyring
+from ..document import PreferencesSchema
+from ..errors import ConfigError, LiveSettingsError, TokenExpired, Unauthorized
+from ..store import Store, open_store
+from .hub import Hub
+from .metrics import Gauge, Metrics
+from .ratelimit import RateLimiter, WindowCounter
+from .writer import Writer
+
+__all__ = ["Connections", "Services", "load_keyring", "load_signing"]
+
+log = logging.getLogger("livesettings.server")
+
+CloseFn = Callable[[int, str], Awaitable[None]]
+
+
+@dataclass(eq=False)
+class _Conn:
+    user_id: str
+    close: CloseFn
+
+
+@dataclass
+class Connections:
+    """Live sockets and event streams per user, so revocations and shutdown can end them."""
+
+    by_user: dict[str, set[_Conn]] = field(default_factory=dict)
+
+    def add(self, user_id: str, close: CloseFn) -> _Conn:
+        conn = _Conn(user_id, close)
+        self.by_user.setdefault(user_id, set()).add(conn)
+        return conn
+
+    def remove(self, conn: _Conn) -> None:
+        conns = self.by_user.get(conn.user_id)
+        if conns is not None:
+            conns.discard(conn)
+            if not conns:
+                del self.by_user[conn.user_id]
+
+    def count(self, user_id: str | None = None) -> int:
+        if user_id is not None:
+            return len(self.by_user.get(user_id, ()))
+        return sum(len(c) for c in self.by_user.values())
+
+    async def close_user(self, user_id: str, code: int, reason: str) -> None:
+        for conn in list(self.by_user.get(user_id, ())):
+            with contextlib.suppress(Exception):
+                await conn.close(code, reason)
+
+    async def close_all(self, code: int, reason: str) -> None:
+        conns = [c for cs in self.by_user.values() for c in cs]
+        await asyncio.gather(*(c.close(code, reason) for c in conns), return_exceptions=True)
+
+
+def load_keyring(config: Config) -> Keyring:
+    if config.master_keys:
+        return Keyring.parse(config.master_keys)
+    if config.master_key:
+        return Keyring.from_single(config.master_key)
+    if config.is_postgres:
+        raise ConfigError(
+            "PostgreSQL needs explicit master keys: set LIVESETTINGS_MASTER_KEYS "
+            "(id:base64,…) or LIVESETTINGS_MASTER_KEY"
+        )
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    return Keyring.load_or_create_file(config.data_dir / "master.keys")
+
+
+def load_signing(config: Config) -> tuple[bytes | None, list[Any]]:
+    """The HS256 secret and the public keys tokens are verified with."""
+    public: list[Any] = []
+    if config.jwt_public_key:
+        text = config.jwt_public_key
+        if not text.lstrip().startswith("-----BEGIN"):
+            try:
+                with open(text, encoding="utf-8") as fh:
+                    text = fh.read()
+            except OSError as exc:
+                raise ConfigError(f"cannot read LIVESETTINGS_JWT_PUBLIC_KEY: {exc}") from exc
+        public.append(text)
+    secret: bytes | None = None
+    if config.jwt_secret:
+        secret = config.jwt_secret.encode()
+    elif not config.is_postgres:
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        secret = load_or_create_jwt_secret(config.data_dir / "jwt.secret")
+    if secret is None and not public and not config.jwks_file and not config.jwks_url:
+        raise ConfigError(
+            "PostgreSQL needs an explicit LIVESETTINGS_JWT_SECRET or a public key "
+            "(LIVESETTINGS_JWT_PUBLIC_KEY / LIVESETTINGS_JWKS_FILE / LIVESETTINGS_JWKS_URL)"
+        )
+    return secret, public
+
+
+class Services:
+    """The running parts of one server node."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.connections = Connections()
+        self.metrics.connections = Gauge(
+            "livesettings_connections",
+            "Open WebSocket and SSE connections.",
+            read=lambda: float(self.connections.count()),
+        )
+        self.schema = (
+            PreferencesSchema.from_file(config.preferences_schema)
+            if config.preferences_schema
+            else None
+        )
+        self.keyring = load_keyring(config)
+        secret, public = load_signing(config)
+        self.issuer = TokenIssuer(secret, ttl_seconds=config.access_token_ttl) if secret else None
+        self.verifier = TokenVerifier(
+            hs256_secret=secret,
+            public_keys=public,
+            audience=config.jwt_audience,
+            issuer=config.jwt_issuer,
+        )
+        self.hasher = PasswordHasher(
+            time_cost=config.argon2_time_cost, memory_cost=config.argon2_memory_cost
+        )
+        self.store: Store = open_store(
+            config.resolved_database_url,
+            keyring=self.keyring,
+            limits=config.limits,
+            schema=self.schema,
+            synchronous=config.sqlite_synchronous,
+            changelog_retain=config.changelog_retain,
+            commit_delay_ms=config.commit_delay_ms,
+        )
+        self.bus: Bus = open_bus(config.resolved_bus_url, database_url=config.resolved_database_url)
+        self.hub = Hub(self.store, self.metrics, replay_limit=config.changelog_retain)
+        self.writer = Writer(
+            self.store,
+            self.bus,
+            self.metrics,
+            max_batch=config.max_batch,
+            on_committed=self.hub.note_committed,
+        )
+        self.write_limiter = RateLimiter(config.write_rate, config.write_burst)
+        self.connect_limiter = RateLimiter(config.connect_rate, config.connect_burst)
+        self.signin_by_user = WindowCounter(config.signin_limit, 15 * 60)
+        self.signin_by_address = WindowCounter(config.signin_limit_per_address, 15 * 60)
+        self.signup_by_address = WindowCounter(config.signup_limit_per_address, 60 * 60)
+        self.revoked_before: dict[str, int] = {}
+        self._revocation_cursor = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self.draining = False
+        self.started = False
+
+    async def start(self) -> None:
+        if not self.config.is_postgres and await self.store.schema_version() is None:
+            # The embedded default sets itself up; PostgreSQL needs `livesettings setup`.
+            for line in await self.store.setup():
+                log.info("setup: %s", line)
+        await self.store.open()
+        for row_id, user_id, at_ms in await self.store.revocations_since(0):
+            self._note_revocation(row_id, user_id, at_ms)
+        await self.bus.start(self.hub.on_events, self.hub.on_resync)
+        self.writer.start()
+        self._tasks.append(asyncio.create_task(self._poll_revocations()))
+        self.started = True
+
+    async def drain(self) -> None:
+        """Stop taking work: close sockets with 1001 so clients reconnect elsewhere."""
+        if self.draining:
+            return
+        self.draining = True
+        await self.connections.close_all(1001, "server shutting down")
+
+    async def stop(self) -> None:
+        await self.drain()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.writer.stop()
+        await self.hub.close()
+        await self.bus.close()
+        await self.store.close()
+        self.started = False
+
+    # -- tokens ---------------------------------------------------------------------------
+    def verify_token(self, token: str) -> Claims:
+        claims = self.verifier.verify(token)
+        revoked = self.revoked_before.get(claims.sub)
+        if revoked is not None and (claims.iat or 0) * 1000 < revoked - 999:
+            raise Unauthorized("this session was ended; sign in again", code="session_revoked")
+        return claims
+
+    def check_expiry(self, claims: Claims) -> None:
+        if claims.exp <= time.time():
+            raise TokenExpired("token expired")
+
+    async def revoke_user(self, user_id: str) -> None:
+        """End every session of a user: refresh tokens, access tokens issued so far, sockets."""
+        now_ms = int(time.time() * 1000)
+        await self.store.revoke_refresh_tokens(user_id)
+        await self.store.revoke_sessions(user_id, now_ms)
+        self.revoked_before[user_id] = max(self.revoked_before.get(user_id, 0), now_ms)
+        await self.connections.close_user(user_id, 4001, "session ended")
+
+    def _note_revocation(self, row_id: int, user_id: str, at_ms: int) -> None:
+        self._revocation_cursor = max(self._revocation_cursor, row_id)
+        self.revoked_before[user_id] = max(self.revoked_before.get(user_id, 0), at_ms)
+
+    async def _poll_revocations(self) -> None:
+        """Revocations made by another process (the CLI, another node) end local sockets."""
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                rows = await self.store.revocations_since(self._revocation_cursor)
+            except LiveSettingsError:
+                continue
+            for row_id, user_id, at_ms in rows:
+                known = self.revoked_before.get(user_id, 0)
+                self._note_revocation(row_id, user_id, at_ms)
+                if at_ms > known:
+                    await self.connections.close_user(user_id, 4001, "session ended")

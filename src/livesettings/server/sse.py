@@ -1,0 +1,97 @@
+"""``GET /v1/settings/events``: the WebSocket's frames as Server-Sent Events.
+
+``id:`` is the revision, so a browser's (or our client's) ``Last-Event-ID`` resumes exactly
+where it stopped. The stream ends with an ``error`` event when the token expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+
+from fastapi import Request
+from fastapi.responses import StreamingResponse
+
+from ..auth import Claims
+from ..errors import Forbidden, TokenExpired
+from ..protocol import error_frame
+from .hub import Subscriber
+from .services import Services
+
+__all__ = ["event_stream", "sse_event"]
+
+_KEEPALIVE_SECONDS = 15.0
+_QUEUE_LIMIT = 10_000
+_END = ""
+
+
+def sse_event(frame: str) -> str:
+    """One SSE event for one frame; change, snapshot and synced frames carry ``id:``."""
+    kind = ""
+    revision: int | None = None
+    with contextlib.suppress(ValueError):
+        parsed = json.loads(frame)
+        kind = str(parsed.get("type", ""))
+        if kind in ("change", "snapshot", "synced") and "user_id" not in parsed:
+            revision = int(parsed["revision"])
+    head = f"id: {revision}\n" if revision is not None else ""
+    return f"{head}event: {kind}\ndata: {frame}\n\n"
+
+
+async def event_stream(
+    request: Request, services: Services, claims: Claims, user_id: str, since: int | None
+) -> StreamingResponse:
+    if services.draining:
+        raise Forbidden("the server is shutting down", code="draining")
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    overflow = asyncio.Event()
+
+    def send(frame: str) -> None:
+        if queue.qsize() >= _QUEUE_LIMIT:
+            overflow.set()  # a stalled reader: end the stream, it resumes with Last-Event-ID
+            return
+        queue.put_nowait(frame)
+
+    async def close(code: int, reason: str) -> None:
+        queue.put_nowait(_END)
+
+    sub = Subscriber(user_id, send, with_user_id=user_id != claims.sub)
+    conn = services.connections.add(claims.sub, close)
+    try:
+        await services.hub.subscribe(sub, since)
+    except BaseException:
+        services.connections.remove(conn)
+        raise
+
+    async def body() -> AsyncIterator[str]:
+        try:
+            yield "retry: 1000\n\n"
+            while not overflow.is_set():
+                remaining = claims.exp - time.time()
+                if remaining <= 0:
+                    yield sse_event(error_frame(TokenExpired("token expired")))
+                    return
+                try:
+                    frame = await asyncio.wait_for(
+                        queue.get(), timeout=min(_KEEPALIVE_SECONDS, remaining)
+                    )
+                except TimeoutError:
+                    if await request.is_disconnected():
+                        return
+                    yield ": keepalive\n\n"
+                    continue
+                if frame == _END:
+                    return
+                yield sse_event(frame)
+        finally:
+            services.hub.unsubscribe(sub)
+            services.connections.remove(conn)
+
+    return StreamingResponse(
+        body(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )

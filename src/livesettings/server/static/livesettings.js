@@ -1,0 +1,1 @@
+// livesettings browser client

@@ -1,0 +1,234 @@
+"""The storage interface every backend implements, and the rows it speaks in.
+
+A backend is chosen by URL scheme (:func:`livesettings.store.open_store`); the same storage test
+suite (``tests/store/``) runs against each. Backends never decide merge semantics: they load what
+:func:`livesettings.store.planning.plan_mutation` needs inside one transaction, and write what it
+returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from ..crypto import WrappedKey
+from ..errors import LiveSettingsError
+from ..merge import Conflict, Mutation, Record
+from ..paths import Path
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "AppliedMutation",
+    "ChangeRow",
+    "ChangesPage",
+    "CommitOutcome",
+    "ExportedUser",
+    "PendingMutation",
+    "RefreshResult",
+    "Store",
+    "StoredDocument",
+    "UserRow",
+]
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDocument:
+    """A user's document as stored: secrets sealed, leaf records, revision."""
+
+    user_id: str
+    revision: int
+    settings: dict[str, Any]
+    records: dict[Path, Record]
+    updated_at: str | None = None
+    created_at: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeRow:
+    """One committed mutation as kept in the change log (``patch`` is effective and masked)."""
+
+    user_id: str
+    revision: int
+    patch: dict[str, Any]
+    mutation_id: str
+    client_id: str
+    committed_at: int
+    conflicts: tuple[dict[str, Any], ...] = ()
+    inverse: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ChangesPage:
+    """Changes after a revision, or ``reset=True`` when the log no longer reaches back."""
+
+    changes: tuple[ChangeRow, ...]
+    revision: int
+    reset: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedMutation:
+    """What is remembered of a mutation id, so a repeat returns the original answer."""
+
+    mutation_id: str
+    body_hash: str
+    revision: int
+    conflicts: tuple[dict[str, Any], ...]
+
+
+MutationKind = Literal["patch", "put", "revert"]
+
+
+@dataclass(frozen=True, slots=True)
+class PendingMutation:
+    """One write waiting for the writer: a merge patch, a whole document or a revert.
+
+    ``body_hash`` identifies the request body for idempotency; ``expected_revision`` is the
+    strict ``If-Match`` revision; ``revert_to`` the revision a revert restores.
+    """
+
+    user_id: str
+    mutation: Mutation
+    body_hash: str
+    kind: MutationKind = "patch"
+    expected_revision: int | None = None
+    revert_to: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CommitOutcome:
+    """The answer to one pending mutation after its group commit.
+
+    ``change`` is the change-log row when a revision was created; ``repeated`` marks a mutation
+    id seen before (nothing changed); ``error`` is set when the mutation was refused (its
+    savepoint rolled back, the rest of the batch unaffected).
+    """
+
+    user_id: str
+    mutation_id: str
+    revision: int
+    conflicts: tuple[Conflict, ...] = ()
+    conflict_payloads: tuple[dict[str, Any], ...] = ()
+    change: ChangeRow | None = None
+    settings: dict[str, Any] | None = None
+    repeated: bool = False
+    error: LiveSettingsError | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UserRow:
+    user_id: str
+    username: str
+    password_hash: str
+    created_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshResult:
+    """Presenting a refresh token: ``ok``, ``reused`` (family revoked) or ``invalid``."""
+
+    status: Literal["ok", "reused", "invalid"]
+    user_id: str | None = None
+    family_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExportedUser:
+    """One line of ``livesettings export``: a user, its document and its wrapped data key."""
+
+    user_id: str
+    username: str | None
+    password_hash: str | None
+    document: StoredDocument
+    wrapped_key: WrappedKey | None
+
+
+@runtime_checkable
+class Store(Protocol):
+    """A durable home for documents, their change log, users, tokens and data keys."""
+
+    url: str
+
+    async def open(self) -> None:
+        """Connect; raise ``ConfigError`` when the schema is missing or of an unknown version."""
+
+    async def close(self) -> None: ...
+
+    async def setup(self) -> list[str]:
+        """Create or upgrade the schema idempotently; return what was done, line by line."""
+
+    async def schema_version(self) -> int | None: ...
+
+    async def ping(self) -> None:
+        """Raise ``StorageError`` when the database is unreachable."""
+
+    async def info(self) -> dict[str, Any]:
+        """Facts for ``verify``/``check-db``: backend, version, journal mode, sync level, …"""
+
+    # documents and the change log
+    async def get_document(self, user_id: str) -> StoredDocument: ...
+
+    async def commit(self, batch: Sequence[PendingMutation]) -> list[CommitOutcome]:
+        """Apply every pending mutation in one transaction, each atomic; durable on return."""
+
+    async def changes_since(self, user_id: str, since: int, limit: int) -> ChangesPage: ...
+
+    async def snapshot_and_changes(
+        self, user_id: str, since: int | None, limit: int
+    ) -> tuple[StoredDocument | None, ChangesPage]:
+        """For a subscriber: the missed changes, or (``since`` null, too old, from the future)
+        the document as a snapshot — read consistently in one transaction."""
+
+    # users and tokens
+    async def create_user(self, user_id: str, username: str, password_hash: str) -> UserRow: ...
+
+    async def get_user(self, user_id: str) -> UserRow | None: ...
+
+    async def get_user_by_username(self, username: str) -> UserRow | None: ...
+
+    async def list_users(self) -> list[UserRow]: ...
+
+    async def remove_user(self, user_id: str) -> bool: ...
+
+    async def set_password(self, user_id: str, password_hash: str) -> bool: ...
+
+    async def add_refresh_token(
+        self, token_hash: str, user_id: str, family_id: str, expires_at: int
+    ) -> None: ...
+
+    async def use_refresh_token(
+        self, token_hash: str, new_hash: str, new_expires_at: int, now: int
+    ) -> RefreshResult:
+        """Rotate: mark the presented token used and store its successor in the same family.
+        A token presented twice revokes its whole family (``reused``)."""
+
+    async def revoke_refresh_tokens(self, user_id: str) -> int: ...
+
+    async def revoke_sessions(self, user_id: str, at_ms: int) -> None:
+        """Record that every token of ``user_id`` issued before ``at_ms`` is void (logout,
+        password change, removal); servers poll :meth:`revocations_since` and close sockets."""
+
+    async def revocations_since(self, after_id: int) -> list[tuple[int, str, int]]:
+        """``(id, user_id, at_ms)`` rows with ``id > after_id``, oldest first."""
+
+    # data keys
+    async def get_wrapped_key(self, user_id: str) -> WrappedKey | None: ...
+
+    async def wrapped_keys_not_under(
+        self, master_key_id: str, limit: int
+    ) -> list[tuple[str, WrappedKey]]:
+        """Data keys still wrapped by another master key (rotation resumes from these)."""
+
+    async def replace_wrapped_key(self, user_id: str, old: WrappedKey, new: WrappedKey) -> bool:
+        """Compare-and-set the wrapped key of a user; False when it changed meanwhile."""
+
+    async def count_wrapped_keys(self) -> dict[str, int]:
+        """How many data keys each master key id wraps."""
+
+    # export / import
+    def export_users(self) -> AsyncIterator[ExportedUser]: ...
+
+    async def import_user(self, user: ExportedUser) -> None: ...

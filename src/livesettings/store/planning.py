@@ -1,0 +1,244 @@
+"""What one pending mutation does to a stored document — decided without I/O.
+
+Backends load the document, the remembered mutation id, the user's data key (when the patch
+holds secrets) and, for a revert, the inverse patches; :func:`plan_mutation` returns what to
+write. Keeping this here means SQLite and PostgreSQL cannot drift apart in semantics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..document import (
+    FIELDS,
+    Limits,
+    PreferencesSchema,
+    default_document,
+    mask_document,
+    validate_document,
+)
+from ..errors import (
+    IdempotencyKeyReused,
+    LiveSettingsError,
+    PreconditionFailed,
+    RevisionGone,
+    ValidationError,
+)
+from ..merge import DocState, Mutation, merge, settings_diff, state_at
+from .base import AppliedMutation, ChangeRow, CommitOutcome, PendingMutation, StoredDocument
+
+__all__ = [
+    "Plan",
+    "Sealer",
+    "body_hash",
+    "has_secrets",
+    "plan_mutation",
+    "rfc3339_ms",
+]
+
+Sealer = Callable[[str, str], dict[str, Any]]
+"""``seal(name, plaintext) -> envelope`` for one user's data key."""
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What a backend writes for one mutation (``document``/``change``/``remember`` may be None)."""
+
+    outcome: CommitOutcome
+    document: StoredDocument | None = None
+    change: ChangeRow | None = None
+    remember: AppliedMutation | None = None
+
+
+def body_hash(kind: str, body: Any, *extra: Any) -> str:
+    """A stable hash of a request body, so a reused mutation id with another body is caught."""
+    data = json.dumps([kind, body, *extra], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(data.encode()).hexdigest()
+
+
+def has_secrets(pending: PendingMutation) -> bool:
+    keys = pending.mutation.patch.get("api_keys")
+    return isinstance(keys, dict) and any(isinstance(v, str) for v in keys.values())
+
+
+def rfc3339_ms(ms: int) -> str:
+    from ..document import rfc3339
+
+    return rfc3339(ms)
+
+
+def plan_mutation(
+    pending: PendingMutation,
+    doc: StoredDocument,
+    prior: AppliedMutation | None,
+    *,
+    now_ms: int,
+    seal: Sealer | None = None,
+    limits: Limits | None = None,
+    schema: PreferencesSchema | None = None,
+    inverses: Sequence[Mapping[str, Any]] = (),
+    oldest_revertable: int = 0,
+) -> Plan:
+    """Decide one mutation. Refusals come back as ``outcome.error`` (nothing to write)."""
+    mutation = pending.mutation
+    if prior is not None:
+        if prior.body_hash != pending.body_hash:
+            return _refused(
+                pending,
+                doc,
+                IdempotencyKeyReused(
+                    f"mutation id {mutation.mutation_id!r} was already used for another change",
+                    path="",
+                ),
+            )
+        return Plan(
+            CommitOutcome(
+                pending.user_id,
+                mutation.mutation_id,
+                prior.revision,
+                conflict_payloads=prior.conflicts,
+                repeated=True,
+            )
+        )
+    try:
+        patch = _patch_for(pending, doc, inverses, oldest_revertable)
+    except LiveSettingsError as exc:
+        return _refused(pending, doc, exc)
+    if pending.expected_revision is not None and pending.expected_revision != doc.revision:
+        return _refused(
+            pending,
+            doc,
+            PreconditionFailed(
+                f"the settings are at revision {doc.revision}, not {pending.expected_revision}",
+                details={"revision": doc.revision, "settings": mask_document(doc.settings)},
+            ),
+        )
+    if isinstance(patch.get("api_keys"), dict):
+        patch = _sealed(patch, seal)
+    state = DocState(doc.revision, doc.settings, doc.records)
+    result = merge(state, Mutation(**{**_mutation_fields(mutation), "patch": patch}), now_ms=now_ms)
+    payloads = tuple(c.to_json() for c in result.conflicts)
+    remember = AppliedMutation(mutation.mutation_id, pending.body_hash, result.revision, payloads)
+    if not result.applied:
+        outcome = CommitOutcome(
+            pending.user_id,
+            mutation.mutation_id,
+            result.revision,
+            result.conflicts,
+            payloads,
+            settings=doc.settings,
+        )
+        return Plan(outcome, remember=remember)
+    try:
+        settings = validate_document(result.state.settings, limits or Limits(), schema)
+    except ValidationError as exc:
+        return _refused(pending, doc, exc)
+    except LiveSettingsError as exc:
+        return _refused(pending, doc, exc)
+    updated_at = rfc3339_ms(now_ms)
+    new_doc = StoredDocument(
+        pending.user_id,
+        result.revision,
+        settings,
+        result.state.records,
+        updated_at=updated_at,
+        created_at=doc.created_at or updated_at,
+    )
+    change = ChangeRow(
+        pending.user_id,
+        result.revision,
+        result.effective_patch,
+        mutation.mutation_id,
+        mutation.client_id,
+        now_ms,
+        payloads,
+        result.inverse_patch,
+    )
+    outcome = CommitOutcome(
+        pending.user_id,
+        mutation.mutation_id,
+        result.revision,
+        result.conflicts,
+        payloads,
+        change=change,
+        settings=settings,
+    )
+    return Plan(outcome, new_doc, change, remember)
+
+
+def _mutation_fields(mutation: Mutation) -> dict[str, Any]:
+    return {
+        "mutation_id": mutation.mutation_id,
+        "client_id": mutation.client_id,
+        "base_revision": mutation.base_revision,
+        "edited_at": mutation.edited_at,
+    }
+
+
+def _refused(pending: PendingMutation, doc: StoredDocument, error: LiveSettingsError) -> Plan:
+    return Plan(
+        CommitOutcome(pending.user_id, pending.mutation.mutation_id, doc.revision, error=error)
+    )
+
+
+def _patch_for(
+    pending: PendingMutation,
+    doc: StoredDocument,
+    inverses: Sequence[Mapping[str, Any]],
+    oldest_revertable: int,
+) -> dict[str, Any]:
+    """The merge patch a pending mutation stands for (a PUT and a revert become diffs)."""
+    if pending.kind == "patch":
+        return pending.mutation.patch
+    if pending.kind == "put":
+        # A PUT replaces the document: absent fields reset, secrets given in clear are set,
+        # masked secrets ({"set": true, …}) keep the stored one, absent secrets are removed.
+        whole = pending.mutation.patch
+        patch: dict[str, Any] = {}
+        current = doc.settings
+        for name in FIELDS:
+            if name == "api_keys":
+                continue
+            target = whole.get(name, default_document()[name])
+            patch.update(settings_diff({name: current.get(name)}, {name: target}))
+        keys_patch: dict[str, Any] = {}
+        new_keys = whole.get("api_keys") or {}
+        for name in current.get("api_keys", {}):
+            if name not in new_keys:
+                keys_patch[name] = None
+        for name, value in new_keys.items():
+            if isinstance(value, str):
+                keys_patch[name] = value
+        if keys_patch:
+            patch["api_keys"] = keys_patch
+        return patch
+    target_rev = pending.revert_to
+    if target_rev is None or target_rev < 0 or target_rev > doc.revision:
+        raise ValidationError(
+            f"cannot revert to revision {target_rev}: the settings are at revision {doc.revision}",
+            path="/revision",
+            code="invalid_revision",
+        )
+    if target_rev < oldest_revertable or len(inverses) != doc.revision - target_rev:
+        raise RevisionGone(
+            f"revision {target_rev} is older than the retained history "
+            f"(oldest revertable: {oldest_revertable})",
+            details={"oldest": oldest_revertable},
+        )
+    target = state_at(doc.settings, [dict(inv) for inv in inverses])
+    current = {k: v for k, v in doc.settings.items() if k != "api_keys"}
+    return settings_diff(current, target)
+
+
+def _sealed(patch: dict[str, Any], seal: Sealer | None) -> dict[str, Any]:
+    keys = patch["api_keys"]
+    if not any(isinstance(v, str) for v in keys.values()):
+        return patch
+    if seal is None:
+        raise RuntimeError("a patch with secrets reached the store without a sealer")
+    sealed = {name: seal(name, v) if isinstance(v, str) else v for name, v in keys.items()}
+    return {**patch, "api_keys": sealed}
