@@ -693,7 +693,7 @@ EDITS = st.fixed_dictionaries(
         "api_keys": st.dictionaries(KEYS, st.one_of(st.none(), SECRETS), max_size=2),
     },
 )
-FAST = settings(max_examples=40, deadline=None, database=None)
+FAST = settings(max_examples=30, deadline=None, database=None)
 
 
 @FAST
@@ -707,10 +707,41 @@ def test_diff_then_apply_round_trips_documents(a: dict[str, Any], b: dict[str, A
     assert diff(b, b) == {}
 
 
-@settings(FAST, max_examples=100)
-@given(DOCUMENTS, EDITS)
-def test_diff_then_apply_round_trips_edits(a: dict[str, Any], edit: dict[str, Any]) -> None:
-    # b shares most of a, so that values of equal == but different JSON types meet
+def leaf_paths(node: dict[str, Any], path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    paths: list[tuple[str, ...]] = []
+    for key, value in node.items():
+        if isinstance(value, dict):
+            paths.extend(leaf_paths(value, (*path, key)))
+        else:
+            paths.append((*path, key))
+    return paths
+
+
+@st.composite
+def documents_and_edits(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A document and a patch that also rewrites some of its existing leaves, so that values
+    equal under ``==`` but of different JSON types (1, 1.0, true) meet at one path."""
+    doc: dict[str, Any] = draw(DOCUMENTS)
+    edit: dict[str, Any] = draw(EDITS)
+    for field in ("preferences", "ai_providers"):
+        paths = leaf_paths(doc[field])
+        if not paths or edit.get(field, {}) is None:
+            continue
+        for path in draw(st.lists(st.sampled_from(paths), max_size=3)):
+            node: Any = edit.setdefault(field, {})
+            for key in path[:-1]:
+                node = node.setdefault(key, {})
+                if not isinstance(node, dict):
+                    break
+            else:
+                node[path[-1]] = draw(st.one_of(SCALARS, st.none()))
+    return doc, edit
+
+
+@settings(FAST, max_examples=60)
+@given(documents_and_edits())
+def test_diff_then_apply_round_trips_edits(case: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    a, edit = case
     b = apply_patch(a, edit)
     plain = {**b, "api_keys": {}}
     assert canonical(validate_document(plain)) == canonical(plain)
@@ -940,6 +971,19 @@ def test_schema_honours_dollar_schema(tmp_path: FilePath) -> None:
     assert schema_error(schema, {"pair": [1, 2]}).path == "/preferences/pair/1"
     # the same array-form "items" is not a valid Draft 2020-12 schema
     reject(ConfigError, PreferencesSchema, {k: v for k, v in draft7.items() if k != "$schema"})
+
+
+@pytest.mark.parametrize("dialect", ["http://example.com/my-schema", 7, None])
+def test_schema_unknown_dollar_schema(dialect: Any) -> None:
+    err = reject(ConfigError, PreferencesSchema, {"$schema": dialect, "type": "object"})
+    assert err.message == f"the preferences schema names an unknown $schema: {dialect!r}"
+
+
+def test_schema_dollar_schema_2019_09() -> None:
+    schema = PreferencesSchema(
+        {"$schema": "https://json-schema.org/draft/2019-09/schema", "maxProperties": 1}
+    )
+    assert schema_error(schema, {"a": 1, "b": 2}).path == "/preferences"
 
 
 def test_schema_from_file(tmp_path: FilePath) -> None:

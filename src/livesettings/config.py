@@ -116,7 +116,7 @@ class Config:
     def checked(self) -> Config:
         if self.sqlite_synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ConfigError("sqlite_synchronous must be one of OFF, NORMAL, FULL, EXTRA")
-        if not 0 < self.port < 65536:
+        if not 0 <= self.port < 65536:
             raise ConfigError(f"port {self.port} is out of range")
         if self.workers > 1 and self.resolved_bus_url == "memory://":
             raise ConfigError(

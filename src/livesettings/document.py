@@ -225,7 +225,9 @@ class _Walker:
         pointer = to_pointer(child)
         if key == "":
             raise ValidationError(
-                f"{pointer}: object keys must not be empty", path=pointer, code="invalid_key"
+                f"{_shown(pointer)}: object keys must not be empty",
+                path=pointer,
+                code="invalid_key",
             )
         if len(key) > self.limits.max_key_length:
             raise KeyTooLong(
@@ -665,7 +667,15 @@ class PreferencesSchema:
 
         if not isinstance(schema, dict):
             raise ConfigError(f"a preferences schema must be a JSON object, got {schema!r}")
-        cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+        if "$schema" not in schema:
+            cls = jsonschema.Draft202012Validator
+        else:
+            dialect = schema["$schema"]
+            known = isinstance(dialect, str)
+            cls = jsonschema.validators.validator_for(schema, default=None) if known else None
+            if cls is None:
+                # jsonschema would silently fall back to the latest draft: a typo goes unseen.
+                raise ConfigError(f"the preferences schema names an unknown $schema: {dialect!r}")
         try:
             cls.check_schema(schema)
         except jsonschema.SchemaError as exc:
@@ -708,6 +718,8 @@ class PreferencesSchema:
         Follows nested ``properties``: an absent object property without a default of its own is
         created when its sub-properties have defaults. ``$ref`` and combinators are not followed.
         """
+        if not isinstance(preferences, dict):
+            return preferences
         return _fill(self.schema, _copy(preferences))
 
 

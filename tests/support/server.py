@@ -87,15 +87,20 @@ class ServerProcess:
                 self.proc.kill()
                 self.proc.wait()
         code = self.proc.returncode
-        self.proc = None
+        self._close_pipe()
         return code
+
+    def _close_pipe(self) -> None:
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self.proc = None
 
     def kill(self) -> None:
         """SIGKILL: the crash path."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-        self.proc = None
+        self._close_pipe()
 
     def restart(self) -> None:
         """Start again on the same port and data dir."""

@@ -171,8 +171,9 @@ class Services:
         self.started = False
 
     async def start(self) -> None:
-        if not self.config.is_postgres and await self.store.schema_version() is None:
-            # The embedded default sets itself up; PostgreSQL needs `livesettings setup`.
+        if not self.config.is_postgres:
+            # The embedded default sets itself up (idempotent; refuses a schema from a newer
+            # version); PostgreSQL needs `livesettings setup` run by the owner.
             for line in await self.store.setup():
                 log.info("setup: %s", line)
         await self.store.open()

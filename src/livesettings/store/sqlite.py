@@ -237,6 +237,7 @@ class SqliteStore:
     ) -> None:
         self.url = url
         self.path = sqlite_path(url)
+        self._file = self.path.resolve()  # relative to the directory we started in
         sync = synchronous.upper()
         if sync not in _SYNCHRONOUS:
             raise ConfigError(
@@ -269,7 +270,7 @@ class SqliteStore:
 
     def _connect(self, *, create: bool = False) -> sqlite3.Connection:
         # mode=rw: only setup creates the file, so a typo in the URL is an error, not a new db.
-        uri = self.path.resolve().as_uri() + ("?mode=rwc" if create else "?mode=rw")
+        uri = self._file.as_uri() + ("?mode=rwc" if create else "?mode=rw")
         conn = sqlite3.connect(
             uri,
             uri=True,
@@ -292,6 +293,9 @@ class SqliteStore:
             conn = self._connect(create=create)
             try:
                 conn.execute("PRAGMA journal_mode=WAL")
+                # Zero what is deleted or overwritten: a removed user, or the plaintext of an
+                # adopted seed row, must not linger in free pages.
+                conn.execute("PRAGMA secure_delete=ON")
             except BaseException:
                 conn.close()
                 raise
@@ -335,7 +339,7 @@ class SqliteStore:
 
     async def open(self) -> None:
         """Connect and check the schema (``ConfigError`` names the fix: ``livesettings setup``)."""
-        if not self.path.exists():
+        if not self._file.exists():
             raise ConfigError(
                 f"the SQLite database {self.path} does not exist; run `livesettings setup` first"
             )
@@ -382,7 +386,7 @@ class SqliteStore:
     async def setup(self) -> list[str]:
         """Create or upgrade the schema; adopt a seed ``user_preferences`` table in place."""
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageError(f"cannot create the directory of {self.path}: {exc}") from exc
         return await self._write(self._setup_sync)
@@ -451,7 +455,8 @@ class SqliteStore:
                     settings[name] = default_for(name)
                     lines.append(f"user {user_id}: reset invalid {name} to its default")
             keys = settings["api_keys"]
-            if any(isinstance(value, str) for value in keys.values()):
+            plaintext = sum(isinstance(value, str) for value in keys.values())
+            if plaintext:
                 key = self._data_key(conn, user_id)
                 settings["api_keys"] = {
                     name: seal_secret(user_id, name, value, key, now_ms=now)
@@ -459,7 +464,7 @@ class SqliteStore:
                     else value
                     for name, value in keys.items()
                 }
-                lines.append(f"user {user_id}: sealed {len(keys)} API key(s)")
+                lines.append(f"user {user_id}: sealed {plaintext} API key(s)")
             doc = StoredDocument(
                 user_id,
                 int(row["revision"] or 0),
@@ -484,7 +489,7 @@ class SqliteStore:
             sync = int(conn.execute("PRAGMA synchronous").fetchone()[0])
             return {
                 "backend": "sqlite",
-                "path": str(self.path.resolve()),
+                "path": str(self._file),
                 "sqlite_version": sqlite3.sqlite_version,
                 "journal_mode": str(conn.execute("PRAGMA journal_mode").fetchone()[0]),
                 "synchronous": _SYNCHRONOUS[sync] if 0 <= sync < len(_SYNCHRONOUS) else str(sync),
@@ -505,9 +510,7 @@ class SqliteStore:
             return await self._write(self._commit_sync, list(batch))
         except (StorageError, RuntimeError) as exc:
             # RuntimeError: the store was closed under us (the executor refuses new work).
-            error = StorageError(f"the commit failed: {exc}")
-            error.__cause__ = exc
-            return [CommitOutcome(p.user_id, p.mutation.mutation_id, 0, error=error) for p in batch]
+            return _all_failed(batch, exc)
 
     def _commit_sync(self, batch: list[PendingMutation]) -> list[CommitOutcome]:
         conn = self._writer_conn()
@@ -528,9 +531,7 @@ class SqliteStore:
                     time.sleep(self._commit_delay)
         except sqlite3.Error as exc:
             logger.warning("group commit of %d mutation(s) failed: %s", len(batch), exc)
-            error = StorageError(f"the commit failed: {exc}")
-            error.__cause__ = exc
-            return [CommitOutcome(p.user_id, p.mutation.mutation_id, 0, error=error) for p in batch]
+            return _all_failed(batch, exc)
         if pruned:
             self._last_prune_ms = now
         return outcomes
@@ -716,7 +717,10 @@ class SqliteStore:
         return await self._read(read)
 
     async def remove_user(self, user_id: str) -> bool:
-        """Delete the user's account, document, change log, mutation ids, tokens and data key."""
+        """Delete the user's account, document, change log, mutation ids, tokens and data key.
+
+        Session revocations stay: the server records one for a removed user, in either order.
+        """
 
         def write() -> bool:
             conn = self._writer_conn()
@@ -795,9 +799,12 @@ class SqliteStore:
         return await self._write(write)
 
     async def revoke_refresh_tokens(self, user_id: str) -> int:
+        """Revoke the user's live refresh tokens (logout); how many there were. A used one
+        needs no revoking: presenting it again is a reuse already."""
         return await self._write(
             self._execute_count,
-            "UPDATE refresh_tokens SET revoked = 1 WHERE user_id = ? AND revoked = 0",
+            "UPDATE refresh_tokens SET revoked = 1 "
+            "WHERE user_id = ? AND revoked = 0 AND used_at IS NULL",
             (user_id,),
         )
 
@@ -954,6 +961,13 @@ def _sealer(user_id: str, key: DataKey, now: int) -> Sealer:
         return seal_secret(user_id, name, plaintext, key, now_ms=now)
 
     return seal
+
+
+def _all_failed(batch: Sequence[PendingMutation], exc: BaseException) -> list[CommitOutcome]:
+    """Every outcome of a batch whose transaction failed as a whole (nothing was written)."""
+    error = StorageError(f"the commit failed: {exc}")
+    error.__cause__ = exc
+    return [CommitOutcome(p.user_id, p.mutation.mutation_id, 0, error=error) for p in batch]
 
 
 def _as_error(exc: BaseException) -> LiveSettingsError:
