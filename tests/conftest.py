@@ -52,7 +52,9 @@ def redis_available() -> bool:
 
 @pytest.fixture(scope="session")
 def chromium_path() -> str:
-    path = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+    path = shutil.which("chromium") or (
+        "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
+    )
     require_service("Chromium (/usr/bin/chromium)", path is not None)
     assert path is not None
     return path

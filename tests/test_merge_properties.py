@@ -1,8 +1,8 @@
 """Property tests of the merge rule (DESIGN §3) against a separate reference model.
 
-Random histories of 2–4 clients — lagging and future bases, own queued edits, equal and
+Random histories of 2 to 4 clients — lagging and future bases, own queued edits, equal and
 clamped edit times, deletes of leaves, of objects and of nothing — are replayed through
-:func:`livesettings.merge.merge` and through :mod:`merge_reference`, and must agree on the
+:func:`livesettings.merge.merge` and through :mod:`tests.merge_reference`, and must agree on the
 document, the records, the revision and the conflicts. Further properties: mutations of one
 base commute when no path switches between object and non-object; the effective and inverse
 patches replay the change; disjoint leaves never lose; the input state is never changed.
@@ -18,12 +18,19 @@ from typing import Any, Final
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from merge_reference import DELETE, RefRecord, RefState, flatten_patch, flatten_settings, ref_merge
-from merge_reference import unflatten_settings as ref_settings
 
 from livesettings.document import apply_patch, default_document
 from livesettings.merge import DocState, MergeResult, Mutation, Record, merge
 from livesettings.paths import MISSING, Path, get_at
+from tests.merge_reference import (
+    DELETE,
+    RefRecord,
+    RefState,
+    flatten_patch,
+    flatten_settings,
+    ref_merge,
+)
+from tests.merge_reference import unflatten_settings as ref_settings
 
 NOW: Final = 1_000
 KEYS: Final = ("a", "b", "c")
@@ -49,7 +56,7 @@ nested_values = st.recursive(
 
 
 def build_patch(edits: list[tuple[Path, Any]]) -> dict[str, Any]:
-    """A merge patch from ``(path, value)`` pairs; a pair clashing with an earlier one is skipped."""
+    """A merge patch from ``(path, value)`` pairs; a pair clashing with an earlier is skipped."""
     root: dict[str, Any] = {}
     for path, value in edits:
         node = root
@@ -72,7 +79,9 @@ class Step:
     client: int
     patch: dict[str, Any] | None = None  # None: the client syncs to the current revision
     edited_at: int = 0
-    base: str = "view"  # "view", "future" (above current) or "behind" (one below its view)
+    # "view" (the client's last sync), "future" (above current), "behind" (one below its view)
+    # or "none" (no base: the revision current at commit, as HTTP without X-Base-Revision)
+    base: str = "view"
 
 
 @dataclass(frozen=True)
@@ -106,7 +115,7 @@ def free_patches(draw: st.DrawFn) -> dict[str, Any]:
     patch: dict[str, Any] = {"preferences": build_patch(edits)}
     if draw(st.integers(0, 4)) == 0:
         patch["theme"] = draw(st.sampled_from([*THEMES, None]))
-    if draw(st.integers(0, 9)) == 0:
+    if draw(st.integers(0, 5)) == 0:
         patch["preferences"] = None  # reset the whole field
     return patch
 
@@ -114,10 +123,13 @@ def free_patches(draw: st.DrawFn) -> dict[str, Any]:
 @st.composite
 def histories(
     draw: st.DrawFn,
-    patches: st.SearchStrategy[dict[str, Any]] = free_patches(),
-    start: st.SearchStrategy[Any] = imported_settings(),
+    patches: st.SearchStrategy[dict[str, Any]] | None = None,
+    start: st.SearchStrategy[Any] | None = None,
     max_steps: int = 10,
 ) -> History:
+    """A start document and up to ``max_steps`` syncs and mutations of 2 to 4 clients."""
+    patches = free_patches() if patches is None else patches
+    start = imported_settings() if start is None else start
     n = draw(st.integers(2, 4))
     steps: list[Step] = []
     for _ in range(draw(st.integers(1, max_steps))):
@@ -125,7 +137,9 @@ def histories(
         if draw(st.integers(0, 3)) == 0:
             steps.append(Step(client))
         else:
-            base = draw(st.sampled_from(["view", "view", "view", "view", "future", "behind"]))
+            base = draw(
+                st.sampled_from(["view", "view", "view", "view", "future", "behind", "none"])
+            )
             steps.append(Step(client, draw(patches), draw(edit_times), base))
     return History(
         clients=("A", "B", "C", "D")[:n],
@@ -143,28 +157,12 @@ def canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
 
-def pruned(settings_: dict[str, Any]) -> dict[str, Any]:
-    """Settings with empty objects below the top level removed."""
-
-    def prune(node: Any) -> Any:
-        if not isinstance(node, dict):
-            return node
-        out = {k: prune(v) for k, v in node.items()}
-        return {k: v for k, v in out.items() if v != {}}
-
-    return {k: prune(v) for k, v in settings_.items()}
-
-
 def records_of(records: dict[Path, Record]) -> dict[Path, RefRecord]:
     return {p: RefRecord(r.rev, r.at, r.by, r.deleted) for p, r in records.items()}
 
 
 def conflicts_of(result: MergeResult) -> list[tuple[str, str]]:
     return sorted((c.path, c.kept) for c in result.conflicts)
-
-
-def snapshot(state: DocState) -> tuple[int, str, dict[Path, Record]]:
-    return state.revision, canonical(state.settings), dict(state.records)
 
 
 def play(
@@ -185,6 +183,7 @@ def play(
             "view": views[step.client],
             "future": state.revision + 2,
             "behind": max(0, views[step.client] - 1),
+            "none": None,
         }[step.base]
         mutation = Mutation(
             f"m{number}", history.clients[step.client], base, step.patch, step.edited_at
@@ -333,7 +332,7 @@ def typed_patches(draw: st.DrawFn) -> dict[str, Any]:
 
 @st.composite
 def concurrent_batches(draw: st.DrawFn) -> tuple[History, int, list[Mutation]]:
-    """A typed history by clients P1/P2, then 2–4 mutations of other clients on one base."""
+    """A typed history by clients P1/P2, then 2 to 4 mutations of other clients on one base."""
     prefix = draw(histories(typed_patches(), imported_settings(leaf_paths), max_steps=4))
     prefix = History(
         ("P1", "P2"),
@@ -392,15 +391,29 @@ def test_effective_and_inverse_patches_replay_the_change(history: History) -> No
         assert canonical(undone) == canonical(old_plain)
 
 
+def test_effective_patch_of_a_reset_that_kept_everything() -> None:
+    """A reset of /preferences that keeps every value (each written concurrently and later)
+    changes nothing: its effective patch must not carry ``"preferences": null``, which resets."""
+    state = DocState(0, default_document(), {})
+    newer = merge(state, Mutation("1", "B", 0, {"preferences": {"a": 0}}, 10), now_ms=NOW)
+    reset = merge(newer.state, Mutation("2", "A", 0, {"preferences": None}, 5), now_ms=NOW)
+    assert reset.applied and reset.revision == 2
+    assert reset.state.settings["preferences"] == {"a": 0}
+    assert [(c.path, c.kept) for c in reset.conflicts] == [("/preferences", "partial")]
+    assert apply_patch(newer.state.settings, reset.effective_patch) == reset.state.settings
+
+
 # --- 4. different leaves never lose ----------------------------------------------------------
 
 
 @st.composite
 def disjoint_batches(draw: st.DrawFn) -> tuple[History, list[Mutation]]:
-    """A history, then 2–4 mutations of distinct clients on its last revision whose leaf paths
+    """A history, then 2 to 4 mutations of distinct clients on its last revision whose leaf paths
     are pairwise unrelated (none a prefix of another)."""
     prefix = draw(histories(max_steps=5))
-    candidates = draw(st.lists(pref_paths.map(lambda p: ("preferences", *p)), max_size=8))
+    candidates = draw(
+        st.lists(pref_paths.map(lambda p: ("preferences", *p)), min_size=2, max_size=8)
+    )
     if draw(st.booleans()):
         candidates.append(("theme",))
     paths: list[Path] = []
@@ -408,7 +421,10 @@ def disjoint_batches(draw: st.DrawFn) -> tuple[History, list[Mutation]]:
         if all(not (path[: len(q)] == q or q[: len(path)] == path) for q in paths):
             paths.append(path)
     clients = draw(st.lists(st.sampled_from("WXYZ"), min_size=2, max_size=4, unique=True))
-    owners = [draw(st.integers(0, len(clients) - 1)) for _ in paths]
+    # The first paths go to distinct clients, so that (nearly always) two or more of them write.
+    owners = [
+        i if i < len(clients) else draw(st.integers(0, len(clients) - 1)) for i in range(len(paths))
+    ]
     mutations = []
     for i, client in enumerate(clients):
         edits = []
@@ -435,7 +451,9 @@ def test_edits_to_different_leaves_all_survive(batch: tuple[History, list[Mutati
     for mutation in mutations:
         result = merge(
             state,
-            Mutation(mutation.mutation_id, mutation.client_id, base, mutation.patch, 0),
+            Mutation(
+                mutation.mutation_id, mutation.client_id, base, mutation.patch, mutation.edited_at
+            ),
             now_ms=NOW,
         )
         assert result.applied and result.conflicts == ()
@@ -458,5 +476,5 @@ def test_edits_to_different_leaves_all_survive(batch: tuple[History, list[Mutati
 @settings(max_examples=EXAMPLES, deadline=None)
 @given(histories())
 def test_merge_does_not_change_its_inputs(history: History) -> None:
-    for before, mutation, _result, _ref in play(history, guard=True):
-        assert before.settings is not None and mutation.patch is not None
+    played = play(history, guard=True)  # the guard deep-compares the inputs after every merge
+    assert len(played) == sum(step.patch is not None for step in history.steps)

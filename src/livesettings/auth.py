@@ -142,7 +142,7 @@ class Claims:
 
     sub: str
     exp: int
-    iat: int | None
+    iat: float | None
     role: str | None
     raw: dict[str, Any] = field(hash=False)
 
@@ -281,7 +281,7 @@ class TokenVerifier:
         return Claims(
             sub=sub,
             exp=math.floor(exp),
-            iat=None if iat is None else math.floor(iat),
+            iat=iat,  # kept to the millisecond: session revocations compare against it
             # Identity providers use their own role shapes; only a string can name "service".
             role=role if isinstance(role, str) else None,
             raw=payload,
@@ -320,11 +320,14 @@ class TokenIssuer:
         ttl = self.ttl_seconds if ttl_seconds is None else ttl_seconds
         if ttl <= 0:
             raise ValueError("ttl_seconds must be positive")
-        iat = math.floor(time.time() if now is None else now)
+        issued = time.time() if now is None else now
+        iat = math.floor(issued)
         exp = iat + ttl
         claims: dict[str, Any] = {
             "sub": user_id,
-            "iat": iat,
+            # Millisecond precision, so a session revoked in the same second as a fresh
+            # sign-in keeps the new token and voids the old one.
+            "iat": math.floor(issued * 1000) / 1000,
             "exp": exp,
             "jti": secrets.token_urlsafe(16),
         }

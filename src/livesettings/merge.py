@@ -146,7 +146,7 @@ def parse_if_match(header: str) -> int:
         value = value[2:]
     if len(value) >= 2 and value[0] == value[-1] == '"':
         value = value[1:-1]
-    if not value.isdigit() or len(value) > 18:
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
         raise BadRequest(
             f"If-Match must be a quoted revision such as '\"7\"', got {header!r}",
             code="invalid_if_match",
@@ -346,7 +346,7 @@ def merge(state: DocState, mutation: Mutation, *, now_ms: int) -> MergeResult:
     for path in won_sets:
         _note_unchanged_set(effective, work.settings, path)
     for path in won_deletes:
-        _note_empty_delete(effective, state.settings, path)
+        _note_empty_delete(effective, state.settings, work.settings, path)
     inverse = settings_diff(
         {k: v for k, v in work.settings.items() if k != "api_keys"},
         {k: v for k, v in state.settings.items() if k != "api_keys"},
@@ -392,10 +392,13 @@ def _note_unchanged_set(effective: dict[str, Any], settings: dict[str, Any], pat
         node[path[-1]] = get_at(settings, path)
 
 
-def _note_empty_delete(effective: dict[str, Any], old: dict[str, Any], path: Path) -> None:
+def _note_empty_delete(
+    effective: dict[str, Any], old: dict[str, Any], new: dict[str, Any], path: Path
+) -> None:
     """A winning delete that found nothing shows as ``null`` at its highest missing ancestor."""
     if len(path) == 1:
-        effective.setdefault(path[0], None)  # a reset: null on a top-level field
+        if new.get(path[0]) == default_for(path[0]):
+            effective.setdefault(path[0], None)  # a reset: null on a top-level field
         return
     if get_at(old, path) is not MISSING:
         return  # it removed something, which the diff already shows

@@ -76,9 +76,7 @@ def test_http_and_ws_writes_reach_every_other_client_once_in_order(server: Serve
                 first = sse.wait_for(2)
                 assert [f["type"] for _, f in first] == ["snapshot", "synced"]
 
-                response = http.patch(
-                    "/v1/settings", json={"theme": "dark"}, headers=alice.headers
-                )
+                response = http.patch("/v1/settings", json={"theme": "dark"}, headers=alice.headers)
                 assert response.status_code == 200, response.text
                 assert response.json()["revision"] == 1
 
@@ -90,7 +88,10 @@ def test_http_and_ws_writes_reach_every_other_client_once_in_order(server: Serve
                 got1 = [ws1.frames[-2], ws1.recv()]
                 got2 = [ws2.recv(), ws2.recv()]
                 for got in (got1, got2):
-                    assert [(f["type"], f["revision"]) for f in got] == [("change", 1), ("change", 2)]
+                    assert [(f["type"], f["revision"]) for f in got] == [
+                        ("change", 1),
+                        ("change", 2),
+                    ]
                     assert got[0]["patch"] == {"theme": "dark"}
                     assert got[1]["patch"] == {"language": "fr"}
                     assert got[1]["client_id"] == "tab-1"

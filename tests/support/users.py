@@ -21,7 +21,9 @@ class User:
         return {"Authorization": f"Bearer {self.token}"}
 
 
-def signup(http: httpx.Client, username: str | None = None, password: str = "correct horse 1") -> User:
+def signup(
+    http: httpx.Client, username: str | None = None, password: str = "correct horse 1"
+) -> User:
     username = username or "u" + uuid.uuid4().hex[:10]
     response = http.post("/v1/auth/signup", json={"username": username, "password": password})
     assert response.status_code == 200, response.text

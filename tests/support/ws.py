@@ -53,10 +53,16 @@ class WsClient:
         return self.recv_until("synced")
 
     def update(
-        self, patch: dict[str, Any], base: int | None = None, mutation_id: str | None = None, **extra: Any
+        self,
+        patch: dict[str, Any],
+        base: int | None = None,
+        mutation_id: str | None = None,
+        **extra: Any,
     ) -> str:
         mid = mutation_id or uuid.uuid4().hex
-        self.send({"type": "update", "mutation_id": mid, "base_revision": base, "patch": patch, **extra})
+        self.send(
+            {"type": "update", "mutation_id": mid, "base_revision": base, "patch": patch, **extra}
+        )
         return mid
 
     def close(self) -> None:

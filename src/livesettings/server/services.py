@@ -208,7 +208,7 @@ class Services:
     def verify_token(self, token: str) -> Claims:
         claims = self.verifier.verify(token)
         revoked = self.revoked_before.get(claims.sub)
-        if revoked is not None and (claims.iat or 0) * 1000 < revoked - 999:
+        if revoked is not None and (claims.iat or 0) * 1000 < revoked:
             raise Unauthorized("this session was ended; sign in again", code="session_revoked")
         return claims
 

@@ -1,0 +1,123 @@
+"""Backups and migration as JSON lines: ``livesettings export`` and ``livesettings import``.
+
+One line per user (:func:`~livesettings.store.codec.exported_to_json`): the account (username
+and Argon2 hash), the document with its leaf records and revision, and the data key *wrapped*
+by its master key. Secrets stay sealed and data keys stay wrapped, so a backup is useless
+without the keyring that wrapped them, and a restore needs that keyring to read any secret.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from .errors import BadRequest, Conflict
+from .store import ExportedUser, Store
+from .store.codec import dumps, exported_from_json, exported_to_json
+
+__all__ = ["ExportResult", "ImportResult", "export_users", "import_users", "parse_line"]
+
+
+@dataclass
+class ExportResult:
+    """How many users were written, and how many data keys each master key id wraps."""
+
+    users: int = 0
+    master_key_ids: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class ImportResult:
+    """How many users were imported or skipped (already present), and their data keys'
+    master key ids (a restore can read only the secrets of ids in its keyring)."""
+
+    imported: int = 0
+    skipped: int = 0
+    master_key_ids: Counter[str] = field(default_factory=Counter)
+
+
+async def export_users(
+    store: Store,
+    write: Callable[[bytes], object],
+    *,
+    on_progress: Callable[[int], None] | None = None,
+) -> ExportResult:
+    """Write every user of ``store`` as one UTF-8 JSON line each through ``write``."""
+    result = ExportResult()
+    async for user in store.export_users():
+        write(dumps(exported_to_json(user)).encode("utf-8") + b"\n")
+        result.users += 1
+        if user.wrapped_key is not None:
+            result.master_key_ids[user.wrapped_key.master_key_id] += 1
+        if on_progress is not None:
+            on_progress(1)
+    return result
+
+
+def parse_line(raw: bytes | str, number: int) -> ExportedUser | None:
+    """The user on line ``number`` (1-based), ``None`` for a blank line.
+
+    ``BadRequest(code="malformed_export")`` names the line when it is not an export line.
+    """
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    except UnicodeDecodeError:
+        raise BadRequest(f"line {number}: not UTF-8 text", code="malformed_export") from None
+    if not text.strip():
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise BadRequest(f"line {number}: not valid JSON", code="malformed_export") from None
+    if not isinstance(value, dict):
+        raise BadRequest(f"line {number}: not a JSON object", code="malformed_export")
+    try:
+        return exported_from_json(value)
+    except BadRequest as exc:
+        raise BadRequest(f"line {number}: {exc.message}", code="malformed_export") from exc
+
+
+async def import_users(
+    store: Store,
+    lines: Iterable[bytes | str],
+    *,
+    skip_existing: bool = False,
+    on_progress: Callable[[int], None] | None = None,
+) -> ImportResult:
+    """Import export lines into ``store``, each user in its own transaction.
+
+    A user that already exists raises ``Conflict`` naming the line, or is counted as skipped
+    with ``skip_existing`` (so an interrupted import can be run again to finish). Lines
+    before the one that failed stay imported.
+    """
+    result = ImportResult()
+    for number, raw in enumerate(lines, start=1):
+        user = parse_line(raw, number)
+        if user is None:
+            continue
+        try:
+            await store.import_user(user)
+        except Conflict as exc:
+            if skip_existing and await _exists(store, user.user_id):
+                result.skipped += 1
+            else:
+                raise Conflict(f"line {number}: {exc.message}", details=exc.details) from exc
+        else:
+            result.imported += 1
+            if user.wrapped_key is not None:
+                result.master_key_ids[user.wrapped_key.master_key_id] += 1
+        if on_progress is not None:
+            on_progress(1)
+    return result
+
+
+async def _exists(store: Store, user_id: str) -> bool:
+    # A username taken by *another* user is a real conflict, not "already imported".
+    if await store.get_user(user_id) is not None:
+        return True
+    if await store.get_wrapped_key(user_id) is not None:
+        return True
+    doc = await store.get_document(user_id)
+    return doc.revision > 0 or doc.created_at is not None

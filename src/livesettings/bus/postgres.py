@@ -1,0 +1,342 @@
+"""``postgres``: PostgreSQL LISTEN/NOTIFY, the default bus with a PostgreSQL store (DESIGN §7).
+
+Each node holds one dedicated asyncpg connection that does nothing but ``LISTEN`` on
+:data:`NOTIFY_CHANNEL`. A notification's payload is a compact JSON list of ``[user_id,
+revision]`` pairs — ids only, so it stays far under NOTIFY's 8,000-byte limit and no secret
+crosses the bus.
+
+Who sends the NOTIFY: when the store commits to the same database the bus listens on (the
+default, bus URL ``postgres``), the PostgreSQL store calls ``pg_notify`` inside its own group
+commit transaction — one notification per committed transaction, delivered by PostgreSQL only
+if and when that transaction commits. :meth:`PostgresBus.publish` then sends nothing on the
+network. Otherwise (the bus names another database, or the store is not PostgreSQL)
+``publish`` issues the notification itself, one statement per group commit.
+
+Either way ``publish`` also hands the events to this node's own listener at once, so local
+subscribers do not wait for the round trip through the server; the echo that arrives later is
+a no-op for the hub, which pushes each revision once.
+
+A node that loses its listening connection (``pg_terminate_backend``, a restart, a network
+failure — found by the connection closing or by a periodic probe) reconnects with backoff,
+listens again and only then calls ``on_resync``, so the hub catches every subscriber up from
+the change log: nothing committed while the node was deaf is missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Final
+from urllib.parse import unquote, urlsplit
+
+import asyncpg
+
+from ..errors import ConfigError, StorageError
+from .base import BusEvent, OnEvents, OnResync
+
+__all__ = [
+    "MAX_PAYLOAD_BYTES",
+    "NOTIFY_CHANNEL",
+    "PostgresBus",
+    "backoff_delays",
+    "decode_events",
+    "encode_events",
+]
+
+log = logging.getLogger("livesettings.bus")
+
+NOTIFY_CHANNEL: Final = "livesettings"
+"""The channel the store notifies on and every node listens to."""
+
+MAX_PAYLOAD_BYTES: Final = 4000
+"""Larger batches are split into several notifications of at most this size (limit: 8,000)."""
+
+def encode_events(events: Sequence[BusEvent], max_bytes: int = MAX_PAYLOAD_BYTES) -> list[str]:
+    """Payloads ``[[user_id, revision], …]`` of at most ``max_bytes`` UTF-8 bytes each."""
+    payloads: list[str] = []
+    parts: list[str] = []
+    size = 2  # the brackets
+    for event in events:
+        part = json.dumps([event.user_id, event.revision], separators=(",", ":"))
+        extra = len(part.encode()) + (1 if parts else 0)
+        if parts and size + extra > max_bytes:
+            payloads.append("[" + ",".join(parts) + "]")
+            parts, size, extra = [], 2, len(part.encode())
+        parts.append(part)
+        size += extra
+    if parts:
+        payloads.append("[" + ",".join(parts) + "]")
+    return payloads
+
+
+def decode_events(payload: str) -> list[BusEvent]:
+    """The events of one payload; ``ValueError`` when it is not a list of id pairs."""
+    data = json.loads(payload)
+    if not isinstance(data, list):
+        raise ValueError("bus payload is not a list")
+    events: list[BusEvent] = []
+    for item in data:
+        if isinstance(item, dict):  # tolerate {"user_id": …, "revision": …} objects too
+            item = [item.get("user_id"), item.get("revision")]
+        if (
+            not isinstance(item, list)
+            or len(item) != 2
+            or not isinstance(item[0], str)
+            or not isinstance(item[1], int)
+            or isinstance(item[1], bool)
+        ):
+            raise ValueError(f"bad bus event {item!r}")
+        events.append(BusEvent(item[0], item[1]))
+    return events
+
+
+def backoff_delays(first: float = 0.05, cap: float = 5.0) -> Iterator[float]:
+    """Reconnection delays: exponential from ``first`` up to ``cap``, with jitter so that
+    nodes that lost the same server do not come back in lockstep."""
+    delay = first
+    while True:
+        yield delay * random.uniform(0.5, 1.0)
+        delay = min(cap, delay * 2)
+
+
+def _target(url: str) -> tuple[str, int, str]:
+    """(host, port, database) of a PostgreSQL URL: notifications are per database."""
+    parts = urlsplit(url)
+    database = unquote(parts.path.lstrip("/")) or unquote(parts.username or "")
+    return (parts.hostname or "localhost", parts.port or 5432, database)
+
+
+def _redacted(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+class PostgresBus:
+    """LISTEN/NOTIFY on a dedicated connection; see the module docstring.
+
+    ``url`` is ``postgres`` (listen on ``database_url``) or a ``postgresql://`` URL of its own.
+    ``store_notifies`` says whether the store already notifies inside its transactions; by
+    default it does when ``database_url`` is the PostgreSQL database the bus listens on.
+    ``reconnect_delays`` makes the backoff generator (tests pass short ones);
+    ``probe_interval`` is how often an idle listening connection is checked with a query;
+    ``application_name`` is what ``pg_stat_activity`` shows for it (default
+    ``livesettings-bus/<process id>``, so an operator can tell the nodes apart).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        database_url: str | None = None,
+        store_notifies: bool | None = None,
+        channel: str = NOTIFY_CHANNEL,
+        reconnect_delays: Callable[[], Iterable[float]] = backoff_delays,
+        probe_interval: float = 10.0,
+        probe_timeout: float = 5.0,
+        connect_timeout: float = 10.0,
+        application_name: str | None = None,
+        **_: Any,
+    ) -> None:
+        self.url = url
+        self.application_name = application_name or f"livesettings-bus/{os.getpid()}"
+        store_is_pg = bool(database_url) and str(database_url).startswith(
+            ("postgres://", "postgresql://")
+        )
+        if url == "postgres":
+            if not store_is_pg:
+                raise ConfigError(
+                    "the postgres bus listens on the PostgreSQL database: set "
+                    "LIVESETTINGS_DATABASE_URL=postgresql://…, or give the bus its own URL"
+                )
+            assert database_url is not None
+            self._dsn = database_url
+        elif url.startswith(("postgres://", "postgresql://")):
+            self._dsn = url
+        else:
+            raise ConfigError(f"not a PostgreSQL bus URL: {url!r}")
+        if store_notifies is None:
+            store_notifies = store_is_pg and _target(str(database_url)) == _target(self._dsn)
+        self.store_notifies = store_notifies
+        self.channel = channel
+        self.reconnects = 0
+        """How many times the listening connection was re-established (for tests, metrics)."""
+        self._delays = reconnect_delays
+        self._probe_interval = probe_interval
+        self._probe_timeout = probe_timeout
+        self._connect_timeout = connect_timeout
+        self._on_events: OnEvents | None = None
+        self._on_resync: OnResync | None = None
+        self._conn: Any = None
+        self._lock = asyncio.Lock()  # one query at a time on the listening connection
+        self._lost = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    @property
+    def connected(self) -> bool:
+        """Whether the node is listening right now."""
+        conn = self._conn
+        return conn is not None and not conn.is_closed() and not self._lost.is_set()
+
+    # -- the Bus protocol -----------------------------------------------------------------
+    async def start(self, on_events: OnEvents, on_resync: OnResync) -> None:
+        """Connect and listen; ``StorageError`` when the database cannot be reached."""
+        self._on_events, self._on_resync = on_events, on_resync
+        try:
+            await self._connect()
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise StorageError(
+                f"the postgres bus cannot listen on {_redacted(self._dsn)}: {exc}"
+            ) from exc
+        self._task = asyncio.create_task(self._supervise(), name="livesettings-pg-bus")
+
+    async def publish(self, events: Sequence[BusEvent]) -> None:
+        """Deliver locally now; notify the other nodes unless the store's commit already did."""
+        if not events:
+            return
+        self._deliver(events)
+        if self.store_notifies:
+            return
+        conn = self._conn
+        if conn is None or conn.is_closed():
+            raise StorageError("the postgres bus is not connected; cannot notify")
+        try:
+            async with self._lock:
+                # One statement, one transaction: several notifications only for huge batches.
+                await conn.execute(
+                    "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p",
+                    self.channel,
+                    encode_events(events),
+                    timeout=self._probe_timeout,
+                )
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+            raise StorageError(f"the postgres bus could not notify: {e}") from e
+
+    async def ping(self) -> None:
+        """``StorageError`` unless the listening connection is up and answers a query."""
+        conn = self._conn
+        if not self.connected:
+            raise StorageError("the postgres bus has lost its listening connection; reconnecting")
+        try:
+            async with self._lock:
+                await conn.fetchval("SELECT 1", timeout=self._probe_timeout)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+            raise StorageError(f"the postgres bus is unreachable: {e}") from e
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            conn.remove_termination_listener(self._on_terminated)
+            try:
+                await asyncio.wait_for(conn.close(), self._probe_timeout)
+            except Exception:  # closing a broken connection must not fail shutdown
+                conn.terminate()
+
+    # -- the listening connection ---------------------------------------------------------
+    async def _connect(self) -> None:
+        conn = await asyncpg.connect(
+            self._dsn,
+            timeout=self._connect_timeout,
+            server_settings={"application_name": self.application_name},
+        )
+        try:
+            await conn.add_listener(self.channel, self._on_notify)
+        except BaseException:
+            conn.terminate()
+            raise
+        conn.add_termination_listener(self._on_terminated)
+        self._conn = conn
+        self._lost.clear()
+
+    def _on_terminated(self, conn: Any) -> None:
+        if conn is self._conn and not self._closing:
+            log.warning("the postgres bus lost its listening connection; reconnecting")
+            self._lost.set()
+
+    def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        try:
+            events = decode_events(payload)
+        except ValueError:
+            # We cannot tell what changed: asking the change log is always correct.
+            log.warning("ignoring a malformed bus payload %r; resyncing", payload[:200])
+            self._resync()
+            return
+        self._deliver(events)
+
+    def _deliver(self, events: Sequence[BusEvent]) -> None:
+        if self._on_events is None:
+            return
+        try:
+            self._on_events(events)
+        except Exception:
+            log.exception("a bus listener failed")
+
+    def _resync(self) -> None:
+        if self._on_resync is None:
+            return
+        try:
+            self._on_resync()
+        except Exception:
+            log.exception("a bus resync listener failed")
+
+    async def _supervise(self) -> None:
+        """Probe the idle connection; on loss reconnect with backoff, listen, then resync."""
+        while not self._closing:
+            try:
+                await asyncio.wait_for(self._lost.wait(), self._probe_interval)
+            except TimeoutError:
+                await self._probe()
+                continue
+            await self._reconnect()
+
+    async def _probe(self) -> None:
+        # A half-open TCP connection never reports its loss by itself; a query does.
+        conn = self._conn
+        if conn is None:
+            self._lost.set()
+            return
+        try:
+            async with self._lock:
+                await conn.fetchval("SELECT 1", timeout=self._probe_timeout)
+        except Exception as exc:
+            log.warning("the postgres bus probe failed (%s); reconnecting", exc)
+            self._lost.set()
+            conn.terminate()
+
+    async def _reconnect(self) -> None:
+        old, self._conn = self._conn, None
+        if old is not None and not old.is_closed():
+            old.terminate()
+        delays = iter(self._delays())
+        delay = 1.0
+        while True:
+            if self._closing:
+                return
+            try:
+                await self._connect()
+                break
+            except Exception as exc:
+                log.warning("the postgres bus cannot reconnect yet: %s", exc)
+                delay = next(delays, delay)  # a finite schedule repeats its last delay
+                await asyncio.sleep(delay)
+        self.reconnects += 1
+        log.info("the postgres bus is listening again; catching subscribers up")
+        # Listening again before resyncing: whatever commits after this is notified, whatever
+        # committed before is in the change log the hub now reads.
+        self._resync()

@@ -1,0 +1,961 @@
+"""The async client: one WebSocket kept alive, documents kept in sync, edits kept safe.
+
+:class:`AsyncClient` connects to ``/v1/realtime``, authenticates, subscribes (resuming from the
+last known revision), replays the edits it has not seen acknowledged — with their original
+mutation ids, so that each applies exactly once — and then applies live changes as they come.
+When the connection drops it retries with the backoff passed in (``reconnect_delays=``);
+meanwhile edits are queued (in the offline cache when ``cache_path=`` is given) and shown at
+once. The pure state handling lives in :mod:`.state`; this module does the I/O around it.
+
+Every method must be called on the event loop the client was started on; :class:`~.sync.Client`
+runs one on a background thread for code without an event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import inspect
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
+from types import TracebackType
+from typing import Any, Final, TypeAlias
+from urllib.parse import quote
+
+import httpx
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed as WsConnectionClosed
+from websockets.exceptions import InvalidStatus, WebSocketException
+
+from livesettings.document import validate_patch
+from livesettings.errors import (
+    BadRequest,
+    ConnectionClosed,
+    Forbidden,
+    LiveSettingsError,
+    OfflineSecret,
+    RateLimited,
+    TokenExpired,
+    Unauthorized,
+    error_from_payload,
+)
+from livesettings.paths import MISSING, Path, from_pointer, get_at
+from livesettings.protocol import (
+    CLOSE_RATE_LIMITED,
+    CLOSE_UNAUTHORIZED,
+    AuthFrame,
+    SubscribeFrame,
+    UnsubscribeFrame,
+    UpdateFrame,
+    parse_server_frame,
+)
+
+from .backoff import DelayFactory, backoff
+from .cache import OfflineCache, QueuedMutation, carries_secret
+from .state import Ack, Change, DocumentState, PendingEdit, RevisionGap, copy_json
+from .status import ConnectionState, Status, SyncRate
+from .tokens import TokenSource, read_response
+
+__all__ = ["AsyncClient", "ChangeCallback", "StatusCallback", "Subscription", "UpdateHandle"]
+
+log = logging.getLogger("livesettings.client")
+
+ChangeCallback: TypeAlias = Callable[[Change], object]
+"""A subscriber: called with each :class:`Change`; may be a coroutine function."""
+StatusCallback: TypeAlias = Callable[[Status], object]
+"""A status listener: called with each new :class:`Status`; may be a coroutine function."""
+
+_MAX_MESSAGE: Final = 4 * 1024 * 1024  # a snapshot of a 256 KiB document, with room to spare
+_TRANSIENT: Final = frozenset({"rate_limited", "storage_unavailable"})
+_MAX_RETRIES: Final = 5
+_MIN_REFRESH_INTERVAL: Final = 1.0
+
+
+class _Lifecycle(enum.Enum):
+    NEW = "new"
+    STARTED = "started"
+    CLOSED = "closed"
+
+
+class Subscription:
+    """What ``subscribe()`` returns: call :meth:`unsubscribe` (or leave its ``with`` block)."""
+
+    __slots__ = ("_cancel",)
+
+    def __init__(self, cancel: Callable[[], None]) -> None:
+        self._cancel: Callable[[], None] | None = cancel
+
+    @property
+    def active(self) -> bool:
+        """Whether the callback is still subscribed."""
+        return self._cancel is not None
+
+    def unsubscribe(self) -> None:
+        """Stop the callbacks (idempotent)."""
+        cancel, self._cancel = self._cancel, None
+        if cancel is not None:
+            cancel()
+
+    __call__ = unsubscribe
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.unsubscribe()
+
+
+class UpdateHandle:
+    """One submitted edit. ``await handle`` returns its :class:`Ack` or raises the server's error.
+
+    ``queued`` is True when the edit was made while disconnected: it will be sent on reconnect.
+    Awaiting never cancels the edit (a timeout around ``await`` leaves it queued).
+    """
+
+    __slots__ = ("_future", "mutation_id", "queued", "user_id")
+
+    def __init__(
+        self, mutation_id: str, future: asyncio.Future[Ack], *, queued: bool, user_id: str | None
+    ) -> None:
+        self.mutation_id = mutation_id
+        self.queued = queued
+        self.user_id = user_id
+        self._future = future
+
+    def __await__(self) -> Iterator[Any]:
+        return asyncio.shield(self._future).__await__()
+
+    def done(self) -> bool:
+        """Whether the server acknowledged or refused the edit (or the client closed)."""
+        return self._future.done()
+
+    def result(self) -> Ack:
+        """The ack; raises the error, or ``InvalidStateError`` when not done yet."""
+        return self._future.result()
+
+    def add_done_callback(self, callback: Callable[[UpdateHandle], object]) -> None:
+        """Call ``callback(handle)`` on the loop once the edit is settled."""
+        self._future.add_done_callback(lambda _: callback(self))
+
+    def __repr__(self) -> str:
+        state = "done" if self.done() else "queued" if self.queued else "sent"
+        return f"<UpdateHandle {self.mutation_id} {state}>"
+
+
+def _consume(future: asyncio.Future[Ack]) -> None:
+    # An edit nobody awaits may still fail: its error reaches Status.error, so keep asyncio
+    # from also logging "exception was never retrieved".
+    if not future.cancelled():
+        future.exception()
+
+
+class _Session:
+    """One live connection: frames go out in order through one queue and one sender task."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.outbound: asyncio.Queue[str] = asyncio.Queue()
+        self.authed = False
+        self.waiting: list[str] = []  # keys of documents whose catch-up is under way
+        self.last_error: LiveSettingsError | None = None
+
+    def send(self, text: str) -> None:
+        self.outbound.put_nowait(text)
+
+    async def sender(self) -> None:
+        while True:
+            text = await self.outbound.get()
+            await self.ws.send(text)
+
+
+class _Refused(Exception):
+    """The server refused this connection (auth, origin): not a network failure."""
+
+    def __init__(self, error: LiveSettingsError, retry_after: float | None = None) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.retry_after = retry_after
+
+
+def _ws_url(url: str) -> str:
+    base = url.rstrip("/")
+    if base.startswith("https://"):
+        base = "wss://" + base[len("https://") :]
+    elif base.startswith("http://"):
+        base = "ws://" + base[len("http://") :]
+    return base + "/v1/realtime"
+
+
+def _path(path: str | Path) -> Path:
+    return from_pointer(path) if isinstance(path, str) else tuple(path)
+
+
+class AsyncClient:
+    """Live settings of one user (or, with a service token, of any users) — async core.
+
+    ``url`` is the server's base URL (``http://host:port``). ``token`` is an access token or a
+    callable (sync or async) returning one: it is called for each connection and again before
+    the token expires (``refresh_margin`` seconds early, at most half its lifetime), and the
+    fresh token is sent on the live socket.
+
+    ``user_id`` (service tokens) makes the client follow that user's document instead of the
+    token's own; ``follow=False`` follows none (for a service using only the seed's service
+    names). ``cache_path`` enables the offline cache. ``reconnect_delays`` is a factory of
+    delay iterators, called anew after each connection that reached the server;
+    ``connect_timeout`` bounds each attempt and how long ``start()`` waits for the first sync.
+    ``clock`` (Unix seconds) dates edits and schedules refreshes.
+
+    Example::
+
+        async with AsyncClient("http://127.0.0.1:8000", token, cache_path="settings.db") as c:
+            print(c.get("/theme"))
+            await c.update({"theme": "dark"})
+            async for change in c.changes():
+                print(change.origin, change.patch)
+    """
+
+    def __init__(
+        self,
+        url: str,
+        token: TokenSource,
+        *,
+        user_id: str | None = None,
+        follow: bool = True,
+        client_id: str | None = None,
+        cache_path: str | None = None,
+        reconnect_delays: DelayFactory = backoff,
+        connect_timeout: float = 10.0,
+        refresh_margin: float = 60.0,
+        clock: Callable[[], float] = time.time,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self._ws_url = _ws_url(self.url)
+        self._token_source = token
+        self._follow = follow
+        self._main_user_id = user_id
+        self._client_id = client_id
+        self._cache_path = cache_path
+        self._reconnect_delays = reconnect_delays
+        self._connect_timeout = connect_timeout
+        self._refresh_margin = refresh_margin
+        self._clock = clock
+        self._transport = transport
+
+        self._lifecycle = _Lifecycle.NEW
+        self._cache: OfflineCache | None = None
+        self._http: httpx.AsyncClient | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._refresher: asyncio.Task[None] | None = None
+        self._session: _Session | None = None
+        self._docs: dict[str, DocumentState] = {}
+        self._main = DocumentState(user_id, followed=follow)
+        self._listeners: dict[str, list[ChangeCallback]] = {}
+        self._status_listeners: list[StatusCallback] = []
+        self._futures: dict[str, asyncio.Future[Ack]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._seq = 0
+        self._paused_until = 0.0
+        self._user_id: str | None = None
+
+        self._connection = ConnectionState.CONNECTING
+        self._error: LiveSettingsError | None = None
+        self._error_count = 0
+        self._last_sync_at: int | None = None
+        self._rate = SyncRate(clock)
+        self._status = Status()
+        self._first_outcome: asyncio.Event | None = None
+        self._idle: asyncio.Event | None = None
+        self._sync_waiters: dict[str, asyncio.Event] = {}
+        self._subscribe_errors: dict[str, LiveSettingsError] = {}
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Open the cache, start connecting, and wait (up to ``connect_timeout``) for the
+        first sync or the first failure — after which the client works offline."""
+        if self._lifecycle is _Lifecycle.STARTED:
+            return
+        if self._lifecycle is _Lifecycle.CLOSED:
+            raise ConnectionClosed("this client was closed; create a new one")
+        self._lifecycle = _Lifecycle.STARTED
+        self._first_outcome = asyncio.Event()
+        self._idle = asyncio.Event()
+        if self._cache_path is not None:
+            self._cache = OfflineCache.open(self._cache_path)
+            self._client_id = self._client_id or self._cache.get_meta("client_id")
+        self._client_id = self._client_id or "py-" + uuid.uuid4().hex[:20]
+        if self._cache is not None:
+            self._cache.set_meta("client_id", self._client_id)
+        self._http = httpx.AsyncClient(
+            base_url=self.url, transport=self._transport, timeout=self._connect_timeout
+        )
+        self._restore(self._main)
+        if self._cache is not None:
+            # Queued edits of other documents (a service's) are replayed too.
+            for item in self._cache.load_pending():
+                if item.key not in self._docs:
+                    self._restore(DocumentState(item.key, followed=False))
+        self._refresh_status()
+        self._runner = asyncio.create_task(self._run(), name="livesettings-client")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._first_outcome.wait(), self._connect_timeout)
+
+    async def close(self) -> None:
+        """Disconnect and release everything. Unacknowledged edits stay in the offline cache
+        (and are replayed by the next client using it); their handles fail with
+        :class:`ConnectionClosed`."""
+        if self._lifecycle is not _Lifecycle.STARTED:
+            self._lifecycle = _Lifecycle.CLOSED
+            return
+        self._lifecycle = _Lifecycle.CLOSED
+        for task in (self._runner, self._refresher, *self._tasks):
+            if task is not None:
+                task.cancel()
+        for task in (self._runner, self._refresher, *self._tasks):
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        for mutation_id, future in self._futures.items():
+            if not future.done():
+                kept = " it stays in the offline cache" if self._cache is not None else ""
+                future.set_exception(
+                    ConnectionClosed(f"the client closed before edit {mutation_id} was saved;{kept}")
+                )
+        self._futures.clear()
+        for key in list(self._listeners):
+            for callback in list(self._listeners.get(key, ())):
+                closer = getattr(callback, "__livesettings_close__", None)
+                if closer is not None:
+                    closer()
+        if self._http is not None:
+            await self._http.aclose()
+        if self._cache is not None:
+            self._cache.close()
+        self._connection = ConnectionState.OFFLINE
+        self._refresh_status()
+
+    async def __aenter__(self) -> AsyncClient:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- reading --------------------------------------------------------------------------
+    @property
+    def client_id(self) -> str | None:
+        """This client's id (the ``by`` of its edits); persisted in the offline cache."""
+        return self._client_id
+
+    @property
+    def user_id(self) -> str | None:
+        """The token's user, once the server accepted it."""
+        return self._user_id
+
+    @property
+    def revision(self) -> int | None:
+        """The revision of the followed document last confirmed by the server."""
+        return self._main.revision
+
+    @property
+    def status(self) -> Status:
+        """The current :class:`Status` (safe to read from any thread)."""
+        return replace(self._status, syncs_per_minute=self._rate.count())
+
+    def get(self, path: str | Path | None = None, default: Any = None) -> Any:
+        """A copy of the settings as this client sees them (its own edits included at once).
+
+        ``path`` is a JSON Pointer (``"/preferences/editor"``) or a tuple of keys; ``default``
+        is returned when nothing is there. Secrets read as ``{"set": true, "last4": …}``.
+        """
+        view = self._main.view  # replaced, never modified: a consistent copy from any thread
+        if path is None:
+            return copy_json(view)
+        value = get_at(view, _path(path))
+        return default if value is MISSING else value
+
+    # -- writing --------------------------------------------------------------------------
+    def update(self, patch: dict[str, Any]) -> UpdateHandle:
+        """Submit a JSON Merge Patch (``None`` deletes or resets); return its handle at once.
+
+        The edit shows in :meth:`get` immediately. Bad input raises here
+        (:class:`~livesettings.errors.ValidationError`, ``TooLarge``…); while disconnected the
+        edit is queued, except a secret (``api_keys`` value), which raises
+        :class:`~livesettings.errors.OfflineSecret`.
+        """
+        return self._submit(self._main, patch)
+
+    def set(self, path: str | Path, value: Any) -> UpdateHandle:
+        """Set one value: ``set("/preferences/fontSize", 14)`` (``None`` deletes it)."""
+        keys = _path(path)
+        if not keys:
+            raise BadRequest("set() needs a path below the root, such as '/theme'")
+        patch: Any = value
+        for key in reversed(keys):
+            patch = {key: patch}
+        return self.update(patch)
+
+    async def flush(self, timeout: float | None = None) -> None:
+        """Wait until every edit is acknowledged (``TimeoutError`` after ``timeout``)."""
+        self._require_started()
+        assert self._idle is not None
+        async with asyncio.timeout(timeout):
+            while self._unsaved():
+                self._idle.clear()
+                await self._idle.wait()
+
+    # -- subscribing ----------------------------------------------------------------------
+    def subscribe(self, callback: ChangeCallback) -> Subscription:
+        """Call ``callback(change)`` on each change of the followed document's view."""
+        return self._listen(self._main.key, callback)
+
+    async def changes(self) -> AsyncIterator[Change]:
+        """``async for change in client.changes()``: the changes from now on, until close."""
+        self._require_started()
+        queue: asyncio.Queue[Change | None] = asyncio.Queue()
+
+        def put(change: Change) -> None:
+            queue.put_nowait(change)
+
+        put.__livesettings_close__ = lambda: queue.put_nowait(None)  # type: ignore[attr-defined]
+        with self._listen(self._main.key, put):
+            while True:
+                item = await queue.get()
+                if item is None:
+                    return
+                yield item
+
+    def on_status(self, callback: StatusCallback) -> Subscription:
+        """Call ``callback(status)`` whenever the :class:`Status` changes."""
+        self._status_listeners.append(callback)
+        return Subscription(lambda: _discard(self._status_listeners, callback))
+
+    # -- the seed's service names ---------------------------------------------------------
+    async def subscribe_to_settings_changes(
+        self, user_id: str, callback: ChangeCallback
+    ) -> Subscription:
+        """Follow ``user_id``'s document (service token) and call ``callback`` on each change.
+
+        Returns once the catch-up is done (or at once while offline: it happens on connect).
+        A refusal (a user token asking for someone else) raises the server's error.
+        """
+        self._require_started()
+        doc = self._docs.get(user_id) or self._restore(DocumentState(user_id, followed=False))
+        subscription = self._listen(doc.key, callback)
+        if not doc.followed:
+            doc.followed = True
+            session = self._session
+            if session is not None and session.authed:
+                waiter = self._begin_catch_up(session, doc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(waiter.wait(), self._connect_timeout)
+                error = self._subscribe_errors.pop(doc.key, None)
+                if error is not None:
+                    subscription.unsubscribe()
+                    raise error
+        return subscription
+
+    async def update_settings_realtime(self, user_id: str, settings: dict[str, Any]) -> Ack:
+        """Merge ``settings`` (a merge patch) into ``user_id``'s document over the socket.
+
+        Returns the :class:`Ack` once durable; while disconnected the edit waits in the queue.
+        """
+        self._require_started()
+        doc = self._docs.get(user_id) or self._restore(DocumentState(user_id, followed=False))
+        return await self._submit(doc, settings)
+
+    async def get_latest_settings(self, user_id: str | None = None) -> dict[str, Any]:
+        """The latest settings of ``user_id`` (service token; None: the token's own user).
+
+        Served from the live document when this client follows it and is online, else read
+        over HTTP (``GET /v1/users/{user_id}/settings``).
+        """
+        self._require_started()
+        doc = self._main if user_id is None and self._follow else self._docs.get(user_id or "")
+        if (
+            doc is not None
+            and doc.followed
+            and doc.revision is not None
+            and self._connection is ConnectionState.ONLINE
+        ):
+            return copy_json(doc.view)  # type: ignore[no-any-return]
+        path = "/v1/settings" if user_id is None else f"/v1/users/{quote(user_id, safe='')}/settings"
+        body = await self._http_get(path)
+        settings = body.get("settings")
+        if not isinstance(settings, dict):
+            raise LiveSettingsError("the server's answer holds no settings", code="bad_response")
+        return settings
+
+    # -- internals: documents -------------------------------------------------------------
+    def _require_started(self) -> None:
+        if self._lifecycle is not _Lifecycle.STARTED:
+            expected = "start() or 'async with' first"
+            raise ConnectionClosed(f"the client is {self._lifecycle.value}: call {expected}")
+
+    def _restore(self, doc: DocumentState) -> DocumentState:
+        self._docs[doc.key] = doc
+        if self._cache is not None:
+            cached = self._cache.load_document(doc.key)
+            self._seq = doc.restore(cached, self._cache.load_pending(doc.key), self._seq)
+        return doc
+
+    def _listen(self, key: str, callback: ChangeCallback) -> Subscription:
+        listeners = self._listeners.setdefault(key, [])
+        listeners.append(callback)
+
+        def cancel() -> None:
+            _discard(listeners, callback)
+            doc = self._docs.get(key)
+            if not listeners and doc is not None and doc is not self._main and doc.followed:
+                doc.followed = False
+                if self._session is not None and self._session.authed:
+                    self._session.send(UnsubscribeFrame(user_id=doc.user_id).to_json())
+
+        return Subscription(cancel)
+
+    def _emit(self, doc: DocumentState, change: Change | None) -> None:
+        if change is None:
+            return
+        for callback in list(self._listeners.get(doc.key, ())):
+            self._call(callback, change)
+
+    def _call(self, callback: Callable[[Any], object], arg: Any) -> None:
+        try:
+            result = callback(arg)
+        except Exception:
+            log.exception("a livesettings callback failed")
+            return
+        if inspect.isawaitable(result):
+            task = asyncio.ensure_future(result)
+            self._tasks.add(task)
+            task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a livesettings callback failed", exc_info=task.exception())
+
+    def _submit(self, doc: DocumentState, patch: dict[str, Any]) -> UpdateHandle:
+        self._require_started()
+        checked = validate_patch(patch)
+        connected = self._session is not None and self._session.authed
+        if carries_secret(checked) and not connected:
+            raise OfflineSecret(
+                "a secret (api_keys) cannot be saved while offline, and is never queued; "
+                "retry when the client is online"
+            )
+        mutation_id = uuid.uuid4().hex
+        edited_at = int(self._clock() * 1000)
+        if self._cache is not None and not carries_secret(checked):
+            base = doc.revision
+            self._cache.add_pending(QueuedMutation(doc.key, mutation_id, base, checked, edited_at))
+        pending, change = doc.edit(checked, mutation_id, edited_at, self._seq)
+        self._seq += 1
+        future: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_consume)
+        self._futures[mutation_id] = future
+        self._emit(doc, change)
+        self._flush()
+        self._refresh_status()
+        return UpdateHandle(mutation_id, future, queued=not connected, user_id=doc.user_id)
+
+    def _flush(self) -> None:
+        """Send every unsent edit, in the order they were made."""
+        session = self._session
+        if session is None or not session.authed:
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._paused_until:
+            return
+        unsent = sorted(
+            (p.seq, doc, p)
+            for doc in self._docs.values()
+            for p in doc.pending
+            if not p.sent and p.acked is None
+        )
+        for _, doc, p in unsent:
+            frame = UpdateFrame(p.mutation_id, p.base_revision, p.patch, p.edited_at, doc.user_id)
+            session.send(frame.to_json())
+            p.sent = True
+
+    def _settle(self, mutation_id: str, ack: Ack | None, error: LiveSettingsError | None) -> None:
+        if self._cache is not None:
+            self._cache.remove_pending(mutation_id)
+        future = self._futures.pop(mutation_id, None)
+        if future is None or future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            assert ack is not None
+            future.set_result(ack)
+
+    def _persist(self, doc: DocumentState) -> None:
+        if self._cache is not None and doc.revision is not None:
+            self._cache.save_document(doc.key, doc.revision, doc.confirmed)
+
+    # -- internals: status ----------------------------------------------------------------
+    def _unsaved(self) -> int:
+        return sum(1 for doc in self._docs.values() for p in doc.pending if p.acked is None)
+
+    def _note_sync(self) -> None:
+        self._last_sync_at = int(self._clock() * 1000)
+        self._rate.add()
+
+    def _note_error(self, error: LiveSettingsError) -> None:
+        self._error = error
+        self._error_count += 1
+
+    def _refresh_status(self) -> None:
+        session = self._session
+        in_flight = any(
+            p.sent and p.acked is None for doc in self._docs.values() for p in doc.pending
+        )
+        unsaved = self._unsaved()
+        status = Status(
+            connection=self._connection,
+            syncing=session is not None and (bool(session.waiting) or in_flight),
+            unsaved=unsaved,
+            last_sync_at=self._last_sync_at,
+            error_count=self._error_count,
+            syncs_per_minute=self._rate.count(),
+            error=self._error,
+        )
+        if self._idle is not None and not unsaved:
+            self._idle.set()
+        if status == self._status:
+            return
+        self._status = status
+        for callback in list(self._status_listeners):
+            self._call(callback, status)
+
+    # -- internals: the connection --------------------------------------------------------
+    async def _token(self) -> str:
+        source = self._token_source
+        if isinstance(source, str):
+            return source
+        try:
+            token = source()
+            if inspect.isawaitable(token):
+                token = await token
+        except LiveSettingsError:
+            raise
+        except Exception as exc:
+            raise Unauthorized(f"the token provider failed: {exc}") from exc
+        if not isinstance(token, str) or not token:
+            raise Unauthorized("the token provider returned no token")
+        return token
+
+    async def _run(self) -> None:
+        assert self._first_outcome is not None
+        delays = self._reconnect_delays()
+        last_delay = 1.0
+        while True:
+            self._connection = ConnectionState.CONNECTING
+            self._refresh_status()
+            reached = False
+            retry_after: float | None = None
+            try:
+                token = await self._token()
+                async with connect(
+                    self._ws_url,
+                    open_timeout=self._connect_timeout,
+                    compression=None,
+                    max_size=_MAX_MESSAGE,
+                    close_timeout=2,
+                ) as ws:
+                    reached = True
+                    await self._serve(ws, token)
+                raise ConnectionClosed("the server closed the connection")
+            except asyncio.CancelledError:
+                self._end_session()
+                raise
+            except _Refused as exc:
+                self._end_session(exc.error, ConnectionState.ERROR)
+                retry_after = exc.retry_after
+                if isinstance(self._token_source, str) and isinstance(exc.error, Unauthorized):
+                    log.warning("the server refused the token (%s); not retrying", exc.error)
+                    self._first_outcome.set()
+                    return  # retrying the same token cannot help
+            except Unauthorized as exc:  # the token provider failed
+                self._end_session(exc, ConnectionState.ERROR)
+            except (OSError, TimeoutError, WebSocketException, LiveSettingsError) as exc:
+                self._end_session(_as_error(exc), ConnectionState.OFFLINE)
+            self._first_outcome.set()
+            if reached and self._session_synced:
+                delays = self._reconnect_delays()
+            last_delay = next(delays, last_delay)
+            await asyncio.sleep(max(last_delay, retry_after or 0.0))
+
+    _session_synced = False
+
+    async def _serve(self, ws: ClientConnection, token: str) -> None:
+        session = _Session(ws)
+        self._session_synced = False
+        sender = asyncio.create_task(session.sender())
+        self._session = session
+        try:
+            await ws.send(AuthFrame(token, self._client_id).to_json())
+            async with asyncio.timeout(self._connect_timeout):
+                first = parse_server_frame(await ws.recv())
+            if first["type"] == "error":
+                raise _Refused(error_from_payload(first))
+            if first["type"] != "auth_ok":
+                raise BadRequest(f"expected auth_ok from the server, got {first['type']}")
+            self._authenticated(session, first)
+            async for message in ws:
+                try:
+                    frame = parse_server_frame(message)
+                except LiveSettingsError as exc:
+                    log.warning("ignored a server frame: %s", exc)
+                    continue
+                self._handle(session, frame)
+                if sender.done():
+                    break
+        except WsConnectionClosed as exc:
+            code = exc.rcvd.code if exc.rcvd is not None else None
+            if code == CLOSE_UNAUTHORIZED:
+                raise _Refused(session.last_error or Unauthorized("the server closed: 4001")) from exc
+            if code == CLOSE_RATE_LIMITED:
+                raise RateLimited("the server closed the connection: rate limited") from exc
+            raise ConnectionClosed(f"the connection closed ({code})") from exc
+        except InvalidStatus as exc:  # pragma: no cover - raised by connect(), not here
+            raise _refusal(exc) from exc
+        finally:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await sender
+
+    def _authenticated(self, session: _Session, frame: dict[str, Any]) -> None:
+        user_id = str(frame.get("user_id"))
+        self._check_identity(user_id)
+        self._user_id = user_id
+        session.authed = True
+        self._schedule_refresh(frame)
+        for doc in self._docs.values():
+            if doc.followed:
+                self._begin_catch_up(session, doc)
+        if not session.waiting:
+            self._went_online()
+        self._flush()
+        self._refresh_status()
+
+    def _check_identity(self, user_id: str) -> None:
+        cache = self._cache
+        if cache is None:
+            return
+        known = cache.get_meta("user_id")
+        if known is not None and known != user_id and self._main.user_id is None:
+            dropped = cache.forget("")
+            log.warning(
+                "the offline cache belonged to another user; dropped its document and %d "
+                "queued edits",
+                dropped,
+            )
+            for p in self._main.pending:
+                self._settle(
+                    p.mutation_id,
+                    None,
+                    Forbidden("this edit was made for another user; it was dropped"),
+                )
+            fresh = DocumentState(None, followed=self._main.followed)
+            self._docs[""] = self._main = fresh
+        cache.set_meta("user_id", user_id)
+
+    def _begin_catch_up(self, session: _Session, doc: DocumentState) -> asyncio.Event:
+        session.waiting.append(doc.key)
+        waiter = self._sync_waiters.setdefault(doc.key, asyncio.Event())
+        waiter.clear()
+        session.send(SubscribeFrame(since=doc.revision, user_id=doc.user_id).to_json())
+        return waiter
+
+    def _went_online(self) -> None:
+        assert self._first_outcome is not None
+        self._session_synced = True
+        self._connection = ConnectionState.ONLINE
+        self._error = None
+        self._first_outcome.set()
+
+    def _end_session(
+        self, error: LiveSettingsError | None = None, state: ConnectionState | None = None
+    ) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            self._refresher = None
+        was_online = self._connection is ConnectionState.ONLINE
+        self._session = None
+        for doc in self._docs.values():
+            doc.disconnected()
+        for waiter in self._sync_waiters.values():
+            waiter.set()  # release subscribe_to_settings_changes(); catch-up resumes on connect
+        if error is not None:
+            if was_online or state is ConnectionState.ERROR or self._error is None:
+                self._error_count += 1
+            self._error = error
+        if state is not None:
+            self._connection = state
+        self._refresh_status()
+
+    def _schedule_refresh(self, frame: dict[str, Any]) -> None:
+        if isinstance(self._token_source, str):
+            return
+        expires_at = frame.get("expires_at")
+        if not isinstance(expires_at, int | float):
+            return
+        left = expires_at - self._clock()
+        delay = max(_MIN_REFRESH_INTERVAL, left - min(self._refresh_margin, left / 2))
+        if self._refresher is not None:
+            self._refresher.cancel()
+        self._refresher = asyncio.create_task(self._refresh_later(delay))
+
+    async def _refresh_later(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        try:
+            token = await self._token()
+        except LiveSettingsError as exc:
+            log.warning("could not refresh the access token: %s", exc)
+            self._note_error(exc)
+            self._refresh_status()
+            self._refresher = asyncio.create_task(self._refresh_later(_MIN_REFRESH_INTERVAL * 5))
+            return
+        if self._session is not None:
+            self._session.send(AuthFrame(token, self._client_id).to_json())
+
+    # -- internals: frames ----------------------------------------------------------------
+    def _handle(self, session: _Session, frame: dict[str, Any]) -> None:
+        kind = frame["type"]
+        if kind == "auth_ok":
+            self._schedule_refresh(frame)
+            return
+        if kind == "pong":
+            return
+        user_id = frame.get("user_id")
+        doc = self._docs.get(user_id if isinstance(user_id, str) else "")
+        if kind == "error":
+            self._on_error(session, frame)
+        elif doc is None:
+            log.debug("ignored a %s frame for a document this client does not follow", kind)
+        elif kind == "change":
+            self._on_change(session, doc, frame)
+        elif kind == "snapshot":
+            self._emit(doc, doc.on_snapshot(int(frame["revision"]), frame["settings"]))
+            self._persist(doc)
+        elif kind == "synced":
+            if doc.key in session.waiting:
+                session.waiting.remove(doc.key)
+                self._note_sync()
+                waiter = self._sync_waiters.get(doc.key)
+                if waiter is not None:
+                    waiter.set()
+            if not session.waiting and self._connection is not ConnectionState.ONLINE:
+                self._went_online()
+        elif kind == "ack":
+            mutation_id = str(frame["mutation_id"])
+            conflicts = list(frame.get("conflicts") or [])
+            pending, change = doc.on_ack(mutation_id, int(frame["revision"]))
+            ack = Ack(mutation_id, int(frame["revision"]), conflicts, doc.user_id)
+            if pending is not None:
+                self._note_sync()
+                self._settle(mutation_id, ack, None)
+            self._emit(doc, change)
+        self._refresh_status()
+
+    def _on_change(self, session: _Session, doc: DocumentState, frame: dict[str, Any]) -> None:
+        try:
+            change, mine = doc.on_change(frame)
+        except RevisionGap as gap:
+            log.warning("missed changes after revision %d; catching up again", gap.revision)
+            self._begin_catch_up(session, doc)
+            return
+        self._persist(doc)
+        if mine is not None:
+            ack = Ack(mine.mutation_id, doc.revision or 0, list(frame.get("conflicts") or []))
+            self._settle(mine.mutation_id, replace(ack, user_id=doc.user_id), None)
+        self._emit(doc, change)
+
+    def _on_error(self, session: _Session, frame: dict[str, Any]) -> None:
+        error = error_from_payload(frame)
+        mutation_id = frame.get("mutation_id")
+        owner = next(
+            (d for d in self._docs.values() if any(p.mutation_id == mutation_id for p in d.pending)),
+            None,
+        )
+        if owner is None:
+            session.last_error = error
+            self._note_error(error)
+            if isinstance(error, TokenExpired | Unauthorized):
+                return  # the server closes with 4001 next; the run loop handles it
+            if session.waiting and isinstance(error, Forbidden):
+                # Frames are answered in order: this refuses the oldest pending subscription.
+                key = session.waiting.pop(0)
+                doc = self._docs.get(key)
+                if doc is not None and doc is not self._main:
+                    doc.followed = False
+                self._subscribe_errors[key] = error
+                waiter = self._sync_waiters.get(key)
+                if waiter is not None:
+                    waiter.set()
+            return
+        pending = next(p for p in owner.pending if p.mutation_id == mutation_id)
+        if error.code in _TRANSIENT and pending.attempts < _MAX_RETRIES:
+            pending.attempts += 1
+            pending.sent = False
+            wait = error.retry_after if isinstance(error, RateLimited) else 0.5 * pending.attempts
+            loop = asyncio.get_running_loop()
+            self._paused_until = max(self._paused_until, loop.time() + wait)
+            loop.call_later(wait, self._flush)
+            return
+        self._note_error(error)
+        _, change = owner.on_reject(str(mutation_id))
+        self._settle(str(mutation_id), None, error)
+        self._emit(owner, change)
+
+    async def _http_get(self, path: str) -> dict[str, Any]:
+        assert self._http is not None
+        token = await self._token()
+        try:
+            response = await self._http.get(path, headers={"Authorization": f"Bearer {token}"})
+        except httpx.TransportError as exc:
+            raise ConnectionClosed(f"cannot reach {self.url}: {exc}") from exc
+        return read_response(response)
+
+
+def _discard(items: list[Any], item: Any) -> None:
+    with contextlib.suppress(ValueError):
+        items.remove(item)
+
+
+def _refusal(exc: InvalidStatus) -> _Refused:
+    status = exc.response.status_code
+    try:
+        error = error_from_payload(httpx.Response(status, content=exc.response.body).json(), status)
+    except ValueError:
+        error = error_from_payload(None, status)
+    retry = exc.response.headers.get("Retry-After")
+    return _Refused(error, float(retry) if retry and retry.isdigit() else None)
+
+
+def _as_error(exc: BaseException) -> LiveSettingsError:
+    if isinstance(exc, LiveSettingsError):
+        return exc
+    if isinstance(exc, InvalidStatus):
+        return _refusal(exc).error
+    return ConnectionClosed(f"cannot reach the server: {exc or type(exc).__name__}")
+
+
+# The handshake refusals (403 origin, 429, 503) arrive from connect() as InvalidStatus.
+_PendingEdit = PendingEdit

@@ -1,0 +1,286 @@
+"""One document as a client sees it: confirmed state, pending edits, and the view — no I/O.
+
+The *confirmed* state is what the server committed up to ``revision`` (masked, as pushed).
+Pending edits are the client's own mutations not yet reflected there; the *view* — what
+``get()`` returns — is the confirmed state with every pending patch applied in order
+(optimistic updates). Each server frame moves the state forward and says what the subscribers
+should hear, as :class:`Change` events; the async core only does the I/O around it.
+
+An edit leaves the pending list when the server's ``change`` frame carrying its mutation id
+arrives (or a snapshot or ``ack`` shows it is already included), so an acknowledged edit never
+blinks out of the view between its ``ack`` and its ``change``.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from livesettings.document import apply_patch, default_document, diff, mask_patch
+
+from .cache import CachedDocument, QueuedMutation, carries_secret
+
+__all__ = [
+    "Ack",
+    "Change",
+    "ChangeOrigin",
+    "DocumentState",
+    "PendingEdit",
+    "RevisionGap",
+    "copy_json",
+]
+
+
+def copy_json(value: Any) -> Any:
+    """A deep copy of a JSON value (much faster than ``copy.deepcopy``)."""
+    if isinstance(value, dict):
+        return {k: copy_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [copy_json(v) for v in value]
+    return value
+
+
+class ChangeOrigin(enum.Enum):
+    """Why the view of a document changed."""
+
+    LOCAL = "local"
+    """Your own edit, shown at once (before the server confirmed it)."""
+    REMOTE = "remote"
+    """A change committed on the server (another client's, or yours turning out differently)."""
+    SNAPSHOT = "snapshot"
+    """The server replaced the state with a snapshot: a reset. Re-read ``settings``."""
+    ROLLBACK = "rollback"
+    """Your edit was refused by the server and its effect undone."""
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One change of a document's view, as subscribers receive it.
+
+    ``patch`` is the merge patch of the change: the committed, effective patch for ``REMOTE``,
+    your edit (secrets masked) for ``LOCAL``, and the difference between the old and the new
+    view for ``SNAPSHOT`` and ``ROLLBACK``. ``settings`` is the whole view after it (shared by
+    every subscriber: do not modify it). ``conflicts`` are the server's conflict reports; an
+    entry whose ``lost_by`` is your client id means your value was overwritten.
+    ``user_id`` names the document for service clients (None: the token's own user).
+    """
+
+    origin: ChangeOrigin
+    patch: dict[str, Any]
+    settings: dict[str, Any]
+    revision: int | None = None
+    mutation_id: str | None = None
+    client_id: str | None = None
+    committed_at: int | None = None
+    conflicts: list[dict[str, Any]] = field(default_factory=list)
+    user_id: str | None = None
+
+    @property
+    def reset(self) -> bool:
+        """True when a snapshot replaced the state: changes in between were not sent one by one."""
+        return self.origin is ChangeOrigin.SNAPSHOT
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """The server's acknowledgement of one of your mutations: durable at ``revision``.
+
+    ``conflicts`` lists each edited path that met a concurrent edit, with ``kept`` telling
+    whose value survived (``"yours"``, ``"theirs"`` or ``"partial"``). When every edit lost,
+    ``revision`` is the document's current revision.
+    """
+
+    mutation_id: str
+    revision: int
+    conflicts: list[dict[str, Any]] = field(default_factory=list)
+    user_id: str | None = None
+
+
+class RevisionGap(Exception):
+    """A change frame skipped revisions: the client must catch up again from ``revision``."""
+
+    def __init__(self, revision: int, got: int) -> None:
+        super().__init__(f"expected revision {revision + 1}, got {got}")
+        self.revision = revision
+
+
+@dataclass(slots=True)
+class PendingEdit:
+    """One of the client's own mutations that the confirmed state does not include yet."""
+
+    mutation_id: str
+    base_revision: int | None
+    patch: dict[str, Any]
+    edited_at: int
+    seq: int
+    shown: dict[str, Any] = field(default_factory=dict)
+    secret: bool = False
+    sent: bool = False
+    acked: int | None = None
+    attempts: int = 0
+
+    def __post_init__(self) -> None:
+        self.secret = carries_secret(self.patch)
+        self.shown = mask_patch(self.patch) if self.secret else self.patch
+
+    def queued(self, key: str) -> QueuedMutation:
+        """The form the offline cache keeps."""
+        return QueuedMutation(key, self.mutation_id, self.base_revision, self.patch, self.edited_at)
+
+
+class DocumentState:
+    """The client-side state of one user's document."""
+
+    def __init__(self, user_id: str | None, *, followed: bool = True) -> None:
+        self.user_id = user_id
+        self.followed = followed
+        self.revision: int | None = None
+        self.confirmed: dict[str, Any] = default_document()
+        self.pending: list[PendingEdit] = []
+        self.view: dict[str, Any] = self.confirmed
+
+    @property
+    def key(self) -> str:
+        """The document's key in the offline cache (``""`` for the token's own user)."""
+        return self.user_id or ""
+
+    @property
+    def unacked(self) -> list[PendingEdit]:
+        """Pending edits the server has not acknowledged, in order."""
+        return [p for p in self.pending if p.acked is None]
+
+    # -- local ----------------------------------------------------------------------------
+    def restore(self, cached: CachedDocument | None, queued: list[QueuedMutation], seq: int) -> int:
+        """Load the cached state and queue; return the next sequence number."""
+        if cached is not None:
+            self.revision = cached.revision
+            self.confirmed = cached.settings
+        for item in queued:
+            self.pending.append(
+                PendingEdit(item.mutation_id, item.base_revision, item.patch, item.edited_at, seq)
+            )
+            seq += 1
+        self._recompute()
+        return seq
+
+    def edit(
+        self, patch: dict[str, Any], mutation_id: str, edited_at: int, seq: int
+    ) -> tuple[PendingEdit, Change]:
+        """Record a local edit (already validated) and show it at once."""
+        pending = PendingEdit(mutation_id, self.revision, patch, edited_at, seq)
+        self.pending.append(pending)
+        self.view = apply_patch(self.view, pending.shown)
+        change = Change(
+            ChangeOrigin.LOCAL,
+            copy_json(pending.shown),
+            self.view,
+            mutation_id=mutation_id,
+            user_id=self.user_id,
+        )
+        return pending, change
+
+    # -- from the server ------------------------------------------------------------------
+    def on_snapshot(self, revision: int, settings: dict[str, Any]) -> Change:
+        """The server replaced the state: edits it includes leave, the others stay on top."""
+        before = self.view
+        self.revision = revision
+        self.confirmed = settings
+        self.pending = [p for p in self.pending if p.acked is None or p.acked > revision]
+        self._recompute()
+        return Change(
+            ChangeOrigin.SNAPSHOT,
+            diff(before, self.view),
+            self.view,
+            revision=revision,
+            user_id=self.user_id,
+        )
+
+    def on_change(self, frame: dict[str, Any]) -> tuple[Change | None, PendingEdit | None]:
+        """Apply a ``change`` frame; return the event (if any) and the own edit it confirms.
+
+        A revision already seen is ignored (None, None); a skipped one raises
+        :class:`RevisionGap`.
+        """
+        revision = int(frame["revision"])
+        if self.revision is not None:
+            if revision <= self.revision:
+                return None, None
+            if revision != self.revision + 1:
+                raise RevisionGap(self.revision, revision)
+        before = self.view
+        patch: dict[str, Any] = frame.get("patch") or {}
+        self.confirmed = apply_patch(self.confirmed, patch)
+        self.revision = revision
+        mutation_id = frame.get("mutation_id")
+        mine: PendingEdit | None = None
+        kept: list[PendingEdit] = []
+        for p in self.pending:
+            if p.mutation_id == mutation_id:
+                mine = p
+            elif p.acked is None or p.acked > revision:
+                kept.append(p)
+        self.pending = kept
+        self._recompute()
+        if mine is not None and self.view == before:
+            return None, mine  # your own edit, committed as shown: nothing new to tell
+        change = Change(
+            ChangeOrigin.REMOTE,
+            patch if mine is None else diff(before, self.view),
+            self.view,
+            revision=revision,
+            mutation_id=mutation_id,
+            client_id=frame.get("client_id"),
+            committed_at=frame.get("committed_at"),
+            conflicts=list(frame.get("conflicts") or []),
+            user_id=self.user_id,
+        )
+        return change, mine
+
+    def on_ack(self, mutation_id: str, revision: int) -> tuple[PendingEdit | None, Change | None]:
+        """Mark an edit acknowledged; it leaves once the confirmed state includes ``revision``."""
+        found = self._find(mutation_id)
+        if found is None:
+            return None, None  # a repeated ack, or an edit a change frame already confirmed
+        found.acked = revision
+        if self.followed and (self.revision is None or revision > self.revision):
+            return found, None  # its change frame is on the way
+        return found, self._drop(found, ChangeOrigin.REMOTE)
+
+    def on_reject(self, mutation_id: str) -> tuple[PendingEdit | None, Change | None]:
+        """The server refused an edit: forget it and undo its effect on the view."""
+        found = self._find(mutation_id)
+        if found is None:
+            return None, None
+        return found, self._drop(found, ChangeOrigin.ROLLBACK)
+
+    def disconnected(self) -> None:
+        """The connection ended: everything unacknowledged must be sent again."""
+        for p in self.pending:
+            if p.acked is None:
+                p.sent = False
+
+    # -- helpers --------------------------------------------------------------------------
+    def _find(self, mutation_id: str) -> PendingEdit | None:
+        return next((p for p in self.pending if p.mutation_id == mutation_id), None)
+
+    def _drop(self, pending: PendingEdit, origin: ChangeOrigin) -> Change | None:
+        before = self.view
+        self.pending.remove(pending)
+        self._recompute()
+        if self.view == before:
+            return None
+        return Change(
+            origin,
+            diff(before, self.view),
+            self.view,
+            revision=self.revision,
+            mutation_id=pending.mutation_id,
+            user_id=self.user_id,
+        )
+
+    def _recompute(self) -> None:
+        view = self.confirmed
+        for p in self.pending:
+            view = apply_patch(view, p.shown)
+        self.view = view
