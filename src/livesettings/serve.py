@@ -47,14 +47,31 @@ class _Server(uvicorn.Server):
         await super().shutdown(sockets)
 
 
+async def _preflight(config: Config, services: Services) -> None:
+    """Check the database before binding a port, so a bad schema is one clear line."""
+    from .store import open_store
+
+    store = open_store(config.resolved_database_url, keyring=services.keyring)
+    try:
+        if not config.is_postgres:
+            await store.setup()
+        await store.open()
+    finally:
+        await store.close()
+
+
 def run_server(config: Config) -> int:
-    """Serve until told to stop; returns the process exit code."""
+    """Serve until told to stop; returns the process exit code.
+
+    Raises ``ConfigError``/``StorageError`` before listening when the setup cannot work.
+    """
     logging.basicConfig(
         level=config.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
     services = Services(config)
+    asyncio.run(_preflight(config, services))
     app = create_app(config, services=services)
     uv_config = uvicorn.Config(
         app,

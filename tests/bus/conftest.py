@@ -42,17 +42,17 @@ class Recorder:
         self.resyncs += 1
         self._changed.set()
 
-    async def wait(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-        async with asyncio.timeout(timeout):
+    async def wait(self, predicate: Callable[[], bool], within: float = 5.0) -> None:
+        async with asyncio.timeout(within):
             while not predicate():
                 self._changed.clear()
                 await self._changed.wait()
 
 
-async def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+async def eventually(predicate: Callable[[], bool], within: float = 5.0) -> None:
     """Wait for state that no callback announces (polling every 10 ms)."""
-    async with asyncio.timeout(timeout):
-        while not predicate():
+    async with asyncio.timeout(within):
+        while not predicate():  # noqa: ASYNC110 - no event announces the bus's own state
             await asyncio.sleep(0.01)
 
 

@@ -39,7 +39,7 @@ def test_big_batches_split_under_the_limit_in_order() -> None:
 
 
 @pytest.mark.parametrize(
-    "payload", ["{}", "[1]", '[["a"]]', '[["a","1"]]', '[["a",true]]', '[[1,2]]', "nope"]
+    "payload", ["{}", "[1]", '[["a"]]', '[["a","1"]]', '[["a",true]]', "[[1,2]]", "nope"]
 )
 def test_malformed_payloads_are_refused(payload: str) -> None:
     with pytest.raises(ValueError):
@@ -52,8 +52,10 @@ def test_who_notifies() -> None:
     # Same database under another role: the store's notifications reach it.
     bus = PostgresBus("postgresql://other@db.internal/settings", database_url=app)
     assert bus.store_notifies is True
-    assert PostgresBus("postgresql://db.internal/elsewhere", database_url=app).store_notifies is False
-    assert PostgresBus("postgresql://db.internal/x", database_url="sqlite:///x.db").store_notifies is False
+    elsewhere = PostgresBus("postgresql://db.internal/elsewhere", database_url=app)
+    assert elsewhere.store_notifies is False
+    not_pg = PostgresBus("postgresql://db.internal/x", database_url="sqlite:///x.db")
+    assert not_pg.store_notifies is False
     assert PostgresBus("postgres", database_url=app, store_notifies=False).store_notifies is False
     assert isinstance(open_bus("postgres", database_url=app), PostgresBus)
     with pytest.raises(ConfigError, match="LIVESETTINGS_DATABASE_URL"):

@@ -32,6 +32,7 @@ __all__ = [
     "EXIT_USAGE",
     "KEY_FILE",
     "Report",
+    "check_database_file",
     "database_options",
     "exits",
     "fail",
@@ -42,6 +43,7 @@ __all__ = [
     "ping_ms",
     "plural",
     "progress",
+    "redact_url",
     "run",
     "shown_url",
 ]
@@ -120,12 +122,19 @@ def database_options(command: F) -> F:
     return command
 
 
+def redact_url(url: str) -> str:
+    """``url`` as it may be printed: a password in it replaced by ``***``."""
+    if "://" not in url or "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    credentials, host = rest.rsplit("@", 1)
+    user, colon, _ = credentials.partition(":")
+    return f"{scheme}://{user}:***@{host}" if colon else url
+
+
 def shown_url(config: Config) -> str:
-    """The database URL as it may be printed (a password replaced by ``***``)."""
-    redacted: str = config.replace(database_url=config.resolved_database_url).redacted()[
-        "database_url"
-    ]
-    return redacted
+    """The database URL as it may be printed."""
+    return redact_url(config.resolved_database_url)
 
 
 def keyring_for(config: Config, *, create: bool) -> Keyring | None:
@@ -164,8 +173,9 @@ def make_store(config: Config, keyring: Keyring | None, *, admin: bool = False) 
         ) from exc
 
 
-def _check_sqlite_file(config: Config) -> None:
-    # The store would say "unable to open database file"; name the file and the fix.
+def check_database_file(config: Config) -> None:
+    """``StorageError`` naming the file and the fix when the SQLite database is missing."""
+    # The store would only say "unable to open database file".
     if config.is_postgres:
         return
     path = sqlite_path(config.resolved_database_url)
@@ -190,7 +200,7 @@ async def opened_store(
         if setup and not config.is_postgres:
             await store.setup()
         else:
-            _check_sqlite_file(config)
+            check_database_file(config)
         if check:
             await store.open()
         yield store

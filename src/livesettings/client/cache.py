@@ -146,9 +146,7 @@ class OfflineCache:
     # -- documents ------------------------------------------------------------------------
     def load_document(self, key: str) -> CachedDocument | None:
         """The last confirmed document under ``key``, or None."""
-        row = self._run(
-            "SELECT revision, settings FROM documents WHERE key = ?", (key,)
-        ).fetchone()
+        row = self._run("SELECT revision, settings FROM documents WHERE key = ?", (key,)).fetchone()
         if row is None:
             return None
         return CachedDocument(int(row[0]), json.loads(row[1]))

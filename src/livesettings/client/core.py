@@ -20,7 +20,7 @@ import inspect
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from types import TracebackType
 from typing import Any, Final, TypeAlias
@@ -56,7 +56,9 @@ from livesettings.protocol import (
 
 from .backoff import DelayFactory, backoff
 from .cache import OfflineCache, QueuedMutation, carries_secret
-from .state import Ack, Change, DocumentState, PendingEdit, RevisionGap, copy_json
+from .handles import Subscription, UpdateHandle, consume_error
+from .session import Refused, Session, as_error, refusal, ws_url
+from .state import Ack, Change, DocumentState, RevisionGap, copy_json
 from .status import ConnectionState, Status, SyncRate
 from .tokens import TokenSource, read_response
 
@@ -79,120 +81,6 @@ class _Lifecycle(enum.Enum):
     NEW = "new"
     STARTED = "started"
     CLOSED = "closed"
-
-
-class Subscription:
-    """What ``subscribe()`` returns: call :meth:`unsubscribe` (or leave its ``with`` block)."""
-
-    __slots__ = ("_cancel",)
-
-    def __init__(self, cancel: Callable[[], None]) -> None:
-        self._cancel: Callable[[], None] | None = cancel
-
-    @property
-    def active(self) -> bool:
-        """Whether the callback is still subscribed."""
-        return self._cancel is not None
-
-    def unsubscribe(self) -> None:
-        """Stop the callbacks (idempotent)."""
-        cancel, self._cancel = self._cancel, None
-        if cancel is not None:
-            cancel()
-
-    __call__ = unsubscribe
-
-    def __enter__(self) -> Subscription:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.unsubscribe()
-
-
-class UpdateHandle:
-    """One submitted edit. ``await handle`` returns its :class:`Ack` or raises the server's error.
-
-    ``queued`` is True when the edit was made while disconnected: it will be sent on reconnect.
-    Awaiting never cancels the edit (a timeout around ``await`` leaves it queued).
-    """
-
-    __slots__ = ("_future", "mutation_id", "queued", "user_id")
-
-    def __init__(
-        self, mutation_id: str, future: asyncio.Future[Ack], *, queued: bool, user_id: str | None
-    ) -> None:
-        self.mutation_id = mutation_id
-        self.queued = queued
-        self.user_id = user_id
-        self._future = future
-
-    def __await__(self) -> Iterator[Any]:
-        return asyncio.shield(self._future).__await__()
-
-    def done(self) -> bool:
-        """Whether the server acknowledged or refused the edit (or the client closed)."""
-        return self._future.done()
-
-    def result(self) -> Ack:
-        """The ack; raises the error, or ``InvalidStateError`` when not done yet."""
-        return self._future.result()
-
-    def add_done_callback(self, callback: Callable[[UpdateHandle], object]) -> None:
-        """Call ``callback(handle)`` on the loop once the edit is settled."""
-        self._future.add_done_callback(lambda _: callback(self))
-
-    def __repr__(self) -> str:
-        state = "done" if self.done() else "queued" if self.queued else "sent"
-        return f"<UpdateHandle {self.mutation_id} {state}>"
-
-
-def _consume(future: asyncio.Future[Ack]) -> None:
-    # An edit nobody awaits may still fail: its error reaches Status.error, so keep asyncio
-    # from also logging "exception was never retrieved".
-    if not future.cancelled():
-        future.exception()
-
-
-class _Session:
-    """One live connection: frames go out in order through one queue and one sender task."""
-
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
-        self.outbound: asyncio.Queue[str] = asyncio.Queue()
-        self.authed = False
-        self.waiting: list[str] = []  # keys of documents whose catch-up is under way
-        self.last_error: LiveSettingsError | None = None
-
-    def send(self, text: str) -> None:
-        self.outbound.put_nowait(text)
-
-    async def sender(self) -> None:
-        while True:
-            text = await self.outbound.get()
-            await self.ws.send(text)
-
-
-class _Refused(Exception):
-    """The server refused this connection (auth, origin): not a network failure."""
-
-    def __init__(self, error: LiveSettingsError, retry_after: float | None = None) -> None:
-        super().__init__(error.message)
-        self.error = error
-        self.retry_after = retry_after
-
-
-def _ws_url(url: str) -> str:
-    base = url.rstrip("/")
-    if base.startswith("https://"):
-        base = "wss://" + base[len("https://") :]
-    elif base.startswith("http://"):
-        base = "ws://" + base[len("http://") :]
-    return base + "/v1/realtime"
 
 
 def _path(path: str | Path) -> Path:
@@ -239,7 +127,7 @@ class AsyncClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.url = url.rstrip("/")
-        self._ws_url = _ws_url(self.url)
+        self._ws_url = ws_url(self.url)
         self._token_source = token
         self._follow = follow
         self._main_user_id = user_id
@@ -256,7 +144,7 @@ class AsyncClient:
         self._http: httpx.AsyncClient | None = None
         self._runner: asyncio.Task[None] | None = None
         self._refresher: asyncio.Task[None] | None = None
-        self._session: _Session | None = None
+        self._session: Session | None = None
         self._docs: dict[str, DocumentState] = {}
         self._main = DocumentState(user_id, followed=follow)
         self._listeners: dict[str, list[ChangeCallback]] = {}
@@ -266,6 +154,8 @@ class AsyncClient:
         self._seq = 0
         self._paused_until = 0.0
         self._user_id: str | None = None
+        self._session_synced = False
+        self._closers: set[Callable[[], None]] = set()
 
         self._connection = ConnectionState.CONNECTING
         self._error: LiveSettingsError | None = None
@@ -286,11 +176,12 @@ class AsyncClient:
             return
         if self._lifecycle is _Lifecycle.CLOSED:
             raise ConnectionClosed("this client was closed; create a new one")
+        if self._cache_path is not None:
+            self._cache = OfflineCache.open(self._cache_path)
         self._lifecycle = _Lifecycle.STARTED
         self._first_outcome = asyncio.Event()
         self._idle = asyncio.Event()
-        if self._cache_path is not None:
-            self._cache = OfflineCache.open(self._cache_path)
+        if self._cache is not None:
             self._client_id = self._client_id or self._cache.get_meta("client_id")
         self._client_id = self._client_id or "py-" + uuid.uuid4().hex[:20]
         if self._cache is not None:
@@ -303,7 +194,7 @@ class AsyncClient:
             # Queued edits of other documents (a service's) are replayed too.
             for item in self._cache.load_pending():
                 if item.key not in self._docs:
-                    self._restore(DocumentState(item.key, followed=False))
+                    self._restore(DocumentState(item.key or None, followed=False))
         self._refresh_status()
         self._runner = asyncio.create_task(self._run(), name="livesettings-client")
         with contextlib.suppress(TimeoutError):
@@ -328,14 +219,13 @@ class AsyncClient:
             if not future.done():
                 kept = " it stays in the offline cache" if self._cache is not None else ""
                 future.set_exception(
-                    ConnectionClosed(f"the client closed before edit {mutation_id} was saved;{kept}")
+                    ConnectionClosed(
+                        f"the client closed before edit {mutation_id} was saved;{kept}"
+                    )
                 )
         self._futures.clear()
-        for key in list(self._listeners):
-            for callback in list(self._listeners.get(key, ())):
-                closer = getattr(callback, "__livesettings_close__", None)
-                if closer is not None:
-                    closer()
+        for closer in list(self._closers):
+            closer()
         if self._http is not None:
             await self._http.aclose()
         if self._cache is not None:
@@ -409,14 +299,13 @@ class AsyncClient:
             patch = {key: patch}
         return self.update(patch)
 
-    async def flush(self, timeout: float | None = None) -> None:
-        """Wait until every edit is acknowledged (``TimeoutError`` after ``timeout``)."""
+    async def flush(self) -> None:
+        """Wait until every edit is acknowledged (bound it with ``asyncio.timeout``)."""
         self._require_started()
         assert self._idle is not None
-        async with asyncio.timeout(timeout):
-            while self._unsaved():
-                self._idle.clear()
-                await self._idle.wait()
+        while self._unsaved():
+            self._idle.clear()
+            await self._idle.wait()
 
     # -- subscribing ----------------------------------------------------------------------
     def subscribe(self, callback: ChangeCallback) -> Subscription:
@@ -428,16 +317,19 @@ class AsyncClient:
         self._require_started()
         queue: asyncio.Queue[Change | None] = asyncio.Queue()
 
-        def put(change: Change) -> None:
-            queue.put_nowait(change)
+        def end() -> None:
+            queue.put_nowait(None)
 
-        put.__livesettings_close__ = lambda: queue.put_nowait(None)  # type: ignore[attr-defined]
-        with self._listen(self._main.key, put):
-            while True:
-                item = await queue.get()
-                if item is None:
-                    return
-                yield item
+        self._closers.add(end)
+        try:
+            with self._listen(self._main.key, queue.put_nowait):
+                while True:
+                    item = await queue.get()
+                    if item is None:
+                        return
+                    yield item
+        finally:
+            self._closers.discard(end)
 
     def on_status(self, callback: StatusCallback) -> Subscription:
         """Call ``callback(status)`` whenever the :class:`Status` changes."""
@@ -485,7 +377,10 @@ class AsyncClient:
         over HTTP (``GET /v1/users/{user_id}/settings``).
         """
         self._require_started()
-        doc = self._main if user_id is None and self._follow else self._docs.get(user_id or "")
+        if user_id is None:
+            doc = self._main if self._main.user_id is None else None
+        else:
+            doc = self._docs.get(user_id)
         if (
             doc is not None
             and doc.followed
@@ -493,7 +388,9 @@ class AsyncClient:
             and self._connection is ConnectionState.ONLINE
         ):
             return copy_json(doc.view)  # type: ignore[no-any-return]
-        path = "/v1/settings" if user_id is None else f"/v1/users/{quote(user_id, safe='')}/settings"
+        path = (
+            "/v1/settings" if user_id is None else f"/v1/users/{quote(user_id, safe='')}/settings"
+        )
         body = await self._http_get(path)
         settings = body.get("settings")
         if not isinstance(settings, dict):
@@ -563,10 +460,10 @@ class AsyncClient:
         if self._cache is not None and not carries_secret(checked):
             base = doc.revision
             self._cache.add_pending(QueuedMutation(doc.key, mutation_id, base, checked, edited_at))
-        pending, change = doc.edit(checked, mutation_id, edited_at, self._seq)
+        _, change = doc.edit(checked, mutation_id, edited_at, self._seq)
         self._seq += 1
         future: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
-        future.add_done_callback(_consume)
+        future.add_done_callback(consume_error)
         self._futures[mutation_id] = future
         self._emit(doc, change)
         self._flush()
@@ -684,27 +581,31 @@ class AsyncClient:
             except asyncio.CancelledError:
                 self._end_session()
                 raise
-            except _Refused as exc:
+            except Refused as exc:
                 self._end_session(exc.error, ConnectionState.ERROR)
                 retry_after = exc.retry_after
                 if isinstance(self._token_source, str) and isinstance(exc.error, Unauthorized):
                     log.warning("the server refused the token (%s); not retrying", exc.error)
                     self._first_outcome.set()
                     return  # retrying the same token cannot help
+            except InvalidStatus as exc:  # refused before the upgrade (403, 429, 503)
+                refused = refusal(exc)
+                denied = exc.response.status_code in (401, 403)
+                state = ConnectionState.ERROR if denied else ConnectionState.OFFLINE
+                self._end_session(refused.error, state)
+                retry_after = refused.retry_after
             except Unauthorized as exc:  # the token provider failed
                 self._end_session(exc, ConnectionState.ERROR)
             except (OSError, TimeoutError, WebSocketException, LiveSettingsError) as exc:
-                self._end_session(_as_error(exc), ConnectionState.OFFLINE)
+                self._end_session(as_error(exc), ConnectionState.OFFLINE)
             self._first_outcome.set()
             if reached and self._session_synced:
                 delays = self._reconnect_delays()
             last_delay = next(delays, last_delay)
             await asyncio.sleep(max(last_delay, retry_after or 0.0))
 
-    _session_synced = False
-
     async def _serve(self, ws: ClientConnection, token: str) -> None:
-        session = _Session(ws)
+        session = Session(ws)
         self._session_synced = False
         sender = asyncio.create_task(session.sender())
         self._session = session
@@ -713,7 +614,7 @@ class AsyncClient:
             async with asyncio.timeout(self._connect_timeout):
                 first = parse_server_frame(await ws.recv())
             if first["type"] == "error":
-                raise _Refused(error_from_payload(first))
+                raise Refused(error_from_payload(first))
             if first["type"] != "auth_ok":
                 raise BadRequest(f"expected auth_ok from the server, got {first['type']}")
             self._authenticated(session, first)
@@ -729,18 +630,18 @@ class AsyncClient:
         except WsConnectionClosed as exc:
             code = exc.rcvd.code if exc.rcvd is not None else None
             if code == CLOSE_UNAUTHORIZED:
-                raise _Refused(session.last_error or Unauthorized("the server closed: 4001")) from exc
+                raise Refused(
+                    session.last_error or Unauthorized("the server closed: 4001")
+                ) from exc
             if code == CLOSE_RATE_LIMITED:
                 raise RateLimited("the server closed the connection: rate limited") from exc
             raise ConnectionClosed(f"the connection closed ({code})") from exc
-        except InvalidStatus as exc:  # pragma: no cover - raised by connect(), not here
-            raise _refusal(exc) from exc
         finally:
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await sender
 
-    def _authenticated(self, session: _Session, frame: dict[str, Any]) -> None:
+    def _authenticated(self, session: Session, frame: dict[str, Any]) -> None:
         user_id = str(frame.get("user_id"))
         self._check_identity(user_id)
         self._user_id = user_id
@@ -776,7 +677,7 @@ class AsyncClient:
             self._docs[""] = self._main = fresh
         cache.set_meta("user_id", user_id)
 
-    def _begin_catch_up(self, session: _Session, doc: DocumentState) -> asyncio.Event:
+    def _begin_catch_up(self, session: Session, doc: DocumentState) -> asyncio.Event:
         session.waiting.append(doc.key)
         waiter = self._sync_waiters.setdefault(doc.key, asyncio.Event())
         waiter.clear()
@@ -836,7 +737,7 @@ class AsyncClient:
             self._session.send(AuthFrame(token, self._client_id).to_json())
 
     # -- internals: frames ----------------------------------------------------------------
-    def _handle(self, session: _Session, frame: dict[str, Any]) -> None:
+    def _handle(self, session: Session, frame: dict[str, Any]) -> None:
         kind = frame["type"]
         if kind == "auth_ok":
             self._schedule_refresh(frame)
@@ -874,7 +775,7 @@ class AsyncClient:
             self._emit(doc, change)
         self._refresh_status()
 
-    def _on_change(self, session: _Session, doc: DocumentState, frame: dict[str, Any]) -> None:
+    def _on_change(self, session: Session, doc: DocumentState, frame: dict[str, Any]) -> None:
         try:
             change, mine = doc.on_change(frame)
         except RevisionGap as gap:
@@ -887,11 +788,15 @@ class AsyncClient:
             self._settle(mine.mutation_id, replace(ack, user_id=doc.user_id), None)
         self._emit(doc, change)
 
-    def _on_error(self, session: _Session, frame: dict[str, Any]) -> None:
+    def _on_error(self, session: Session, frame: dict[str, Any]) -> None:
         error = error_from_payload(frame)
         mutation_id = frame.get("mutation_id")
         owner = next(
-            (d for d in self._docs.values() if any(p.mutation_id == mutation_id for p in d.pending)),
+            (
+                d
+                for d in self._docs.values()
+                if any(p.mutation_id == mutation_id for p in d.pending)
+            ),
             None,
         )
         if owner is None:
@@ -937,25 +842,3 @@ class AsyncClient:
 def _discard(items: list[Any], item: Any) -> None:
     with contextlib.suppress(ValueError):
         items.remove(item)
-
-
-def _refusal(exc: InvalidStatus) -> _Refused:
-    status = exc.response.status_code
-    try:
-        error = error_from_payload(httpx.Response(status, content=exc.response.body).json(), status)
-    except ValueError:
-        error = error_from_payload(None, status)
-    retry = exc.response.headers.get("Retry-After")
-    return _Refused(error, float(retry) if retry and retry.isdigit() else None)
-
-
-def _as_error(exc: BaseException) -> LiveSettingsError:
-    if isinstance(exc, LiveSettingsError):
-        return exc
-    if isinstance(exc, InvalidStatus):
-        return _refusal(exc).error
-    return ConnectionClosed(f"cannot reach the server: {exc or type(exc).__name__}")
-
-
-# The handshake refusals (403 origin, 429, 503) arrive from connect() as InvalidStatus.
-_PendingEdit = PendingEdit

@@ -53,11 +53,13 @@ async def post_json(
     body: dict[str, Any],
     *,
     transport: httpx.AsyncBaseTransport | None = None,
-    timeout: float = 10.0,
+    http_timeout: float = 10.0,
 ) -> dict[str, Any]:
     """POST ``body`` to ``url + path`` and return the JSON answer; errors from the tree."""
     try:
-        async with httpx.AsyncClient(base_url=url, transport=transport, timeout=timeout) as http:
+        async with httpx.AsyncClient(
+            base_url=url, transport=transport, timeout=http_timeout
+        ) as http:
             response = await http.post(path, json=body)
     except httpx.TransportError as exc:
         raise ConnectionClosed(f"cannot reach {url}: {exc}") from exc

@@ -128,6 +128,9 @@ class Hub:
             del self._subs[sub.user_id]
             self._pushed.pop(sub.user_id, None)
             self._wanted.pop(sub.user_id, None)
+            lock = self._locks.get(sub.user_id)
+            if lock is not None and not lock.locked():
+                del self._locks[sub.user_id]
 
     def subscriber_count(self, user_id: str | None = None) -> int:
         if user_id is not None:
@@ -149,21 +152,18 @@ class Hub:
             self._drainers[user_id] = asyncio.create_task(self._drain(user_id))
 
     async def _drain(self, user_id: str) -> None:
-        lock = self._locks.setdefault(user_id, asyncio.Lock())
         try:
             while user_id in self._subs:
                 pushed = self._pushed.get(user_id, 0)
                 if self._wanted.get(user_id, -1) <= pushed:
                     return
-                async with lock:
+                async with self._locks.setdefault(user_id, asyncio.Lock()):
                     await self._push_after(user_id, self._pushed.get(user_id, 0))
         except Exception:
             log.exception("pushing changes of a user failed; will retry on the next event")
         finally:
             if self._drainers.get(user_id) is asyncio.current_task():
                 del self._drainers[user_id]
-            if not self._subs.get(user_id):
-                self._locks.pop(user_id, None)
 
     async def _push_after(self, user_id: str, pushed: int) -> None:
         wanted = self._wanted.get(user_id, -1)

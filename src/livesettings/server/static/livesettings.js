@@ -1,1 +1,1843 @@
-// livesettings browser client
+// livesettings browser client: an ES module with no dependencies and no build step.
+//
+//   import { LiveSettings } from "/static/livesettings.js";
+//   const ls = new LiveSettings({ url, token, refreshToken, autoSaveDelay: 1500 });
+//   ls.addEventListener("change", (e) => render(e.detail.settings));
+//   ls.set("/theme", "dark");
+//
+// What it keeps (DESIGN §2, §3, §5):
+// - the confirmed settings and revision of the user, cached in localStorage, so that a reload
+//   renders at once, also offline; the pending edits of each tab, also in localStorage, so that
+//   they survive a reload and another tab can finish them (mutation ids keep them exactly once);
+// - one socket per tab (WebSocket, or the SSE endpoint with HTTP writes when WebSockets cannot
+//   connect), resubscribing with the cached revision after every reconnect;
+// - secrets (api_keys/<name>) only in memory, only while online: never cached, queued or passed
+//   to another tab.
+
+const PREFIX = "livesettings:v1";
+
+/** localStorage key of the signed-in session shared by the tabs of this origin. */
+export const SESSION_KEY = "livesettings:session";
+
+/** The top-level fields of a settings document. */
+export const FIELDS = Object.freeze(["theme", "language", "preferences", "ai_providers", "api_keys"]);
+
+const DEFAULTS = Object.freeze({
+  theme: "light",
+  language: "en",
+  preferences: {},
+  ai_providers: {},
+  api_keys: {},
+});
+
+/** The values of `status.connection`. */
+export const Connection = Object.freeze({
+  CONNECTING: "connecting",
+  ONLINE: "online",
+  OFFLINE: "offline",
+  ERROR: "error",
+});
+
+/** Options a `LiveSettings` takes when they are not given. Times are milliseconds. */
+export const DEFAULT_OPTIONS = Object.freeze({
+  autoSaveDelay: 1500, // debounce before an edit is sent; null or false: only saveNow() sends
+  heartbeatInterval: 5000, // idle time after which a ping is sent
+  heartbeatTimeout: 10000, // a ping without a pong (or any frame) for this long: offline
+  reconnectDelay: 500, // first reconnect delay; doubles up to maxReconnectDelay, with jitter
+  maxReconnectDelay: 30000,
+  refreshLeadTime: 60000, // refresh the access token this long before it expires
+  transport: "auto", // "auto" (WebSocket, SSE when it cannot connect), "websocket" or "sse"
+  requestTimeout: 15000,
+});
+
+const SECRET_CODES = new Set(["offline_secret"]);
+// Per-mutation errors that say nothing about the edit itself: retry it later.
+const TRANSIENT_CODES = new Set(["storage_unavailable", "draining", "decrypt_failed"]);
+const AUTH_CODES = new Set(["unauthorized", "token_expired", "invalid_token", "token_revoked"]);
+const SEEN_LIMIT = 2000;
+const SSE_KEEPALIVE = 15000;
+
+/** An error with the server's snake_case `code`, its `message` and `details` (`path`). */
+export class LiveSettingsError extends Error {
+  constructor(code, message, { status = null, details = null, mutationId = null } = {}) {
+    super(message);
+    this.name = "LiveSettingsError";
+    this.code = code;
+    this.status = status;
+    this.details = details;
+    this.path = details && typeof details.path === "string" ? details.path : null;
+    this.mutationId = mutationId;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// JSON documents and merge patches (RFC 7386 with the document's rules, DESIGN §2)
+
+const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
+const copy = (v) => (v === undefined ? undefined : JSON.parse(JSON.stringify(v)));
+const isSecretPath = (path) => path.length >= 2 && path[0] === "api_keys";
+
+// Plain assignment of "__proto__" would change the object's prototype instead.
+function put(target, key, value) {
+  Object.defineProperty(target, key, { value, enumerable: true, writable: true, configurable: true });
+}
+
+function hasSet(patch) {
+  for (const value of Object.values(patch)) {
+    if (value === null) continue;
+    if (!isObject(value) || hasSet(value)) return true;
+  }
+  return false;
+}
+
+function mergeInto(target, patch, path) {
+  for (const [key, value] of Object.entries(patch)) {
+    const child = [...path, key];
+    if (value === null) {
+      delete target[key];
+    } else if (isObject(value) && !isSecretPath(child)) {
+      const current = Object.hasOwn(target, key) ? target[key] : undefined;
+      if (isObject(current)) {
+        const wasEmpty = Object.keys(current).length === 0;
+        mergeInto(current, value, child);
+        if (!wasEmpty && Object.keys(current).length === 0) delete target[key];
+      } else if (hasSet(value)) {
+        const created = {};
+        mergeInto(created, value, child);
+        put(target, key, created);
+      }
+    } else {
+      put(target, key, copy(value));
+    }
+  }
+}
+
+/** `doc` with the merge `patch` applied (a new object); `null` on a field resets it. */
+export function applyPatch(doc, patch) {
+  const result = copy(doc);
+  for (const [key, value] of Object.entries(patch)) {
+    if (value === null) {
+      if (Object.hasOwn(DEFAULTS, key)) result[key] = copy(DEFAULTS[key]);
+      else delete result[key];
+    } else if (isObject(value)) {
+      const current = Object.hasOwn(result, key) ? result[key] : undefined;
+      if (isObject(current)) {
+        mergeInto(current, value, [key]);
+      } else if (hasSet(value)) {
+        const created = {};
+        mergeInto(created, value, [key]);
+        put(result, key, created);
+      }
+    } else {
+      put(result, key, copy(value));
+    }
+  }
+  return result;
+}
+
+/** The merge patch turning `before` into `after`. */
+export function diffPatch(before, after) {
+  const patch = {};
+  for (const key of Object.keys(before)) if (!Object.hasOwn(after, key)) put(patch, key, null);
+  for (const [key, value] of Object.entries(after)) {
+    if (!Object.hasOwn(before, key)) {
+      put(patch, key, copy(value));
+    } else if (isObject(before[key]) && isObject(value)) {
+      const sub = diffPatch(before[key], value);
+      if (Object.keys(sub).length) put(patch, key, sub);
+    } else if (JSON.stringify(before[key]) !== JSON.stringify(value)) {
+      put(patch, key, copy(value));
+    }
+  }
+  return patch;
+}
+
+// `b` applied after `a` as one patch, or null when no single merge patch says the same
+// (a value or a delete followed by an object merged into it).
+function composePatches(a, b, path = []) {
+  const out = copy(a);
+  for (const [key, value] of Object.entries(b)) {
+    const child = [...path, key];
+    if (isObject(value) && !isSecretPath(child) && Object.hasOwn(out, key)) {
+      if (!isObject(out[key])) return null;
+      const sub = composePatches(out[key], value, child);
+      if (sub === null) return null;
+      put(out, key, sub);
+    } else {
+      put(out, key, copy(value));
+    }
+  }
+  return out;
+}
+
+// `patch` without what it says at `path` (or at the part of `path` it reaches).
+function removePath(patch, path) {
+  const out = copy(patch);
+  const parents = [];
+  let node = out;
+  for (let i = 0; i < path.length; i += 1) {
+    const key = path[i];
+    if (!isObject(node) || !Object.hasOwn(node, key)) return out;
+    if (i === path.length - 1 || !isObject(node[key])) {
+      delete node[key];
+      break;
+    }
+    parents.push([node, key]);
+    node = node[key];
+  }
+  for (let i = parents.length - 1; i >= 0; i -= 1) {
+    const [parent, key] = parents[i];
+    if (isObject(parent[key]) && Object.keys(parent[key]).length === 0) delete parent[key];
+  }
+  return out;
+}
+
+/** A path as segments: a JSON Pointer ("/a/b"), a dotted name ("a.b") or an array. */
+export function parsePath(path) {
+  if (Array.isArray(path)) return path.map(String);
+  const text = String(path);
+  if (text === "") return [];
+  if (text.startsWith("/")) {
+    return text
+      .slice(1)
+      .split("/")
+      .map((s) => s.replace(/~1/g, "/").replace(/~0/g, "~"));
+  }
+  return text.split(".");
+}
+
+/** Segments as an RFC 6901 JSON Pointer. */
+export function toPointer(path) {
+  return parsePath(path)
+    .map((s) => "/" + s.replace(/~/g, "~0").replace(/\//g, "~1"))
+    .join("");
+}
+
+/** The value at `path` in `doc`, or undefined. */
+export function getAt(doc, path) {
+  let node = doc;
+  for (const key of parsePath(path)) {
+    if (!isObject(node) || !Object.hasOwn(node, key)) return undefined;
+    node = node[key];
+  }
+  return node;
+}
+
+function patchAt(path, value) {
+  const parts = parsePath(path);
+  if (parts.length === 0) {
+    if (!isObject(value)) throw new LiveSettingsError("invalid", "the root must be an object");
+    return copy(value);
+  }
+  const patch = {};
+  let node = patch;
+  parts.forEach((key, i) => {
+    if (i === parts.length - 1) put(node, key, value === undefined ? null : copy(value));
+    else {
+      const next = {};
+      put(node, key, next);
+      node = next;
+    }
+  });
+  return patch;
+}
+
+function normalise(settings) {
+  const out = {};
+  for (const field of FIELDS) {
+    const value = isObject(settings) && Object.hasOwn(settings, field) ? settings[field] : null;
+    out[field] = value === null || value === undefined ? copy(DEFAULTS[field]) : copy(value);
+  }
+  return out;
+}
+
+/** What a client may show of a secret before the server answers (DESIGN §2). */
+function maskLocally(secret) {
+  const masked = { set: true, pending: true };
+  if (secret.length >= 12) masked.last4 = secret.slice(-4);
+  return masked;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small helpers
+
+function randomId(prefix) {
+  const bytes = new Uint8Array(12);
+  crypto.getRandomValues(bytes);
+  return prefix + "-" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** The claims of a JWT, read without checking it (the server checks), or null. */
+export function decodeJwt(token) {
+  try {
+    const part = String(token).split(".")[1];
+    const b64 = part.replace(/-/g, "+").replace(/_/g, "/");
+    const text = atob(b64 + "=".repeat((4 - (b64.length % 4)) % 4));
+    const bytes = Uint8Array.from(text, (c) => c.charCodeAt(0));
+    const claims = JSON.parse(new TextDecoder().decode(bytes));
+    return isObject(claims) ? claims : null;
+  } catch {
+    return null;
+  }
+}
+
+function defaultStorage() {
+  try {
+    const storage = globalThis.localStorage;
+    const probe = PREFIX + ":probe";
+    storage.setItem(probe, "1");
+    storage.removeItem(probe);
+    return storage;
+  } catch {
+    return null; // storage disabled: keep everything in memory
+  }
+}
+
+// localStorage with JSON values; a full or disabled storage never breaks the client.
+class Store {
+  constructor(storage) {
+    this.storage = storage;
+    this.memory = new Map();
+  }
+
+  get(key) {
+    try {
+      const text = this.storage ? this.storage.getItem(key) : this.memory.get(key);
+      return text == null ? null : JSON.parse(text);
+    } catch {
+      return null;
+    }
+  }
+
+  set(key, value) {
+    const text = JSON.stringify(value);
+    try {
+      if (this.storage) this.storage.setItem(key, text);
+      else this.memory.set(key, text);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  remove(key) {
+    try {
+      if (this.storage) this.storage.removeItem(key);
+      else this.memory.delete(key);
+    } catch {
+      // nothing to do: the key stays, and is overwritten later
+    }
+  }
+
+  keys(prefix) {
+    const found = [];
+    try {
+      if (this.storage) {
+        for (let i = 0; i < this.storage.length; i += 1) {
+          const key = this.storage.key(i);
+          if (key !== null && key.startsWith(prefix)) found.push(key);
+        }
+      } else {
+        for (const key of this.memory.keys()) if (key.startsWith(prefix)) found.push(key);
+      }
+    } catch {
+      // storage went away: nothing to list
+    }
+    return found;
+  }
+}
+
+async function readError(response) {
+  let body = null;
+  try {
+    body = await response.json();
+  } catch {
+    // not JSON: fall back to the status line
+  }
+  const error = body && isObject(body.error) ? body.error : null;
+  const code = error && typeof error.code === "string" ? error.code : `http_${response.status}`;
+  const message =
+    error && typeof error.message === "string"
+      ? error.message
+      : `the server answered ${response.status} ${response.statusText}`.trim();
+  return new LiveSettingsError(code, message, {
+    status: response.status,
+    details: error ? (error.details ?? null) : null,
+  });
+}
+
+async function request(url, { method = "GET", token = null, body, headers = {}, timeout = 15000 }) {
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), timeout);
+  const all = { Accept: "application/json", ...headers };
+  if (token) all.Authorization = `Bearer ${token}`;
+  if (body !== undefined) all["Content-Type"] = "application/json";
+  let response;
+  try {
+    response = await fetch(url, {
+      method,
+      headers: all,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal: controller.signal,
+      cache: "no-store",
+      credentials: "omit",
+    });
+  } catch (err) {
+    throw new LiveSettingsError("offline", "the server cannot be reached", {
+      details: { reason: String(err && err.name) },
+    });
+  } finally {
+    clearTimeout(timer);
+  }
+  if (!response.ok) throw await readError(response);
+  if (response.status === 204) return null;
+  return response.json();
+}
+
+function storedSession(store) {
+  const session = store.get(SESSION_KEY);
+  return isObject(session) && typeof session.access_token === "string" ? session : null;
+}
+
+function sessionFromTokens(body, username) {
+  return {
+    access_token: body.access_token,
+    refresh_token: body.refresh_token ?? null,
+    expires_at: body.expires_at ?? decodeJwt(body.access_token)?.exp ?? null,
+    user_id: body.user_id ?? decodeJwt(body.access_token)?.sub ?? null,
+    username: username ?? null,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The client
+
+/**
+ * Live settings of one user. Events (`CustomEvent`, data in `event.detail`):
+ * - `change` {settings, revision, source}: the settings as shown changed (source: "local",
+ *   "tab", "server", "refresh", "ack", "rejected", "adopted");
+ * - `apiKeysChange` {apiKeys}: the masked api_keys changed;
+ * - `status` (the status object, see `status`);
+ * - `conflict` {path, mine, winner, lost, kept, revision, mutationId}: an edit of this
+ *   browser lost (`lost: true`: the value `winner` was kept) or overwrote a concurrent one;
+ * - `error` {code, message, path, mutationId, status}: a refused edit (it is dropped, the
+ *   message names the field), `offline_secret`, `session_expired`, `signed_out`, ….
+ */
+export class LiveSettings extends EventTarget {
+  /**
+   * @param {object} options
+   * @param {string} [options.url] the server's origin (default: this page's)
+   * @param {string|function(): Promise<string>} options.token an access token, or a function
+   *   returning a fresh one (an external identity provider's)
+   * @param {string} [options.refreshToken] a built-in user's refresh token: the client then
+   *   refreshes the pair before expiry, one tab at a time, and shares it (`SESSION_KEY`)
+   * @param {string} [options.userId] needed when the token is not a JWT with `sub`
+   * @param {number|null|false} [options.autoSaveDelay] debounce in ms; null/false: manual
+   */
+  constructor(options = {}) {
+    super();
+    const opts = { ...DEFAULT_OPTIONS, ...options };
+    this._opts = opts;
+    this.url = String(opts.url ?? globalThis.location?.origin ?? "").replace(/\/+$/, "");
+    this._store = new Store(opts.storage === undefined ? defaultStorage() : opts.storage);
+    this._tokenSource = typeof opts.token === "function" ? opts.token : null;
+    this._token = typeof opts.token === "string" ? opts.token : null;
+    this._refreshToken = opts.refreshToken ?? null;
+    const claims = this._token ? decodeJwt(this._token) : null;
+    this.userId = opts.userId ?? claims?.sub ?? null;
+    if (!this.userId) {
+      throw new LiveSettingsError("invalid_options", "LiveSettings needs a JWT token or userId");
+    }
+    this._setTokenClaims(claims);
+    this.autoSaveDelay = opts.autoSaveDelay;
+    this._prefix = `${PREFIX}:${encodeURIComponent(this.userId)}`;
+    this.clientId = this._loadClientId();
+    this.tabId = randomId("tab");
+
+    const cached = this._store.get(this._prefix + ":state");
+    this._hasCache =
+      isObject(cached) && Number.isInteger(cached.revision) && isObject(cached.settings);
+    this._confirmed = this._hasCache
+      ? { revision: cached.revision, settings: normalise(cached.settings) }
+      : { revision: 0, settings: normalise({}) };
+    this._seq = 0;
+    this._own = []; // this tab's edits: {id, base, patch, at, created, seq, sealed, acked}
+    this._secrets = []; // secret edits, in memory only: the same plus viewPatch
+    this._foreign = new Map(); // other tabs' edits: tabId -> entries
+    this._linger = new Map(); // acked foreign edits not yet confirmed here: id -> entry
+    this._seen = new Set(); // mutation ids confirmed by a change frame
+    this._waiters = [];
+    this._syncedWaiters = [];
+    this._syncTimes = [];
+    this._status = {
+      connection: Connection.CONNECTING,
+      syncing: false,
+      unsaved: 0,
+      lastSyncAt: this._hasCache && Number.isInteger(cached.syncedAt) ? cached.syncedAt : null,
+      errorCount: 0,
+      syncsPerMinute: 0,
+      error: null,
+      transport: null,
+    };
+    this._conn = null;
+    this._connSeq = 0;
+    this._connecting = false;
+    this._attempt = 0;
+    this._authFailures = 0;
+    this._wsFailures = 0;
+    this._mode = opts.transport === "sse" ? "sse" : "ws";
+    this._sseSince = 0;
+    this._httpQueue = [];
+    this._httpBusy = false;
+    this._closed = false;
+    this._sessionEnded = false;
+    this._tabLocked = false;
+    this._timers = { save: null, reconnect: null, heartbeat: null, refresh: null, adopt: null };
+
+    this._loadOtherQueues();
+    this._view = this._computeView();
+    this._viewText = JSON.stringify(this._view);
+    this._keysText = JSON.stringify(this._view.api_keys);
+    this._statusText = "";
+    this._refreshStatus(false);
+
+    /** Resolves once the client is first in sync with the server. */
+    this.ready = new Promise((resolve) => {
+      this._readyResolve = resolve;
+    });
+    this._wire();
+    this._scheduleRefresh();
+    this._timers.connect = setTimeout(() => this._connect(), 0);
+  }
+
+  // -- public API ----------------------------------------------------------------------------
+
+  /** The settings as shown: the confirmed ones with every pending edit applied (a copy). */
+  get settings() {
+    return copy(this._view);
+  }
+
+  /** The confirmed revision the view is based on. */
+  get revision() {
+    return this._confirmed.revision;
+  }
+
+  /** A copy of the status: connection, syncing, unsaved, lastSyncAt, errorCount, …. */
+  get status() {
+    return { ...this._status };
+  }
+
+  /** Listen to an event; returns the function that stops listening. */
+  on(type, callback) {
+    const handler = (event) => callback(event.detail);
+    this.addEventListener(type, handler);
+    return () => this.removeEventListener(type, handler);
+  }
+
+  /** Set the value at `path` ("/ai_providers/openai/model", "theme", or an array). */
+  set(path, value) {
+    this.update(patchAt(path, value === undefined ? null : value));
+  }
+
+  /**
+   * Merge a patch into the settings at once (optimistic) and queue it for saving. A patch
+   * touching `api_keys` is sent at once and only when online: offline it throws
+   * `offline_secret` and nothing of the patch is applied.
+   */
+  update(patch) {
+    if (this._closed) throw new LiveSettingsError("closed", "this client is closed");
+    if (!isObject(patch)) throw new LiveSettingsError("invalid", "a patch must be an object");
+    for (const key of Object.keys(patch)) {
+      if (!FIELDS.includes(key)) {
+        throw new LiveSettingsError("unknown_field", `/${key} is not a settings field`, {
+          details: { path: toPointer([key]) },
+        });
+      }
+    }
+    const { api_keys: keys, ...rest } = patch;
+    if (keys !== undefined) this._updateSecrets(keys);
+    if (Object.keys(rest).length) this._updatePlain(rest);
+  }
+
+  /** Send every pending edit now; resolves once they are saved (or refused). */
+  saveNow() {
+    this._sealOpen();
+    this._broadcast({ type: "flush" });
+    this._flush();
+    const ids = new Set(
+      [...this._own, ...this._secrets].filter((e) => e.acked == null).map((e) => e.id),
+    );
+    this._refreshStatus();
+    if (ids.size === 0) return Promise.resolve(true);
+    return new Promise((resolve) => this._waiters.push({ ids, resolve }));
+  }
+
+  /** Reload the settings from the server (a snapshot), keeping pending edits on top. */
+  async refresh() {
+    const conn = this._conn;
+    if (conn && conn.kind === "ws" && conn.ready) {
+      const synced = new Promise((resolve) => this._syncedWaiters.push(resolve));
+      conn.synced = false;
+      conn.ws.send(JSON.stringify({ type: "subscribe", since: null }));
+      this._refreshStatus();
+      await Promise.race([synced, new Promise((r) => setTimeout(r, this._opts.requestTimeout))]);
+      return this.settings;
+    }
+    const body = await this._api("GET", "/v1/settings");
+    this._applySnapshot(body.revision, body.settings, "refresh", true);
+    return this.settings;
+  }
+
+  /** The last `limit` changes: [{revision, patch, mutation_id, client_id, committed_at, mine}]. */
+  async history({ limit = 20 } = {}) {
+    const since = Math.max(0, this._confirmed.revision - limit);
+    const body = await this._api("GET", `/v1/settings/changes?since=${since}&limit=${limit}`);
+    return body.changes.map((c) => ({ ...c, mine: c.client_id === this.clientId })).reverse();
+  }
+
+  /** Restore the non-secret fields as they were at `revision`, as a new revision. */
+  async revert(revision) {
+    const body = await this._api(
+      "POST",
+      "/v1/settings/revert",
+      { revision },
+      {
+        "Idempotency-Key": randomId("revert"),
+        "X-Client-Id": this.clientId,
+      },
+    );
+    return { revision: body.revision, conflicts: body.conflicts };
+  }
+
+  /** End the session on the server, forget it here and close. */
+  async signOut() {
+    try {
+      if (this._token) {
+        await request(this.url + "/v1/auth/logout", {
+          method: "POST",
+          token: this._token,
+          timeout: 5000,
+        });
+      }
+    } catch {
+      // offline or already ended: the local session is forgotten anyway
+    }
+    const session = storedSession(this._store);
+    if (session && session.user_id === this.userId) this._store.remove(SESSION_KEY);
+    this.close();
+  }
+
+  /** Remove this user's cached settings from this browser (pending edits stay unless `all`). */
+  forgetCache({ all = false } = {}) {
+    this._store.remove(this._prefix + ":state");
+    if (all) for (const key of this._store.keys(this._prefix + ":")) this._store.remove(key);
+  }
+
+  /** Stop: close the socket and timers. Pending edits stay stored for the next client. */
+  close() {
+    if (this._closed) return;
+    this._sealOpen();
+    this._persistOwn();
+    this._closed = true;
+    for (const timer of Object.values(this._timers)) {
+      clearTimeout(timer);
+      clearInterval(timer);
+    }
+    this._dropConnection("closed", false);
+    this._broadcast({ type: "bye", tab: this.tabId });
+    if (this._channel) this._channel.close();
+    for (const [target, type, fn] of this._listeners) target.removeEventListener(type, fn);
+    if (this._releaseTabLock) this._releaseTabLock();
+    for (const waiter of this._waiters) waiter.resolve(false);
+    this._waiters = [];
+  }
+
+  // -- the seed's service names ------------------------------------------------------------
+
+  /** Call `callback(settings, detail)` on every change; returns the cleanup function. */
+  subscribeToSettingsChanges(callback) {
+    return this.on("change", (detail) => callback(detail.settings, detail));
+  }
+
+  /** Call `callback(apiKeys)` when the masked api_keys change; returns the cleanup function. */
+  onApiKeysUpdate(callback) {
+    return this.on("apiKeysChange", (detail) => callback(detail.apiKeys));
+  }
+
+  /** Apply `settings` (a merge patch) and save at once; resolves when saved. */
+  updateSettingsRealtime(settings) {
+    this.update(settings);
+    return this.saveNow();
+  }
+
+  /** The latest settings: live ones when online, else a fresh read, else the cached ones. */
+  async getLatestSettings() {
+    if (this._status.connection === Connection.ONLINE) return this.settings;
+    try {
+      return await this.refresh();
+    } catch {
+      return this.settings;
+    }
+  }
+
+  // -- sign-in helpers ---------------------------------------------------------------------
+
+  /** Sign in a built-in user; stores and returns the session. */
+  static async signIn({ url, username, password, storage } = {}) {
+    return LiveSettings._auth("/v1/auth/token", { url, username, password, storage });
+  }
+
+  /** Create a built-in user and sign it in; stores and returns the session. */
+  static async signUp({ url, username, password, storage } = {}) {
+    return LiveSettings._auth("/v1/auth/signup", { url, username, password, storage });
+  }
+
+  static async _auth(path, { url, username, password, storage }) {
+    const base = String(url ?? globalThis.location?.origin ?? "").replace(/\/+$/, "");
+    const body = await request(base + path, { method: "POST", body: { username, password } });
+    const session = sessionFromTokens(body, username);
+    new Store(storage === undefined ? defaultStorage() : storage).set(SESSION_KEY, session);
+    return session;
+  }
+
+  /** The stored session ({access_token, refresh_token, expires_at, user_id}) or null. */
+  static loadSession(storage) {
+    return storedSession(new Store(storage === undefined ? defaultStorage() : storage));
+  }
+
+  /** Forget the stored session (without telling the server). */
+  static clearSession(storage) {
+    new Store(storage === undefined ? defaultStorage() : storage).remove(SESSION_KEY);
+  }
+
+  /** A client for a stored session. */
+  static fromSession(session, options = {}) {
+    return new LiveSettings({
+      ...options,
+      token: session.access_token,
+      refreshToken: session.refresh_token ?? undefined,
+      userId: session.user_id ?? undefined,
+    });
+  }
+
+  // -- edits ---------------------------------------------------------------------------------
+
+  _updateSecrets(keys) {
+    if (keys === null) {
+      throw new LiveSettingsError("invalid", "remove API keys one by one", {
+        details: { path: "/api_keys" },
+      });
+    }
+    if (!isObject(keys)) {
+      throw new LiveSettingsError("invalid_value", "/api_keys must be an object", {
+        details: { path: "/api_keys" },
+      });
+    }
+    if (!this._canSendNow()) {
+      const error = new LiveSettingsError(
+        "offline_secret",
+        "API keys are never stored offline: retry when the connection is back",
+        { details: { path: toPointer(["api_keys", ...Object.keys(keys).slice(0, 1)]) } },
+      );
+      this._reportError(error);
+      throw error;
+    }
+    const viewKeys = {};
+    for (const [name, value] of Object.entries(keys)) {
+      if (value !== null && typeof value !== "string") {
+        throw new LiveSettingsError("invalid_value", "an API key must be a string or null", {
+          details: { path: toPointer(["api_keys", name]) },
+        });
+      }
+      put(viewKeys, name, value === null ? null : maskLocally(value));
+    }
+    this._seq += 1;
+    const now = Date.now();
+    this._secrets.push({
+      id: randomId("m"),
+      base: this._confirmed.revision,
+      patch: { api_keys: keys },
+      viewPatch: { api_keys: viewKeys },
+      at: now,
+      created: now,
+      seq: this._seq,
+      sealed: true,
+      acked: null,
+      secret: true,
+    });
+    this._changed("local");
+    this._flush();
+  }
+
+  _updatePlain(patch) {
+    const now = Date.now();
+    let open = this._own.length ? this._own[this._own.length - 1] : null;
+    if (open && !open.sealed) {
+      const composed = composePatches(open.patch, patch);
+      if (composed === null) {
+        open.sealed = true;
+        open = null;
+      } else {
+        open.patch = composed;
+        open.at = now;
+      }
+    } else {
+      open = null;
+    }
+    if (open === null) {
+      this._seq += 1;
+      this._own.push({
+        id: randomId("m"),
+        base: this._confirmed.revision,
+        patch: copy(patch),
+        at: now,
+        created: now,
+        seq: this._seq,
+        sealed: false,
+        acked: null,
+      });
+    }
+    this._persistOwn();
+    this._broadcastOwn();
+    this._changed("local");
+    this._scheduleSave();
+  }
+
+  _scheduleSave() {
+    clearTimeout(this._timers.save);
+    const delay = this.autoSaveDelay;
+    if (delay === null || delay === false || delay === undefined) return;
+    this._timers.save = setTimeout(() => {
+      this._sealOpen();
+      this._flush();
+    }, Math.max(0, Number(delay)));
+  }
+
+  _sealOpen() {
+    clearTimeout(this._timers.save);
+    let sealed = false;
+    for (const entry of this._own) {
+      if (!entry.sealed) {
+        entry.sealed = true;
+        sealed = true;
+      }
+    }
+    if (sealed) {
+      this._persistOwn();
+      this._broadcastOwn();
+    }
+  }
+
+  _canSendNow() {
+    const conn = this._conn;
+    return Boolean(conn && conn.ready && conn.synced && globalThis.navigator?.onLine !== false);
+  }
+
+  // -- the view and the status ------------------------------------------------------------
+
+  _pendingEntries() {
+    const all = [...this._own, ...this._secrets, ...this._linger.values()];
+    for (const entries of this._foreign.values()) all.push(...entries);
+    const ids = new Set();
+    return all
+      .filter((e) => {
+        if (ids.has(e.id) || this._seen.has(e.id)) return false;
+        ids.add(e.id);
+        return true;
+      })
+      .sort((a, b) => a.created - b.created || a.seq - b.seq);
+  }
+
+  _computeView() {
+    let view = this._confirmed.settings;
+    for (const entry of this._pendingEntries()) view = applyPatch(view, entry.viewPatch ?? entry.patch);
+    return normalise(view);
+  }
+
+  _changed(source) {
+    this._dropConfirmed();
+    const view = this._computeView();
+    const text = JSON.stringify(view);
+    if (text !== this._viewText) {
+      this._view = view;
+      this._viewText = text;
+      this._emit("change", {
+        settings: copy(view),
+        revision: this._confirmed.revision,
+        source,
+      });
+      const keys = JSON.stringify(view.api_keys);
+      if (keys !== this._keysText) {
+        this._keysText = keys;
+        this._emit("apiKeysChange", { apiKeys: copy(view.api_keys) });
+      }
+    }
+    this._refreshStatus();
+    this._settleWaiters();
+  }
+
+  _refreshStatus(emit = true) {
+    const now = Date.now();
+    this._syncTimes = this._syncTimes.filter((t) => now - t < 60000);
+    const unsaved = this._pendingEntries().filter((e) => e.acked == null).length;
+    const inFlight = [...this._own, ...this._secrets].some(
+      (e) => e.sentOn != null && e.acked == null,
+    );
+    const conn = this._conn;
+    const status = this._status;
+    status.unsaved = unsaved;
+    status.syncing = Boolean(conn && conn.ready && (!conn.synced || inFlight));
+    status.syncsPerMinute = this._syncTimes.length;
+    status.transport = conn ? conn.kind : null;
+    const text = JSON.stringify(status);
+    if (emit && text !== this._statusText) {
+      this._statusText = text;
+      this._emit("status", { ...status });
+    } else if (!emit) {
+      this._statusText = text;
+    }
+  }
+
+  _setConnection(connection, error) {
+    if (this._status.connection === Connection.ERROR && this._sessionEnded) return;
+    this._status.connection = connection;
+    if (error !== undefined) this._status.error = error;
+    this._refreshStatus();
+  }
+
+  _recordSync() {
+    const now = Date.now();
+    this._syncTimes.push(now);
+    this._status.lastSyncAt = now;
+    if (this._status.connection !== Connection.ERROR) this._status.error = null;
+  }
+
+  _emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  _reportError(error) {
+    this._status.errorCount += 1;
+    this._status.error = error.message;
+    this._refreshStatus();
+    this._emit("error", {
+      code: error.code,
+      message: error.message,
+      path: error.path ?? null,
+      mutationId: error.mutationId ?? null,
+      status: error.status ?? null,
+    });
+  }
+
+  // Drop edits that the confirmed revision now holds.
+  _dropConfirmed() {
+    const revision = this._confirmed.revision;
+    const done = (e) => (e.acked != null && e.acked <= revision) || this._seen.has(e.id);
+    const before = this._own.length;
+    this._own = this._own.filter((e) => !done(e));
+    this._secrets = this._secrets.filter((e) => !done(e));
+    for (const [id, entry] of this._linger) if (done(entry)) this._linger.delete(id);
+    for (const [tab, entries] of this._foreign) {
+      const kept = entries.filter((e) => !done(e));
+      if (kept.length) this._foreign.set(tab, kept);
+      else this._foreign.delete(tab);
+    }
+    if (this._own.length !== before) {
+      this._persistOwn();
+      this._broadcastOwn();
+    }
+  }
+
+  _settleWaiters() {
+    if (!this._waiters.length) return;
+    const pending = new Set(
+      [...this._own, ...this._secrets].filter((e) => e.acked == null).map((e) => e.id),
+    );
+    this._waiters = this._waiters.filter((waiter) => {
+      for (const id of waiter.ids) if (pending.has(id)) return true;
+      waiter.resolve(true);
+      return false;
+    });
+  }
+
+  // -- storage and other tabs ----------------------------------------------------------
+
+  _loadClientId() {
+    const key = this._prefix + ":client";
+    let id = this._store.get(key);
+    if (typeof id !== "string" || !/^[\x21-\x7e]{1,128}$/.test(id)) {
+      id = randomId("web");
+      this._store.set(key, id);
+    }
+    return id;
+  }
+
+  _saveState() {
+    this._store.set(this._prefix + ":state", {
+      revision: this._confirmed.revision,
+      settings: this._confirmed.settings,
+      syncedAt: this._status.lastSyncAt,
+    });
+  }
+
+  _persistOwn() {
+    // Before the tab lock is held another tab could take this queue for an orphan's.
+    if (!this._tabLocked && globalThis.navigator?.locks) return;
+    const key = `${this._prefix}:queue:${this.tabId}`;
+    if (!this._own.length) this._store.remove(key);
+    else this._store.set(key, { tab: this.tabId, entries: this._own.map(storedEntry) });
+  }
+
+  _loadOtherQueues() {
+    const prefix = `${this._prefix}:queue:`;
+    for (const key of this._store.keys(prefix)) {
+      const tab = key.slice(prefix.length);
+      const data = this._store.get(key);
+      const entries = isObject(data) && Array.isArray(data.entries) ? data.entries : [];
+      const valid = entries.filter(validEntry);
+      if (valid.length && tab !== this.tabId) this._foreign.set(tab, valid);
+    }
+  }
+
+  _broadcast(message) {
+    if (!this._channel || this._closed) return;
+    try {
+      this._channel.postMessage(message);
+    } catch {
+      // a closed channel: the other tabs read the queue from storage instead
+    }
+  }
+
+  _broadcastOwn() {
+    this._broadcast({ type: "queue", tab: this.tabId, entries: this._own.map(storedEntry) });
+  }
+
+  _onTabMessage(message) {
+    if (!isObject(message) || this._closed) return;
+    if (message.type === "queue" && typeof message.tab === "string" && message.tab !== this.tabId) {
+      const entries = Array.isArray(message.entries) ? message.entries.filter(validEntry) : [];
+      const previous = this._foreign.get(message.tab) ?? [];
+      const ids = new Set(entries.map((e) => e.id));
+      for (const entry of previous) {
+        // Saved by its tab but not yet confirmed here: keep showing it until our socket has it.
+        if (!ids.has(entry.id) && entry.acked != null && entry.acked > this._confirmed.revision) {
+          this._linger.set(entry.id, entry);
+        }
+      }
+      for (const entry of entries) {
+        if (entry.acked != null) continue;
+        this._linger.delete(entry.id);
+      }
+      if (entries.length) this._foreign.set(message.tab, entries);
+      else this._foreign.delete(message.tab);
+      this._changed("tab");
+    } else if (message.type === "flush") {
+      this._sealOpen();
+      this._flush();
+    } else if (message.type === "bye") {
+      setTimeout(() => this._adoptOrphans(), 150);
+    }
+  }
+
+  _acquireTabLock() {
+    const locks = globalThis.navigator?.locks;
+    if (!locks) return Promise.resolve(false);
+    return new Promise((acquired) => {
+      locks
+        .request(`livesettings:tab:${this.tabId}`, () => {
+          acquired(true);
+          return new Promise((release) => {
+            this._releaseTabLock = release;
+          });
+        })
+        .catch(() => acquired(false));
+    });
+  }
+
+  // Take over the queues of tabs that are gone (their tab lock is free), so that what they
+  // left unsaved is saved: the same mutation ids, so nothing applies twice.
+  async _adoptOrphans() {
+    const locks = globalThis.navigator?.locks;
+    if (this._closed || !locks || !this._tabLocked) return;
+    const prefix = `${this._prefix}:queue:`;
+    const tabs = this._store
+      .keys(prefix)
+      .map((key) => key.slice(prefix.length))
+      .filter((tab) => tab !== this.tabId);
+    if (!tabs.length) return;
+    const state = await locks.query();
+    const held = new Set((state.held ?? []).map((lock) => lock.name));
+    const orphans = tabs.filter((tab) => !held.has(`livesettings:tab:${tab}`));
+    if (!orphans.length || this._closed) return;
+    await locks.request(`${this._prefix}:adopt`, async () => {
+      let adopted = 0;
+      for (const tab of orphans) {
+        const data = this._store.get(prefix + tab);
+        this._store.remove(prefix + tab);
+        this._foreign.delete(tab);
+        this._broadcast({ type: "queue", tab, entries: [] });
+        const entries = isObject(data) && Array.isArray(data.entries) ? data.entries : [];
+        for (const entry of entries.filter(validEntry)) {
+          if (this._seen.has(entry.id) || this._own.some((e) => e.id === entry.id)) continue;
+          this._own.push({ ...entry, sealed: true, sentOn: null });
+          adopted += 1;
+        }
+      }
+      if (!adopted) return;
+      this._own.sort((a, b) => a.created - b.created || a.seq - b.seq);
+      this._persistOwn();
+      this._broadcastOwn();
+      this._changed("adopted");
+      this._flush();
+    });
+  }
+
+  _wire() {
+    this._listeners = [];
+    const listen = (target, type, fn) => {
+      if (!target || typeof target.addEventListener !== "function") return;
+      target.addEventListener(type, fn);
+      this._listeners.push([target, type, fn]);
+    };
+    if (typeof BroadcastChannel === "function") {
+      this._channel = new BroadcastChannel(`${this._prefix}:tabs`);
+      this._channel.onmessage = (event) => this._onTabMessage(event.data);
+    }
+    listen(globalThis, "online", () => {
+      this._attempt = 0;
+      this._connect();
+    });
+    listen(globalThis, "offline", () => {
+      this._dropConnection("the browser is offline");
+    });
+    listen(globalThis, "storage", (event) => {
+      if (event.key === SESSION_KEY) this._onSessionStored();
+    });
+    listen(globalThis, "pagehide", () => {
+      // Send what is pending while the socket still exists; the stored queue is the backup.
+      this._sealOpen();
+      this._flush();
+      this._persistOwn();
+      this._broadcast({ type: "bye", tab: this.tabId });
+    });
+    this._acquireTabLock().then((locked) => {
+      if (this._closed) return;
+      this._tabLocked = locked;
+      this._persistOwn();
+      this._adoptOrphans();
+    });
+    this._timers.adopt = setInterval(() => this._adoptOrphans(), 3000);
+  }
+
+  // -- tokens ------------------------------------------------------------------------------
+
+  _setTokenClaims(claims) {
+    this._tokenExp = Number.isFinite(claims?.exp) ? claims.exp * 1000 : null;
+    this._tokenIat = Number.isFinite(claims?.iat) ? claims.iat * 1000 : null;
+  }
+
+  _setTokens(access, refresh) {
+    this._token = access;
+    if (refresh !== undefined) this._refreshToken = refresh;
+    this._setTokenClaims(decodeJwt(access));
+    this._scheduleRefresh();
+    const conn = this._conn;
+    if (conn && conn.kind === "ws" && conn.opened) {
+      conn.ws.send(JSON.stringify({ type: "auth", token: access, client_id: this.clientId }));
+    } else if (conn && conn.kind === "sse") {
+      this._dropConnection(null, false); // the stream carries the old token: resume with it
+      this._connect();
+    }
+  }
+
+  _expiresWithin(ms) {
+    return this._tokenExp !== null && this._tokenExp - Date.now() < ms;
+  }
+
+  _refreshLead() {
+    const lifetime = this._tokenIat !== null && this._tokenExp !== null
+      ? this._tokenExp - this._tokenIat
+      : Infinity;
+    return Math.min(this._opts.refreshLeadTime, lifetime / 4);
+  }
+
+  _scheduleRefresh() {
+    clearTimeout(this._timers.refresh);
+    if (this._tokenExp === null || (!this._refreshToken && !this._tokenSource)) return;
+    const delay = Math.max(0, this._tokenExp - this._refreshLead() - Date.now());
+    this._timers.refresh = setTimeout(() => {
+      this._renewToken().catch((err) => this._onRenewFailure(err));
+    }, Math.min(delay, 2 ** 31 - 1));
+  }
+
+  _onRenewFailure(err) {
+    if (err && err.code === "session_expired") {
+      this._endSession(err);
+      return;
+    }
+    // A network failure: try again soon, while the token still lasts.
+    clearTimeout(this._timers.refresh);
+    this._timers.refresh = setTimeout(() => {
+      this._renewToken().catch((e) => this._onRenewFailure(e));
+    }, 5000);
+  }
+
+  // A fresh access token: from the token function, or by rotating the refresh token under a
+  // Web Lock so that two tabs never spend the same refresh token (that would revoke both).
+  _renewToken(force = false) {
+    if (!this._renewing) {
+      this._renewing = this._renew(force).finally(() => {
+        this._renewing = null;
+      });
+    }
+    return this._renewing;
+  }
+
+  async _renew(force) {
+    if (this._tokenSource) {
+      const token = await this._tokenSource();
+      if (typeof token !== "string" || !token) {
+        throw new LiveSettingsError("session_expired", "no access token: sign in again");
+      }
+      this._setTokens(token);
+      return;
+    }
+    if (!this._refreshToken) {
+      if (this._tokenExp !== null && this._tokenExp <= Date.now()) {
+        throw new LiveSettingsError("session_expired", "the session has expired: sign in again");
+      }
+      return;
+    }
+    const run = async () => {
+      const stored = storedSession(this._store);
+      const mine = stored && stored.user_id === this.userId;
+      if (mine && stored.access_token !== this._token) {
+        const exp = decodeJwt(stored.access_token)?.exp;
+        if (Number.isFinite(exp) && exp * 1000 - Date.now() > this._refreshLead()) {
+          this._setTokens(stored.access_token, stored.refresh_token ?? this._refreshToken);
+          return; // another tab refreshed already
+        }
+      }
+      if (!force && !this._expiresWithin(this._refreshLead() + 5000)) return;
+      const refreshToken = mine && stored.refresh_token ? stored.refresh_token : this._refreshToken;
+      let body;
+      try {
+        body = await request(this.url + "/v1/auth/refresh", {
+          method: "POST",
+          body: { refresh_token: refreshToken },
+          timeout: this._opts.requestTimeout,
+        });
+      } catch (err) {
+        if (err.status === 401 || err.status === 403) {
+          throw new LiveSettingsError("session_expired", "your session has ended: sign in again", {
+            status: err.status,
+          });
+        }
+        throw err;
+      }
+      const session = sessionFromTokens(body, stored?.username ?? null);
+      this._store.set(SESSION_KEY, session);
+      this._setTokens(session.access_token, session.refresh_token);
+    };
+    const locks = globalThis.navigator?.locks;
+    if (locks) await locks.request(`livesettings:refresh:${this.userId}`, run);
+    else await run();
+  }
+
+  _onSessionStored() {
+    const stored = storedSession(this._store);
+    if (!stored) {
+      if (this._refreshToken) {
+        this._endSession(new LiveSettingsError("signed_out", "signed out in another tab"));
+      }
+      return;
+    }
+    if (stored.user_id !== this.userId || stored.access_token === this._token) return;
+    if (this._sessionEnded) return;
+    this._setTokens(stored.access_token, stored.refresh_token ?? this._refreshToken);
+  }
+
+  _endSession(error) {
+    if (this._sessionEnded) return;
+    this._sessionEnded = true;
+    this._status.connection = Connection.ERROR;
+    this._dropConnection(null, false);
+    clearTimeout(this._timers.reconnect);
+    clearTimeout(this._timers.refresh);
+    const stored = storedSession(this._store);
+    if (stored && stored.user_id === this.userId && error.code === "session_expired") {
+      this._store.remove(SESSION_KEY);
+    }
+    this._reportError(error);
+  }
+
+  async _validToken() {
+    if (this._tokenSource && (!this._token || this._expiresWithin(10000))) {
+      await this._renewToken();
+    } else if (this._expiresWithin(10000)) {
+      await this._renewToken();
+    }
+    if (!this._token) throw new LiveSettingsError("session_expired", "no access token");
+    return this._token;
+  }
+
+  async _api(method, path, body, headers = {}) {
+    const call = async () =>
+      request(this.url + path, {
+        method,
+        body,
+        headers,
+        token: await this._validToken(),
+        timeout: this._opts.requestTimeout,
+      });
+    try {
+      return await call();
+    } catch (err) {
+      if (err.status !== 401 || !(this._refreshToken || this._tokenSource)) throw err;
+      await this._renewToken(true);
+      return call();
+    }
+  }
+
+  // -- the connection ----------------------------------------------------------------------
+
+  async _connect() {
+    clearTimeout(this._timers.reconnect);
+    if (this._closed || this._conn || this._connecting || this._sessionEnded) return;
+    if (globalThis.navigator?.onLine === false) {
+      this._setConnection(Connection.OFFLINE);
+      this._scheduleReconnect();
+      return;
+    }
+    if (
+      this._mode === "sse" &&
+      this._opts.transport === "auto" &&
+      Date.now() - this._sseSince > 300000
+    ) {
+      this._mode = "ws"; // try WebSockets again now and then
+      this._wsFailures = 0;
+    }
+    this._connecting = true;
+    let token;
+    try {
+      token = await this._validToken();
+    } catch (err) {
+      this._connecting = false;
+      if (err.code === "session_expired") this._endSession(err);
+      else {
+        this._setConnection(Connection.OFFLINE);
+        this._scheduleReconnect();
+      }
+      return;
+    }
+    this._connecting = false;
+    if (this._closed || this._conn || this._sessionEnded) return;
+    if (this._mode === "sse") this._openSse(token);
+    else this._openWs(token);
+  }
+
+  _newConn(kind) {
+    this._connSeq += 1;
+    const now = Date.now();
+    return {
+      kind,
+      id: this._connSeq,
+      opened: false,
+      ready: false,
+      synced: false,
+      startedAt: now,
+      lastRx: now,
+      pingAt: null,
+    };
+  }
+
+  _openWs(token) {
+    const conn = this._newConn("ws");
+    let ws;
+    try {
+      ws = new WebSocket(this.url.replace(/^http/, "ws") + "/v1/realtime");
+    } catch {
+      this._onClosed(conn, 1006, "cannot open a socket");
+      return;
+    }
+    conn.ws = ws;
+    this._conn = conn;
+    ws.onopen = () => {
+      if (conn !== this._conn) return;
+      conn.opened = true;
+      conn.lastRx = Date.now();
+      this._wsFailures = 0;
+      // auth, subscribe and updates may follow each other without waiting (DESIGN §5).
+      ws.send(JSON.stringify({ type: "auth", token: this._token ?? token, client_id: this.clientId }));
+      ws.send(JSON.stringify({ type: "subscribe", since: this._hasCache ? this._confirmed.revision : null }));
+      conn.ready = true;
+      this._flush();
+      this._refreshStatus();
+    };
+    ws.onmessage = (event) => {
+      if (conn !== this._conn) return;
+      conn.lastRx = Date.now();
+      conn.pingAt = null;
+      let frame;
+      try {
+        frame = JSON.parse(event.data);
+      } catch {
+        return;
+      }
+      if (isObject(frame)) this._onFrame(frame, conn);
+    };
+    ws.onclose = (event) => this._onClosed(conn, event.code, event.reason);
+    this._startHeartbeat(conn);
+  }
+
+  async _openSse(token) {
+    const conn = this._newConn("sse");
+    conn.ctrl = new AbortController();
+    this._conn = conn;
+    this._startHeartbeat(conn);
+    const since = this._hasCache ? `?since=${this._confirmed.revision}` : "";
+    let response;
+    try {
+      response = await fetch(this.url + "/v1/settings/events" + since, {
+        headers: { Authorization: `Bearer ${token}`, Accept: "text/event-stream" },
+        signal: conn.ctrl.signal,
+        cache: "no-store",
+        credentials: "omit",
+      });
+    } catch {
+      this._onClosed(conn, 1006, "the event stream cannot be reached");
+      return;
+    }
+    if (conn !== this._conn) return;
+    if (response.status === 401) {
+      this._onClosed(conn, 4001, "unauthorized");
+      return;
+    }
+    if (!response.ok || !response.body) {
+      this._onClosed(conn, 1011, `the event stream answered ${response.status}`);
+      return;
+    }
+    conn.opened = true;
+    conn.ready = true;
+    conn.lastRx = Date.now();
+    this._sseSince = this._sseSince || Date.now();
+    this._flush();
+    this._refreshStatus();
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done || conn !== this._conn) break;
+        conn.lastRx = Date.now();
+        buffer += value.replace(/\r\n?/g, "\n");
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          const block = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          const data = block
+            .split("\n")
+            .filter((line) => line.startsWith("data:"))
+            .map((line) => line.slice(5).replace(/^ /, ""))
+            .join("\n");
+          if (!data) continue;
+          let frame;
+          try {
+            frame = JSON.parse(data);
+          } catch {
+            continue;
+          }
+          if (isObject(frame)) this._onFrame(frame, conn);
+          if (conn !== this._conn) break;
+        }
+      }
+    } catch {
+      // aborted or the network went away: handled below
+    }
+    this._onClosed(conn, 1006, "the event stream ended");
+  }
+
+  _startHeartbeat(conn) {
+    clearInterval(this._timers.heartbeat);
+    const { heartbeatInterval, heartbeatTimeout } = this._opts;
+    const tick = Math.max(50, Math.min(heartbeatInterval, heartbeatTimeout) / 4);
+    this._timers.heartbeat = setInterval(() => {
+      if (conn !== this._conn) {
+        clearInterval(this._timers.heartbeat);
+        return;
+      }
+      const now = Date.now();
+      if (!conn.opened) {
+        if (now - conn.startedAt > heartbeatTimeout) this._dropConnection("no answer from the server");
+        return;
+      }
+      if (conn.kind === "sse") {
+        if (now - conn.lastRx > SSE_KEEPALIVE + heartbeatTimeout) {
+          this._dropConnection("the event stream went quiet");
+        }
+        return;
+      }
+      if (conn.pingAt !== null) {
+        if (now - conn.pingAt >= heartbeatTimeout) this._dropConnection("no pong from the server");
+      } else if (now - conn.lastRx >= heartbeatInterval) {
+        conn.pingAt = now;
+        try {
+          conn.ws.send('{"type":"ping"}');
+        } catch {
+          this._dropConnection("the socket failed");
+        }
+      }
+    }, tick);
+  }
+
+  // End the current connection now, without waiting for a closing handshake that a dead
+  // network would never complete.
+  _dropConnection(reason, reconnect = true) {
+    const conn = this._conn;
+    if (!conn) {
+      if (reason && !this._closed) this._setConnection(Connection.OFFLINE);
+      return;
+    }
+    if (conn.ws) {
+      conn.ws.onopen = conn.ws.onmessage = conn.ws.onclose = null;
+      try {
+        conn.ws.close(1000, "bye");
+      } catch {
+        // already closed
+      }
+    }
+    if (conn.ctrl) conn.ctrl.abort();
+    this._onClosed(conn, 1006, reason ?? "", reconnect);
+  }
+
+  _onClosed(conn, code, reason, reconnect = true) {
+    if (conn !== this._conn) return;
+    this._conn = null;
+    clearInterval(this._timers.heartbeat);
+    for (const entry of [...this._own, ...this._secrets]) {
+      if (entry.sentOn === conn.id && entry.acked == null) entry.sentOn = null;
+    }
+    this._httpQueue = [];
+    for (const resolve of this._syncedWaiters.splice(0)) resolve(false);
+    if (this._closed || !reconnect) {
+      this._refreshStatus();
+      return;
+    }
+    if (code === 4001) {
+      this._authFailures += 1;
+      if (this._authFailures > 2 || !(this._refreshToken || this._tokenSource)) {
+        this._endSession(new LiveSettingsError("session_expired", "your session has ended: sign in again"));
+        return;
+      }
+      this._renewToken(true)
+        .then(() => this._connect())
+        .catch((err) => {
+          if (err.code === "session_expired") this._endSession(err);
+          else this._scheduleReconnect();
+        });
+      return;
+    }
+    if (conn.kind === "ws" && !conn.opened && this._opts.transport === "auto") {
+      this._wsFailures += 1;
+      if (this._wsFailures >= 2) this._maybeFallBack();
+    }
+    this._setConnection(
+      this._status.connection === Connection.ERROR && this._sessionEnded
+        ? Connection.ERROR
+        : Connection.OFFLINE,
+    );
+    this._scheduleReconnect(code === 4008 ? 4 : 1);
+  }
+
+  // WebSockets fail while HTTP works (a proxy that drops upgrades): use the event stream.
+  async _maybeFallBack() {
+    try {
+      const response = await fetch(this.url + "/healthz", { cache: "no-store", credentials: "omit" });
+      if (response.ok && this._mode === "ws") {
+        this._mode = "sse";
+        this._sseSince = Date.now();
+        this._attempt = 0;
+        clearTimeout(this._timers.reconnect);
+        this._connect();
+      }
+    } catch {
+      // the server is down, not WebSockets: keep trying them
+    }
+  }
+
+  _scheduleReconnect(factor = 1) {
+    if (this._closed || this._sessionEnded) return;
+    clearTimeout(this._timers.reconnect);
+    const { reconnectDelay, maxReconnectDelay } = this._opts;
+    const ceiling = Math.min(maxReconnectDelay, reconnectDelay * 2 ** this._attempt * factor);
+    this._attempt = Math.min(this._attempt + 1, 30);
+    // Half fixed, half random: spread the reconnects of many clients after a restart.
+    const delay = ceiling / 2 + Math.random() * (ceiling / 2);
+    this._timers.reconnect = setTimeout(() => this._connect(), delay);
+  }
+
+  // -- frames ----------------------------------------------------------------------------
+
+  _onFrame(frame, conn) {
+    switch (frame.type) {
+      case "auth_ok":
+        break;
+      case "snapshot":
+        this._applySnapshot(frame.revision, frame.settings, "server");
+        break;
+      case "change":
+        this._applyChange(frame, conn);
+        break;
+      case "synced":
+        conn.synced = true;
+        this._attempt = 0;
+        this._authFailures = 0;
+        this._recordSync();
+        this._saveState();
+        this._setConnection(Connection.ONLINE);
+        for (const resolve of this._syncedWaiters.splice(0)) resolve(true);
+        this._readyResolve(true);
+        this._flush();
+        break;
+      case "ack":
+        this._onAck(frame);
+        break;
+      case "error":
+        this._onErrorFrame(frame, conn);
+        break;
+      default:
+        break; // pong, and frame types of later versions
+    }
+  }
+
+  _applySnapshot(revision, settings, source, onlyNewer = false) {
+    if (!Number.isInteger(revision) || !isObject(settings)) return;
+    if (onlyNewer && this._hasCache && revision < this._confirmed.revision) return;
+    this._confirmed = { revision, settings: normalise(settings) };
+    this._hasCache = true;
+    this._saveState();
+    this._changed(source);
+  }
+
+  _applyChange(frame, conn) {
+    const revision = frame.revision;
+    if (!Number.isInteger(revision) || !isObject(frame.patch)) return;
+    if (revision <= this._confirmed.revision) return; // already have it
+    if (revision !== this._confirmed.revision + 1) {
+      // A gap should not happen; resubscribe from what we hold rather than guess.
+      if (conn.kind === "ws" && conn.ready) {
+        conn.ws.send(JSON.stringify({ type: "subscribe", since: this._confirmed.revision }));
+      } else {
+        this._dropConnection(null, false);
+        this._connect();
+      }
+      return;
+    }
+    this._confirmed = {
+      revision,
+      settings: normalise(applyPatch(this._confirmed.settings, frame.patch)),
+    };
+    this._hasCache = true;
+    if (typeof frame.mutation_id === "string") this._markSeen(frame.mutation_id);
+    const mine = frame.client_id === this.clientId;
+    for (const conflict of Array.isArray(frame.conflicts) ? frame.conflicts : []) {
+      if (!isObject(conflict) || conflict.lost_by !== this.clientId || mine) continue;
+      // Our earlier value was overwritten by a newer concurrent edit of another client.
+      this._emit("conflict", {
+        path: conflict.path,
+        mine: conflict.kept === "partial" ? undefined : conflict.theirs,
+        winner: conflict.kept === "partial" ? null : conflict.yours,
+        lost: true,
+        kept: "theirs",
+        revision,
+        mutationId: frame.mutation_id ?? null,
+      });
+    }
+    this._recordSync();
+    this._saveState();
+    this._changed(mine ? "ack" : "server");
+  }
+
+  _markSeen(id) {
+    this._seen.add(id);
+    if (this._seen.size > SEEN_LIMIT) this._seen.delete(this._seen.values().next().value);
+  }
+
+  _findEntry(id) {
+    return this._own.find((e) => e.id === id) ?? this._secrets.find((e) => e.id === id) ?? null;
+  }
+
+  _onAck(frame) {
+    const entry = this._findEntry(frame.mutation_id);
+    if (!entry) return;
+    entry.acked = Number.isInteger(frame.revision) ? frame.revision : this._confirmed.revision;
+    this._recordSync();
+    for (const conflict of Array.isArray(frame.conflicts) ? frame.conflicts : []) {
+      if (!isObject(conflict)) continue;
+      const lost = conflict.kept === "theirs";
+      this._emit("conflict", {
+        path: conflict.path,
+        mine: conflict.yours,
+        winner: lost ? conflict.theirs : conflict.yours,
+        lost,
+        kept: conflict.kept,
+        revision: entry.acked,
+        mutationId: entry.id,
+      });
+    }
+    this._persistOwn();
+    this._broadcastOwn();
+    this._changed("ack");
+  }
+
+  _onErrorFrame(frame, conn) {
+    const error = new LiveSettingsError(
+      String(frame.code ?? "error"),
+      String(frame.message ?? "the server refused a frame"),
+      { details: frame.details ?? null, mutationId: frame.mutation_id ?? null },
+    );
+    const entry = frame.mutation_id ? this._findEntry(frame.mutation_id) : null;
+    if (entry) {
+      if (error.code === "rate_limited" || TRANSIENT_CODES.has(error.code)) {
+        const wait = Number(error.details?.retry_after ?? 1) * 1000;
+        entry.sentOn = null;
+        entry.retryAt = Date.now() + (Number.isFinite(wait) ? wait : 1000);
+        setTimeout(() => this._flush(), entry.retryAt - Date.now() + 10);
+        this._refreshStatus();
+        return;
+      }
+      if (AUTH_CODES.has(error.code)) {
+        entry.sentOn = null; // resent once the socket is authorised again
+        return;
+      }
+      this._reject(entry, error);
+      return;
+    }
+    if (AUTH_CODES.has(error.code)) {
+      // The close 4001 that follows renews the token; SSE streams just end.
+      if (conn.kind === "sse" && error.code === "token_expired") {
+        this._renewToken().catch((err) => this._onRenewFailure(err));
+      }
+      return;
+    }
+    if (!SECRET_CODES.has(error.code)) this._reportError(error);
+  }
+
+  // The server refused an edit for what it says: drop it (never pending forever), and send
+  // again whatever else the same edit held, without the refused path.
+  _reject(entry, error) {
+    this._own = this._own.filter((e) => e !== entry);
+    this._secrets = this._secrets.filter((e) => e !== entry);
+    if (!entry.secret && error.path) {
+      const rest = removePath(entry.patch, parsePath(error.path));
+      if (Object.keys(rest).length && JSON.stringify(rest) !== JSON.stringify(entry.patch)) {
+        this._own.push({ ...storedEntry(entry), id: randomId("m"), patch: rest, sealed: true });
+        this._own.sort((a, b) => a.created - b.created || a.seq - b.seq);
+      }
+    }
+    this._persistOwn();
+    this._broadcastOwn();
+    error.mutationId = entry.id;
+    this._reportError(error);
+    this._changed("rejected");
+    this._flush();
+  }
+
+  _flush() {
+    const conn = this._conn;
+    if (!conn || !conn.ready || this._closed) return;
+    const now = Date.now();
+    const due = [...this._secrets, ...this._own]
+      .filter((e) => e.sealed && e.acked == null && e.sentOn == null && !(e.retryAt > now))
+      .sort((a, b) => a.created - b.created || a.seq - b.seq);
+    for (const entry of due) {
+      entry.sentOn = conn.id;
+      if (conn.kind === "ws") {
+        try {
+          conn.ws.send(
+            JSON.stringify({
+              type: "update",
+              mutation_id: entry.id,
+              base_revision: entry.base,
+              patch: entry.patch,
+              edited_at: entry.at,
+            }),
+          );
+        } catch {
+          entry.sentOn = null;
+        }
+      } else {
+        this._httpQueue.push(entry);
+      }
+    }
+    if (conn.kind === "sse") this._drainHttp(conn);
+    this._refreshStatus();
+  }
+
+  // SSE mode: writes go over HTTP, one at a time to keep this client's order.
+  async _drainHttp(conn) {
+    if (this._httpBusy) return;
+    this._httpBusy = true;
+    try {
+      while (this._httpQueue.length && conn === this._conn) {
+        const entry = this._httpQueue.shift();
+        if (entry.acked != null || !this._findEntry(entry.id)) continue;
+        let body;
+        try {
+          body = await this._api("PATCH", "/v1/settings", entry.patch, {
+            "Idempotency-Key": entry.id,
+            "X-Client-Id": this.clientId,
+            "X-Base-Revision": String(entry.base),
+            "X-Edited-At": String(entry.at),
+          });
+        } catch (err) {
+          if (err.code === "offline" || err.status >= 500 || err.status === 401) {
+            for (const e of [entry, ...this._httpQueue.splice(0)]) e.sentOn = null;
+            entry.retryAt = Date.now() + 1000;
+            setTimeout(() => this._flush(), 1010);
+            break;
+          }
+          this._onErrorFrame(
+            {
+              type: "error",
+              mutation_id: entry.id,
+              code: err.code,
+              message: err.message,
+              details: err.details,
+            },
+            conn,
+          );
+          continue;
+        }
+        this._onAck({ mutation_id: entry.id, revision: body.revision, conflicts: body.conflicts });
+      }
+    } finally {
+      this._httpBusy = false;
+    }
+  }
+}
+
+function storedEntry(entry) {
+  return {
+    id: entry.id,
+    base: entry.base,
+    patch: entry.patch,
+    at: entry.at,
+    created: entry.created,
+    seq: entry.seq,
+    sealed: entry.sealed,
+    acked: entry.acked ?? null,
+  };
+}
+
+function validEntry(entry) {
+  return (
+    isObject(entry) &&
+    typeof entry.id === "string" &&
+    Number.isInteger(entry.base) &&
+    isObject(entry.patch) &&
+    !Object.hasOwn(entry.patch, "api_keys") &&
+    Number.isFinite(entry.at) &&
+    Number.isFinite(entry.created)
+  );
+}

@@ -1,0 +1,250 @@
+"""Built-in users and tokens: ``user add|list|remove|passwd`` and ``token issue``."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import click
+
+from ..auth import PasswordHasher, TokenIssuer, validate_password, validate_username
+from ..config import Config
+from ..errors import ConfigError, Conflict, NotFound, ValidationError
+from ..store import Store, UserRow
+from ._common import (
+    database_options,
+    exits,
+    fail,
+    keyring_for,
+    load_config,
+    opened_store,
+    plural,
+    run,
+)
+
+__all__ = ["token", "user"]
+
+
+def _hasher(config: Config) -> PasswordHasher:
+    return PasswordHasher(time_cost=config.argon2_time_cost, memory_cost=config.argon2_memory_cost)
+
+
+def _read_password(from_stdin: bool) -> str:
+    """The new password: one line of stdin, or typed twice at a hidden prompt."""
+    if from_stdin:
+        password = click.get_text_stream("stdin").readline().rstrip("\r\n")
+    else:
+        password = click.prompt(
+            "Password", hide_input=True, confirmation_prompt="Repeat the password"
+        )
+    try:
+        return validate_password(password)
+    except ValidationError as exc:
+        fail(exc.message)
+
+
+async def _find(store: Store, ref: str) -> UserRow | None:
+    """A built-in user by username, else by user id."""
+    return await store.get_user_by_username(ref) or await store.get_user(ref)
+
+
+async def _end_sessions(store: Store, user_id: str) -> int:
+    """Void the user's refresh tokens and every access token issued until now; servers
+    close the user's sockets when they next poll the revocations."""
+    revoked = await store.revoke_refresh_tokens(user_id)
+    await store.revoke_sessions(user_id, time.time_ns() // 1_000_000)
+    return revoked
+
+
+_password_stdin = click.option(
+    "--password-stdin", is_flag=True, help="Read the password from one line of stdin."
+)
+
+
+@click.group()
+def user() -> None:
+    """Manage built-in users (sign-in with a username and password)."""
+
+
+@user.command("add")
+@click.argument("username")
+@_password_stdin
+@database_options
+@click.pass_context
+def user_add(
+    ctx: click.Context,
+    username: str,
+    password_stdin: bool,
+    data_dir: str | None,
+    database_url: str | None,
+) -> None:
+    """Create a user; the password is prompted for unless --password-stdin."""
+    config = load_config(ctx, data_dir=data_dir, database_url=database_url)
+    try:
+        validate_username(username)
+    except ValidationError as exc:
+        fail(exc.message)
+    password_hash = _hasher(config).hash(_read_password(password_stdin))
+
+    async def go() -> UserRow:
+        keyring = keyring_for(config, create=not config.is_postgres)
+        # The embedded default sets itself up, as `serve` does.
+        async with opened_store(config, keyring, setup=True) as store:
+            if await store.get_user_by_username(username) is not None:
+                raise Conflict(f"the username {username!r} is taken")
+            return await store.create_user(str(uuid.uuid4()), username, password_hash)
+
+    row = run(go)
+    click.echo(f"created user {row.username} (id {row.user_id})")
+
+
+@user.command("list")
+@database_options
+@click.pass_context
+def user_list(ctx: click.Context, data_dir: str | None, database_url: str | None) -> None:
+    """List built-in users: username, user id, creation time."""
+    config = load_config(ctx, data_dir=data_dir, database_url=database_url)
+
+    async def go() -> list[UserRow]:
+        async with opened_store(config, None) as store:
+            return await store.list_users()
+
+    rows = run(go)
+    if not rows:
+        click.echo("no users")
+        return
+    width = max(len("USERNAME"), *(len(row.username) for row in rows))
+    id_width = max(len("USER ID"), *(len(row.user_id) for row in rows))
+    click.echo(f"{'USERNAME':<{width}}  {'USER ID':<{id_width}}  CREATED")
+    for row in rows:
+        click.echo(f"{row.username:<{width}}  {row.user_id:<{id_width}}  {row.created_at}")
+    click.echo(plural(len(rows), "user"))
+
+
+@user.command("remove")
+@click.argument("user_ref", metavar="USER")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@database_options
+@click.pass_context
+def user_remove(
+    ctx: click.Context, user_ref: str, yes: bool, data_dir: str | None, database_url: str | None
+) -> None:
+    """Delete a user (username or id) with its settings and secrets; end its sessions."""
+    config = load_config(ctx, data_dir=data_dir, database_url=database_url)
+    if not yes:
+        click.confirm(
+            f"Remove {user_ref} with all its settings and secrets?", abort=True, err=True
+        )
+
+    async def go() -> str:
+        async with opened_store(config, None) as store:
+            row = await _find(store, user_ref)
+            user_id = user_ref if row is None else row.user_id
+            if row is not None:
+                await _end_sessions(store, user_id)  # first: no token outlives the removal
+            if not await store.remove_user(user_id):
+                raise NotFound(f"no user {user_ref!r}")
+            if row is None:
+                await _end_sessions(store, user_id)  # a user of an identity provider
+            return user_id
+
+    user_id = run(go)
+    click.echo(f"removed user {user_ref} (id {user_id}); its sessions are ended")
+
+
+@user.command("passwd")
+@click.argument("user_ref", metavar="USER")
+@_password_stdin
+@database_options
+@click.pass_context
+def user_passwd(
+    ctx: click.Context,
+    user_ref: str,
+    password_stdin: bool,
+    data_dir: str | None,
+    database_url: str | None,
+) -> None:
+    """Set a user's password (prompted unless --password-stdin); end its sessions."""
+    config = load_config(ctx, data_dir=data_dir, database_url=database_url)
+
+    async def find() -> UserRow | None:
+        async with opened_store(config, None) as store:
+            return await _find(store, user_ref)
+
+    # Look the user up before prompting: no one should type a password for a typo.
+    row = run(find)
+    if row is None:
+        fail(f"no user {user_ref!r}")
+    password_hash = _hasher(config).hash(_read_password(password_stdin))
+
+    async def go() -> int:
+        async with opened_store(config, None) as store:
+            if not await store.set_password(row.user_id, password_hash):
+                raise NotFound(f"no user {user_ref!r}")
+            return await _end_sessions(store, row.user_id)
+
+    revoked = run(go)
+    click.echo(
+        f"changed the password of {row.username}; {plural(revoked, 'refresh token')} "
+        "revoked, its sessions are ended"
+    )
+
+
+@click.group()
+def token() -> None:
+    """Issue access tokens."""
+
+
+@token.command("issue")
+@click.option("--user", "user_ref", required=True, help="Username or user id (the token's sub).")
+@click.option(
+    "--service", is_flag=True, help="A service token (role service): any user's settings."
+)
+@click.option(
+    "--ttl",
+    type=click.IntRange(min=1),
+    help="Lifetime in seconds [LIVESETTINGS_ACCESS_TOKEN_TTL, 900].",
+)
+@database_options
+@click.pass_context
+def token_issue(
+    ctx: click.Context,
+    user_ref: str,
+    service: bool,
+    ttl: int | None,
+    data_dir: str | None,
+    database_url: str | None,
+) -> None:
+    """Print a signed HS256 access token, and nothing else (for scripts)."""
+    config = load_config(ctx, data_dir=data_dir, database_url=database_url)
+    from ..server.services import load_signing  # the secret exactly as the server reads it
+
+    with exits():
+        secret, _ = load_signing(config)
+        if secret is None:
+            raise ConfigError(
+                "token issue signs HS256 tokens and no LIVESETTINGS_JWT_SECRET is configured; "
+                "with an identity provider, issue tokens there"
+            )
+        issuer = TokenIssuer(
+            secret,
+            ttl_seconds=config.access_token_ttl,
+            issuer=config.jwt_issuer,
+            audience=config.jwt_audience,
+        )
+    subject = user_ref
+    if not service:
+
+        async def find() -> UserRow | None:
+            async with opened_store(config, None) as store:
+                return await _find(store, user_ref)
+
+        row = run(find)
+        if row is None:
+            fail(f"no user {user_ref!r} (a service token, --service, may name any subject)")
+        subject = row.user_id
+    try:
+        signed, _ = issuer.issue(subject, role="service" if service else None, ttl_seconds=ttl)
+    except ValueError as exc:
+        fail(str(exc))
+    click.echo(signed)

@@ -1,0 +1,37 @@
+"""The Python client SDK: live settings in any Python process, online or offline.
+
+:class:`AsyncClient` is the core (asyncio); :class:`Client` runs it on a background thread for
+code without an event loop. Both keep one user's settings in sync over ``/v1/realtime``, show
+edits at once, queue them while offline (in a SQLite cache with ``cache_path=``), replay them
+exactly once on reconnect, and tell subscribers about every change — or about a reset.
+"""
+
+from __future__ import annotations
+
+from .backoff import backoff
+from .cache import OfflineCache
+from .core import AsyncClient
+from .handles import Subscription, UpdateHandle
+from .state import Ack, Change, ChangeOrigin
+from .status import ConnectionState, Status
+from .sync import Client, SyncUpdateHandle
+from .tokens import RefreshingToken, Tokens, sign_in, sign_up
+
+__all__ = [
+    "Ack",
+    "AsyncClient",
+    "Change",
+    "ChangeOrigin",
+    "Client",
+    "ConnectionState",
+    "OfflineCache",
+    "RefreshingToken",
+    "Status",
+    "Subscription",
+    "SyncUpdateHandle",
+    "Tokens",
+    "UpdateHandle",
+    "backoff",
+    "sign_in",
+    "sign_up",
+]
