@@ -19,6 +19,7 @@ from .store import Store
 __all__ = ["RotationResult", "missing_master_keys", "rotate_data_keys"]
 
 DEFAULT_BATCH = 500
+_MAX_STALLED = 3  # batches in a row that lost every compare-and-set before giving up
 
 
 @dataclass
@@ -26,8 +27,9 @@ class RotationResult:
     """What one run of :func:`rotate_data_keys` did.
 
     ``failed`` maps a user id to why its data key could not be re-wrapped (never key
-    material); ``counts`` is how many data keys each master key id wraps at the end;
-    ``stopped`` is true when ``max_keys`` ended the run before every key was done.
+    material); ``raced`` counts keys another rotation changed first; ``counts`` is how many
+    data keys each master key id wraps at the end; ``stopped`` is true when ``max_keys``
+    ended the run before every key was done.
     """
 
     active_id: str
@@ -72,10 +74,11 @@ async def rotate_data_keys(
         raise ValueError("batch_size must be at least 1")
     active = keyring.active.id
     result = RotationResult(active)
+    stalled = 0
     while max_keys is None or result.rewrapped < max_keys:
         want = batch_size if max_keys is None else min(batch_size, max_keys - result.rewrapped)
-        # Keys that failed stay "not under" the active key and come back first (the store
-        # orders by user id), so ask for enough rows to see past them.
+        # Keys that failed stay "not under" the active key and may come back: asking for that
+        # many more rows leaves at least `want` others, whatever order the store uses.
         rows = await store.wrapped_keys_not_under(active, want + len(result.failed))
         todo = [(user, key) for user, key in rows if user not in result.failed][:want]
         if not todo:
@@ -91,13 +94,14 @@ async def rotate_data_keys(
             if await store.replace_wrapped_key(user_id, wrapped, new):
                 done += 1
             else:
-                # Changed meanwhile (a server made or replaced it): the next query returns
-                # its current form if it still needs re-wrapping.
+                # Changed meanwhile (another rotation got there first): the next query
+                # returns its current form if it still needs re-wrapping.
                 result.raced += 1
         result.rewrapped += done
         if on_progress is not None and done:
             on_progress(done)
-        if done == 0 and len(result.failed) == failures:
+        stalled = stalled + 1 if done == 0 and len(result.failed) == failures else 0
+        if stalled >= _MAX_STALLED:
             raise LiveSettingsError(
                 "data keys kept changing during rotation; run `livesettings keys rotate` again",
                 code="rotation_raced",

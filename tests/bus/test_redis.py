@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -140,3 +141,19 @@ async def test_an_unreachable_server_is_a_clear_error(redis_available: bool) -> 
     with pytest.raises(StorageError):
         await bus.ping()
     await bus.close()
+
+
+@pytest.mark.redis
+async def test_close_releases_both_connections_without_a_resync(
+    redis_channel: str, admin: Any
+) -> None:
+    name = redis_channel + "-close"
+    bus, rec = await _started(f"{REDIS_URL}?channel={redis_channel}", name)
+    await bus.publish([BusEvent("alice", 1)])  # opens the publishing connection too
+    assert sum(c["name"] == name for c in await admin.client_list()) == 2
+    await bus.close()
+    assert not bus.connected
+    async with asyncio.timeout(5.0):  # Redis notices a closed socket on its next event loop turn
+        while [c for c in await admin.client_list() if c["name"] == name]:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    assert (rec.resyncs, bus.reconnects) == (0, 0)

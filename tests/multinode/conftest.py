@@ -94,6 +94,9 @@ def database(postgres_available: bool) -> Iterator[Database]:
         master_keys=f"k1:{key}",
     )
     sql(f'CREATE ROLE "{owner}" LOGIN CREATEROLE')
+    # The SECURITY DEFINER functions carry `SET livesettings.scope`, which PostgreSQL 15
+    # lets only a superuser or a grantee declare.
+    sql(f'GRANT SET ON PARAMETER livesettings.scope TO "{owner}"')
     sql(f'CREATE DATABASE "{name}" OWNER "{owner}"')
     try:
         run_setup(db)
@@ -101,6 +104,7 @@ def database(postgres_available: bool) -> Iterator[Database]:
     finally:
         sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         sql(f'DROP ROLE IF EXISTS "{app}"')
+        sql(f'REVOKE SET ON PARAMETER livesettings.scope FROM "{owner}"')
         sql(f'DROP ROLE IF EXISTS "{owner}"')
 
 

@@ -50,9 +50,9 @@ def _metric(node: ServerProcess, name: str) -> float:
 def _listener_pid(db: Database, node: ServerProcess) -> int:
     assert node.proc is not None
     rows = sql(
-        "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND application_name = $2",
+        "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND application_name LIKE $2",
         db.name,
-        f"livesettings-bus/{node.proc.pid}",
+        f"livesettings-bus/{node.proc.pid}@%",
     )
     assert len(rows) == 1, rows
     pid: int = rows[0]["pid"]
@@ -112,7 +112,7 @@ def test_changes_written_on_two_nodes_reach_a_third_in_order_once(
         )
         assert rows and {r["usename"] for r in rows} == {database.app_role}
         names = sorted(r["application_name"] for r in rows)
-        listeners = [n for n in names if n.startswith("livesettings-bus/")]
+        listeners = [n.partition("@")[0] for n in names if n.startswith("livesettings-bus/")]
         expected = sorted(
             f"livesettings-bus/{n.proc.pid}" for n in (node1, node2, node3) if n.proc is not None
         )

@@ -1,4 +1,8 @@
-"""Fan-out buses, chosen by URL: ``memory://``, ``postgres`` (LISTEN/NOTIFY), ``redis://…``."""
+"""Fan-out buses, chosen by URL: ``memory://``, ``postgres`` (LISTEN/NOTIFY), ``redis://…``.
+
+``postgres`` listens on the store's database (``database_url``); ``redis://host:port/db`` takes
+an optional ``?channel=NAME`` (default ``livesettings``).
+"""
 
 from __future__ import annotations
 
@@ -16,12 +20,12 @@ def open_bus(url: str, **kwargs: Any) -> Bus:
     if url.startswith("memory:"):
         return MemoryBus(url)
     if url == "postgres" or url.startswith(("postgres:", "postgresql:")):
-        from .postgres import PostgresBus  # type: ignore[import-not-found,unused-ignore]
+        from .postgres import PostgresBus
 
         bus: Bus = PostgresBus(url, **kwargs)
         return bus
     if url.startswith(("redis:", "rediss:")):
-        from .redis import RedisBus  # type: ignore[import-not-found,unused-ignore]
+        from .redis import RedisBus
 
         rbus: Bus = RedisBus(url, **kwargs)
         return rbus

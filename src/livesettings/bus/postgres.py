@@ -1,9 +1,10 @@
 """``postgres``: PostgreSQL LISTEN/NOTIFY, the default bus with a PostgreSQL store (DESIGN §7).
 
 Each node holds one dedicated asyncpg connection that does nothing but ``LISTEN`` on
-:data:`NOTIFY_CHANNEL`. A notification's payload is a compact JSON list of ``[user_id,
-revision]`` pairs — ids only, so it stays far under NOTIFY's 8,000-byte limit and no secret
-crosses the bus.
+:data:`NOTIFY_CHANNEL`. A notification's payload is the PostgreSQL store's (one codec, in
+:mod:`livesettings.store.postgres`): a compact JSON list of ``[user_id, revision]`` pairs —
+ids only, so no secret crosses the bus — split into several notifications only past
+:data:`NOTIFY_PAYLOAD_LIMIT` bytes, far under NOTIFY's 8,000.
 
 Who sends the NOTIFY: when the store commits to the same database the bus listens on (the
 default, bus URL ``postgres``), the PostgreSQL store calls ``pg_notify`` inside its own group
@@ -26,22 +27,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import random
+import socket
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, Final
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import asyncpg
-
 from ..errors import ConfigError, StorageError
+
+try:
+    import asyncpg
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ConfigError(
+        "the postgres bus needs the asyncpg package: pip install 'livesettings[postgres]'"
+    ) from exc
+
+from ..store.postgres import (  # the store's payload format: one codec for both ends
+    NOTIFY_CHANNEL,
+    NOTIFY_PAYLOAD_LIMIT,
+    notify_payloads,
+    parse_notify_payload,
+)
 from .base import BusEvent, OnEvents, OnResync
 
 __all__ = [
-    "MAX_PAYLOAD_BYTES",
     "NOTIFY_CHANNEL",
+    "NOTIFY_PAYLOAD_LIMIT",
     "PostgresBus",
     "backoff_delays",
     "decode_events",
@@ -50,49 +63,15 @@ __all__ = [
 
 log = logging.getLogger("livesettings.bus")
 
-NOTIFY_CHANNEL: Final = "livesettings"
-"""The channel the store notifies on and every node listens to."""
 
-MAX_PAYLOAD_BYTES: Final = 4000
-"""Larger batches are split into several notifications of at most this size (limit: 8,000)."""
-
-def encode_events(events: Sequence[BusEvent], max_bytes: int = MAX_PAYLOAD_BYTES) -> list[str]:
-    """Payloads ``[[user_id, revision], …]`` of at most ``max_bytes`` UTF-8 bytes each."""
-    payloads: list[str] = []
-    parts: list[str] = []
-    size = 2  # the brackets
-    for event in events:
-        part = json.dumps([event.user_id, event.revision], separators=(",", ":"))
-        extra = len(part.encode()) + (1 if parts else 0)
-        if parts and size + extra > max_bytes:
-            payloads.append("[" + ",".join(parts) + "]")
-            parts, size, extra = [], 2, len(part.encode())
-        parts.append(part)
-        size += extra
-    if parts:
-        payloads.append("[" + ",".join(parts) + "]")
-    return payloads
+def encode_events(events: Sequence[BusEvent]) -> list[str]:
+    """The store's payloads ``[[user_id, revision], …]``, split at ``NOTIFY_PAYLOAD_LIMIT``."""
+    return notify_payloads([(e.user_id, e.revision) for e in events])
 
 
 def decode_events(payload: str) -> list[BusEvent]:
     """The events of one payload; ``ValueError`` when it is not a list of id pairs."""
-    data = json.loads(payload)
-    if not isinstance(data, list):
-        raise ValueError("bus payload is not a list")
-    events: list[BusEvent] = []
-    for item in data:
-        if isinstance(item, dict):  # tolerate {"user_id": …, "revision": …} objects too
-            item = [item.get("user_id"), item.get("revision")]
-        if (
-            not isinstance(item, list)
-            or len(item) != 2
-            or not isinstance(item[0], str)
-            or not isinstance(item[1], int)
-            or isinstance(item[1], bool)
-        ):
-            raise ValueError(f"bad bus event {item!r}")
-        events.append(BusEvent(item[0], item[1]))
-    return events
+    return [BusEvent(user_id, revision) for user_id, revision in parse_notify_payload(payload)]
 
 
 def backoff_delays(first: float = 0.05, cap: float = 5.0) -> Iterator[float]:
@@ -109,6 +88,11 @@ def _target(url: str) -> tuple[str, int, str]:
     parts = urlsplit(url)
     database = unquote(parts.path.lstrip("/")) or unquote(parts.username or "")
     return (parts.hostname or "localhost", parts.port or 5432, database)
+
+
+def _default_name() -> str:
+    # Process id first: PostgreSQL cuts names at 63 bytes, and the pid tells nodes apart.
+    return f"livesettings-bus/{os.getpid()}@{socket.gethostname()}"[:63]
 
 
 def _redacted(url: str) -> str:
@@ -128,7 +112,7 @@ class PostgresBus:
     ``reconnect_delays`` makes the backoff generator (tests pass short ones);
     ``probe_interval`` is how often an idle listening connection is checked with a query;
     ``application_name`` is what ``pg_stat_activity`` shows for it (default
-    ``livesettings-bus/<process id>``, so an operator can tell the nodes apart).
+    ``livesettings-bus/<process id>@<host>``, so an operator can tell the nodes apart).
     """
 
     def __init__(
@@ -146,7 +130,7 @@ class PostgresBus:
         **_: Any,
     ) -> None:
         self.url = url
-        self.application_name = application_name or f"livesettings-bus/{os.getpid()}"
+        self.application_name = application_name or _default_name()
         store_is_pg = bool(database_url) and str(database_url).startswith(
             ("postgres://", "postgresql://")
         )

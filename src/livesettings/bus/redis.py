@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import random
+import socket
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -92,6 +93,11 @@ def _split_url(url: str) -> tuple[str, str | None]:
     return parts._replace(query=rest).geturl(), channel
 
 
+def _default_name() -> str:
+    # Process id first: it tells the nodes of one host apart.
+    return f"livesettings-bus/{os.getpid()}@{socket.gethostname()}"[:63]
+
+
 def _redacted(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
@@ -108,8 +114,9 @@ class RedisBus:
     """Redis pub/sub; see the module docstring.
 
     ``channel`` overrides the URL's ``?channel=``; ``client_name`` is what ``CLIENT LIST``
-    shows for both connections (default ``livesettings-bus/<process id>``); ``reconnect_delays`` makes the backoff generator;
-    ``probe_interval`` is how long a quiet subscriber waits before checking with ``PING``.
+    shows for both connections (default ``livesettings-bus/<process id>@<host>``);
+    ``reconnect_delays`` makes the backoff generator; ``probe_interval`` is how long a quiet
+    subscriber waits before checking with ``PING``.
     """
 
     def __init__(
@@ -127,7 +134,7 @@ class RedisBus:
         self.url = url
         self._redis_url, url_channel = _split_url(url)
         self.channel = channel or url_channel or DEFAULT_CHANNEL
-        self.client_name = client_name or f"livesettings-bus/{os.getpid()}"
+        self.client_name = client_name or _default_name()
         self.reconnects = 0
         """How many times the subscriber connection was re-established (for tests, metrics)."""
         self._delays = reconnect_delays

@@ -34,10 +34,11 @@ __all__ = [
     "Report",
     "check_database_file",
     "database_options",
+    "existing_keys",
     "exits",
     "fail",
-    "keyring_for",
     "load_config",
+    "load_keys",
     "make_store",
     "opened_store",
     "ping_ms",
@@ -137,13 +138,19 @@ def shown_url(config: Config) -> str:
     return redact_url(config.resolved_database_url)
 
 
-def keyring_for(config: Config, *, create: bool) -> Keyring | None:
-    """The master keyring; with ``create=False`` the embedded default's key file is not
-    generated, and ``None`` means there is none yet."""
+def load_keys(config: Config) -> Keyring:
+    """The master keyring, as the server loads it: the embedded default generates its key
+    file (mode 0600) when missing."""
     from ..server.services import load_keyring  # the server's imports only when needed
 
-    if create or config.master_keys or config.master_key or config.is_postgres:
-        return load_keyring(config)
+    return load_keyring(config)
+
+
+def existing_keys(config: Config) -> Keyring | None:
+    """The master keyring, or ``None`` when the embedded default has not generated one yet
+    (commands that only read keys must not create them)."""
+    if config.master_keys or config.master_key or config.is_postgres:
+        return load_keys(config)
     path = config.data_dir / KEY_FILE
     return Keyring.load_or_create_file(path) if path.exists() else None
 
@@ -187,13 +194,12 @@ def check_database_file(config: Config) -> None:
 
 @asynccontextmanager
 async def opened_store(
-    config: Config, keyring: Keyring | None, *, setup: bool = False, check: bool = True
+    config: Config, keyring: Keyring | None, *, setup: bool = False
 ) -> AsyncIterator[Store]:
     """The store, opened (schema checked), closed on exit.
 
     ``setup=True`` creates the embedded SQLite database first, as ``serve`` does; PostgreSQL
-    is never set up implicitly (``setup`` runs as the owner). ``check=False`` connects
-    without ``open()``'s schema check (for ``verify`` and ``check-db``, which report it).
+    is never set up implicitly (``setup`` runs as the owner).
     """
     store = make_store(config, keyring)
     try:
@@ -201,8 +207,7 @@ async def opened_store(
             await store.setup()
         else:
             check_database_file(config)
-        if check:
-            await store.open()
+        await store.open()
         yield store
     finally:
         await store.close()
@@ -254,8 +259,7 @@ class Report:
         """Exit 1 naming the failed checks, or print that every check passed."""
         if self.failed:
             fail(
-                f"{command}: {plural(len(self.failed), 'check')} failed: "
-                + ", ".join(self.failed)
+                f"{command}: {plural(len(self.failed), 'check')} failed: " + ", ".join(self.failed)
             )
         click.secho(f"{command}: {plural(self.passed, 'check')} passed", fg="green")
 
@@ -267,7 +271,7 @@ def progress(label: str, length: int | None) -> Iterator[Callable[[int], None]]:
     A bar when the total is known, a running count otherwise; nothing at all when stderr
     is a file or a pipe, so scripts and logs stay clean.
     """
-    stream = click.get_text_stream("stderr")
+    stream = sys.stderr
     if not stream.isatty():
         yield lambda n: None
         return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 import uuid
 
@@ -9,14 +10,14 @@ import click
 
 from ..auth import PasswordHasher, TokenIssuer, validate_password, validate_username
 from ..config import Config
-from ..errors import ConfigError, Conflict, NotFound, ValidationError
+from ..errors import ConfigError, NotFound, ValidationError
 from ..store import Store, UserRow
 from ._common import (
     database_options,
     exits,
     fail,
-    keyring_for,
     load_config,
+    load_keys,
     opened_store,
     plural,
     run,
@@ -32,7 +33,7 @@ def _hasher(config: Config) -> PasswordHasher:
 def _read_password(from_stdin: bool) -> str:
     """The new password: one line of stdin, or typed twice at a hidden prompt."""
     if from_stdin:
-        password = click.get_text_stream("stdin").readline().rstrip("\r\n")
+        password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = click.prompt(
             "Password", hide_input=True, confirmation_prompt="Repeat the password"
@@ -63,7 +64,7 @@ _password_stdin = click.option(
 
 @click.group()
 def user() -> None:
-    """Manage built-in users (sign-in with a username and password)."""
+    """Manage built-in users (username and password)."""
 
 
 @user.command("add")
@@ -78,20 +79,27 @@ def user_add(
     data_dir: str | None,
     database_url: str | None,
 ) -> None:
-    """Create a user; the password is prompted for unless --password-stdin."""
+    """Create a user (password prompted, or --password-stdin)."""
     config = load_config(ctx, data_dir=data_dir, database_url=database_url)
     try:
         validate_username(username)
     except ValidationError as exc:
         fail(exc.message)
+
+    async def taken() -> bool:
+        # The embedded default sets itself up, as `serve` does (with its generated key file:
+        # adopting a seed table seals its API keys); PostgreSQL needs no keys for accounts.
+        keyring = None if config.is_postgres else load_keys(config)
+        async with opened_store(config, keyring, setup=True) as store:
+            return await store.get_user_by_username(username) is not None
+
+    # Checked before the prompt: no one should type a password for a name that is taken.
+    if run(taken):
+        fail(f"the username {username!r} is taken")
     password_hash = _hasher(config).hash(_read_password(password_stdin))
 
     async def go() -> UserRow:
-        keyring = keyring_for(config, create=not config.is_postgres)
-        # The embedded default sets itself up, as `serve` does.
-        async with opened_store(config, keyring, setup=True) as store:
-            if await store.get_user_by_username(username) is not None:
-                raise Conflict(f"the username {username!r} is taken")
+        async with opened_store(config, None) as store:
             return await store.create_user(str(uuid.uuid4()), username, password_hash)
 
     row = run(go)
@@ -129,12 +137,13 @@ def user_list(ctx: click.Context, data_dir: str | None, database_url: str | None
 def user_remove(
     ctx: click.Context, user_ref: str, yes: bool, data_dir: str | None, database_url: str | None
 ) -> None:
-    """Delete a user (username or id) with its settings and secrets; end its sessions."""
+    """Delete a user, its settings and secrets; end its sessions.
+
+    USER is a username or a user id (also of a user from an identity provider).
+    """
     config = load_config(ctx, data_dir=data_dir, database_url=database_url)
     if not yes:
-        click.confirm(
-            f"Remove {user_ref} with all its settings and secrets?", abort=True, err=True
-        )
+        click.confirm(f"Remove {user_ref} with all its settings and secrets?", abort=True, err=True)
 
     async def go() -> str:
         async with opened_store(config, None) as store:
@@ -164,7 +173,7 @@ def user_passwd(
     data_dir: str | None,
     database_url: str | None,
 ) -> None:
-    """Set a user's password (prompted unless --password-stdin); end its sessions."""
+    """Set a user's password and end its sessions."""
     config = load_config(ctx, data_dir=data_dir, database_url=database_url)
 
     async def find() -> UserRow | None:
@@ -215,7 +224,11 @@ def token_issue(
     data_dir: str | None,
     database_url: str | None,
 ) -> None:
-    """Print a signed HS256 access token, and nothing else (for scripts)."""
+    """Print a signed access token, and nothing else.
+
+    HS256 with the configured secret; --service makes a service token (role service)
+    whose subject is USER as given.
+    """
     config = load_config(ctx, data_dir=data_dir, database_url=database_url)
     from ..server.services import load_signing  # the secret exactly as the server reads it
 

@@ -1,15 +1,12 @@
-"""Running and checking a deployment: ``serve``, ``setup``, ``verify``, ``check-db``,
-``check-auth``."""
+"""Running and checking a deployment: ``serve``, ``setup``, ``verify``, ``check-db``."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
 import sys
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any, Final
 
 import click
@@ -26,7 +23,7 @@ from ..crypto import (
     wrap_data_key,
 )
 from ..document import is_sealed
-from ..errors import ConfigError, CryptoError, LiveSettingsError, TokenExpired, Unauthorized
+from ..errors import ConfigError, CryptoError, LiveSettingsError
 from ..keys import missing_master_keys
 from ..store import SCHEMA_VERSION, Store
 from ._common import (
@@ -34,9 +31,10 @@ from ._common import (
     Report,
     check_database_file,
     database_options,
+    existing_keys,
     exits,
-    keyring_for,
     load_config,
+    load_keys,
     make_store,
     ping_ms,
     plural,
@@ -44,10 +42,10 @@ from ._common import (
     run,
     shown_url,
 )
+from .signing import JWT_SECRET_FILE, PEM_SOURCE, hs256_secret, public_keys
 
-__all__ = ["check_auth", "check_db", "serve", "setup", "verify"]
+__all__ = ["check_db", "serve", "setup", "verify"]
 
-JWT_SECRET_FILE: Final = "jwt.secret"  # the embedded default's generated HS256 secret
 _SAMPLE: Final = 200  # stored data keys looked at by verify's decrypt probe
 _PROBE_USER: Final = "livesettings-verify-probe"
 _BUS_TIMEOUT: Final = 5.0
@@ -68,7 +66,10 @@ def serve(
     database_url: str | None,
     bus_url: str | None,
 ) -> None:
-    """Run the server (HTTP, WebSocket, SSE) and print the settings page's URL."""
+    """Run the server and print the settings page's URL.
+
+    HTTP, WebSocket and SSE on one port; SIGTERM drains the sockets and stops.
+    """
     config = load_config(
         ctx, host=host, port=port, data_dir=data_dir, database_url=database_url, bus_url=bus_url
     )
@@ -93,15 +94,18 @@ def setup(
     database_url: str | None,
     admin_database_url: str | None,
 ) -> None:
-    """Create or upgrade the schema, functions, policies and roles (idempotent)."""
+    """Create or upgrade the schema (idempotent).
+
+    SQLite: the database file and the generated key files. PostgreSQL: tables, triggers,
+    functions, policies and the app role, run as LIVESETTINGS_ADMIN_DATABASE_URL.
+    """
     config = load_config(
         ctx, data_dir=data_dir, database_url=database_url, admin_database_url=admin_database_url
     )
 
     async def go() -> tuple[list[str], Keyring]:
         # The keyring first: adopting a seed table seals its plaintext API keys.
-        keyring = keyring_for(config, create=True)
-        assert keyring is not None
+        keyring = load_keys(config)
         if not config.is_postgres and not config.jwt_secret:
             load_or_create_jwt_secret(config.data_dir / JWT_SECRET_FILE)
         store = make_store(config, keyring, admin=True)
@@ -121,7 +125,7 @@ def setup(
 @database_options
 @click.pass_context
 def verify(ctx: click.Context, data_dir: str | None, database_url: str | None) -> None:
-    """Check schema, durability, keys and bus; exit 1 naming any check that fails."""
+    """Check schema, durability, keys and bus; exit 1 on a failure."""
     config = load_config(ctx, data_dir=data_dir, database_url=database_url)
     report = Report()
     run(lambda: _verify(config, report))
@@ -129,19 +133,28 @@ def verify(ctx: click.Context, data_dir: str | None, database_url: str | None) -
 
 
 async def _verify(config: Config, report: Report) -> None:
-    keyring = keyring_for(config, create=False)
+    keyring = existing_keys(config)
     store = make_store(config, keyring)
     try:
         check_database_file(config)
-        await store.ping()
-        report.ok("database", shown_url(config))
-        if not _check_schema(report, await store.schema_version()):
+        # Reading the version needs no open pool: it doubles as the connectivity check.
+        version = await store.schema_version()
+        try:
+            await store.open()
+        except ConfigError as exc:
+            # The store says best what is wrong: no schema yet, or (PostgreSQL) an app role
+            # that is a superuser, has BYPASSRLS or owns the tables.
+            report.fail("database", exc.message)
             return
-        await store.open()
+        report.ok("database", shown_url(config))
+        if not _check_schema(report, version):
+            return
         info = await store.info()
         if info.get("backend") == "sqlite":
             _check_sqlite(report, config, info)
-        _report_checks(report, info)
+        else:
+            _check_postgres(report, info)
+        await _check_notify(report, store)
         await _check_keys(report, config, store, keyring)
     finally:
         await store.close()
@@ -186,19 +199,62 @@ def _check_sqlite(report: Report, config: Config, info: dict[str, Any]) -> None:
         )
 
 
-def _report_checks(report: Report, info: dict[str, Any]) -> None:
-    """A backend's own checks (PostgreSQL: triggers, RLS, roles) from ``info()["checks"]``:
-    ``{label: bool | [bool, detail] | {"ok": bool, "detail": str}}``."""
-    checks = info.get("checks")
-    if not isinstance(checks, dict):
+def _check_postgres(report: Report, info: dict[str, Any]) -> None:
+    """The row-level security facts of DESIGN §6, from the PostgreSQL store's ``info()``."""
+    role = info.get("role", "?")
+    problems = [
+        what
+        for key, what in (
+            ("role_superuser", "is a superuser"),
+            ("role_bypassrls", "has BYPASSRLS"),
+            ("role_owns_tables", "owns the tables"),
+        )
+        if info.get(key)
+    ]
+    if problems:
+        report.fail("app role", f"{role} {', '.join(problems)}")
+    else:
+        report.ok("app role", f"{role} (no superuser, no BYPASSRLS, owns no table)")
+    rls: dict[str, dict[str, Any]] = info.get("rls") or {}
+    weak = sorted(t for t, f in rls.items() if not (f.get("enabled") and f.get("forced")))
+    if not rls:
+        report.fail("row-level security", "no livesettings table found")
+    elif weak:
+        report.fail("row-level security", f"not enabled and forced on {', '.join(weak)}")
+    else:
+        report.ok("row-level security", f"enabled and forced on {plural(len(rls), 'table')}")
+    functions: dict[str, dict[str, Any]] = info.get("definer_functions") or {}
+    loose = sorted(
+        name
+        for name, facts in functions.items()
+        if not facts.get("security_definer")
+        or not any(str(c).startswith("search_path=") for c in facts.get("config") or ())
+    )
+    if loose:
+        report.fail("definer functions", f"without a fixed search_path: {', '.join(loose)}")
+    elif functions:
+        report.ok(
+            "definer functions",
+            f"{plural(len(functions), 'function')}, each SECURITY DEFINER with a fixed search_path",
+        )
+    sync = info.get("synchronous_commit")
+    if sync == "on":
+        report.ok("synchronous commit", sync)
+    elif sync is not None:
+        report.warn("synchronous commit", f"{sync} (a crash may lose the last commits)")
+
+
+async def _check_notify(report: Report, store: Store) -> None:
+    # Not part of the Store protocol: only a backend with LISTEN/NOTIFY has it.
+    probe = getattr(store, "notify_round_trip", None)
+    if probe is None:
         return
-    for label, value in checks.items():
-        passed, detail = value, "yes" if value else "no"
-        if isinstance(value, list | tuple) and len(value) == 2:
-            passed, detail = value
-        elif isinstance(value, dict):
-            passed, detail = value.get("ok"), value.get("detail", "")
-        (report.ok if passed is True else report.fail)(str(label), detail)
+    try:
+        seconds = float(await probe())
+    except LiveSettingsError as exc:
+        report.fail("NOTIFY round trip", exc.message)
+    else:
+        report.ok("NOTIFY round trip", f"{seconds * 1000:.1f} ms")
 
 
 async def _check_keys(
@@ -270,15 +326,18 @@ async def _decrypt_probe(report: Report, store: Store, keyring: Keyring) -> None
 
 def _check_token_keys(report: Report, config: Config) -> None:
     try:
-        secret, source = _hs256_secret(config)
-        public = _public_keys(config)
-        described = [f"HS256 secret ({source})"] if secret is not None else []
-        described += list(dict.fromkeys(label for label, _ in public))
-        if secret is not None or public:
-            TokenVerifier(hs256_secret=secret, public_keys=[key for _, key in public])
+        secret, source = hs256_secret(config)
+        keys = public_keys(config)
+        if secret is not None or keys:
+            TokenVerifier(hs256_secret=secret, public_keys=[key for _, key in keys])
     except ConfigError as exc:
         report.fail("token keys", exc.message)
         return
+    described = [f"HS256 secret ({source})"] if secret is not None else []
+    described += [f"public key ({PEM_SOURCE})" for s, _ in keys if s == PEM_SOURCE]
+    if config.jwks_file:
+        in_file = sum(s != PEM_SOURCE for s, _ in keys)
+        described.append(f"JWKS file {config.jwks_file} ({plural(in_file, 'key')})")
     if config.jwks_url:
         described.append(f"JWKS {config.jwks_url}")
     if described:
@@ -327,7 +386,7 @@ async def _check_bus(report: Report, config: Config) -> None:
 @database_options
 @click.pass_context
 def check_db(ctx: click.Context, data_dir: str | None, database_url: str | None) -> None:
-    """Check that the database answers: version, round-trip latency, pool facts."""
+    """Check the database: version, round trip, pool facts."""
     config = load_config(ctx, data_dir=data_dir, database_url=database_url)
     report = Report()
     run(lambda: _check_db(config, report))
@@ -338,8 +397,14 @@ async def _check_db(config: Config, report: Report) -> None:
     store = make_store(config, None)
     try:
         check_database_file(config)
-        median, slowest = await ping_ms(store)
+        await store.schema_version()  # connects without the pool: unreachable → exit 4
         report.ok("connection", shown_url(config))
+        try:
+            await store.open()
+        except ConfigError as exc:
+            report.fail("open", exc.message)
+            return
+        median, slowest = await ping_ms(store)
         info = await store.info()
     finally:
         await store.close()
@@ -353,158 +418,12 @@ async def _check_db(config: Config, report: Report) -> None:
     else:
         report.ok("round trip", latency)
     for key, value in info.items():
-        if key in ("server_version", "sqlite_version", "checks"):
+        if key in ("server_version", "sqlite_version"):
+            continue
+        if isinstance(value, dict):
+            if key == "pool":  # verify reports the other structured facts
+                facts = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in value.items())
+                report.fact("pool", facts)
             continue
         shown = redact_url(value) if isinstance(value, str) else value
         report.fact(key.replace("_", " "), "none" if shown is None else shown)
-
-
-@click.command("check-auth")
-@click.option("--token", help="A token to check: accepted or why not, its user, role, expiry.")
-@click.option("--data-dir", envvar="LIVESETTINGS_DATA_DIR", help="Where generated secrets live.")
-@click.pass_context
-def check_auth(ctx: click.Context, token: str | None, data_dir: str | None) -> None:
-    """Show how tokens are verified, and check one with --token."""
-    config = load_config(ctx, data_dir=data_dir)
-    report = Report()
-    with exits():
-        verifier = _auth_modes(report, config)
-    if token is not None:
-        _check_token(report, verifier, token)
-    report.finish("check-auth")
-
-
-def _auth_modes(report: Report, config: Config) -> TokenVerifier | None:
-    secret, source = _hs256_secret(config)
-    if secret is not None:
-        report.ok("HS256 secret", f"{source} (built-in users, `token issue`)")
-    elif config.is_postgres:
-        report.fact("HS256 secret", "not configured (no built-in users)")
-    else:
-        report.warn("HS256 secret", source)
-    public = _public_keys(config)
-    pem = any(not label.startswith("JWKS") for label, _ in public)
-    report.fact("public key", "LIVESETTINGS_JWT_PUBLIC_KEY" if pem else "not configured")
-    from_file = sum(label.startswith("JWKS") for label, _ in public)
-    if config.jwks_file:
-        report.fact("JWKS file", f"{config.jwks_file} ({plural(from_file, 'key')})")
-    if config.jwks_url:
-        try:
-            fetched = _fetch_jwks(config.jwks_url)
-        except ConfigError as exc:
-            report.fail("JWKS URL", exc.message)
-        else:
-            report.ok("JWKS URL", f"{config.jwks_url} ({plural(len(fetched), 'key')})")
-            public += [(f"JWKS {config.jwks_url}", key) for key in fetched]
-    if not config.jwks_file and not config.jwks_url:
-        report.fact("JWKS", "not configured")
-    report.fact("audience", config.jwt_audience or "not checked")
-    report.fact("issuer", config.jwt_issuer or "not checked")
-    if secret is None and not public:
-        report.fail("verification", "no JWT secret or public key is configured")
-        return None
-    try:
-        verifier = TokenVerifier(
-            hs256_secret=secret,
-            public_keys=[key for _, key in public],
-            audience=config.jwt_audience,
-            issuer=config.jwt_issuer,
-        )
-    except ConfigError as exc:
-        report.fail("verification", exc.message)
-        return None
-    report.ok("algorithms", ", ".join(verifier.algorithms))
-    return verifier
-
-
-def _check_token(report: Report, verifier: TokenVerifier | None, token: str) -> None:
-    if verifier is None:
-        report.fail("token", "cannot be checked: no key to verify it with")
-        return
-    try:
-        claims = verifier.verify(token.strip())
-    except TokenExpired as exc:
-        report.fail("token", exc.message)
-        return
-    except Unauthorized as exc:
-        report.fail("token", f"refused: {exc.message}")
-        return
-    header_alg = _token_alg(token)
-    report.ok("token", f"accepted ({header_alg})")
-    report.fact("user id", claims.sub)
-    report.fact("role", claims.role or "none (a user token)")
-    expires = datetime.fromtimestamp(claims.exp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    report.fact("expires", f"{expires} (in {_duration(claims.exp - time.time())})")
-
-
-def _token_alg(token: str) -> str:
-    import jwt
-
-    return str(jwt.get_unverified_header(token.strip()).get("alg"))
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    if seconds < 120:
-        return plural(seconds, "second")
-    if seconds < 7200:
-        return plural(seconds // 60, "minute")
-    if seconds < 2 * 86400:
-        return plural(seconds // 3600, "hour")
-    return plural(seconds // 86400, "day")
-
-
-def _hs256_secret(config: Config) -> tuple[bytes | None, str]:
-    """The HS256 secret and where it comes from, without generating one (unlike the
-    server's ``load_signing``: a check must not create the file it checks)."""
-    if config.jwt_secret:
-        return config.jwt_secret.encode(), "LIVESETTINGS_JWT_SECRET"
-    if config.is_postgres:
-        return None, "not configured"
-    path = config.data_dir / JWT_SECRET_FILE
-    if path.exists():
-        return load_or_create_jwt_secret(path), f"file {path}"
-    return None, f"not generated yet; `livesettings setup` or `serve` creates {path}"
-
-
-def _public_keys(config: Config) -> list[tuple[str, Any]]:
-    """The configured public keys with a label each: the PEM key, the JWKS file's keys."""
-    keys: list[tuple[str, Any]] = []
-    if config.jwt_public_key:
-        text = config.jwt_public_key
-        if not text.lstrip().startswith("-----BEGIN"):
-            try:
-                with open(text, encoding="utf-8") as fh:
-                    text = fh.read()
-            except OSError as exc:
-                raise ConfigError(f"cannot read LIVESETTINGS_JWT_PUBLIC_KEY: {exc}") from exc
-        keys.append(("public key (LIVESETTINGS_JWT_PUBLIC_KEY)", text))
-    if config.jwks_file:
-        keys += [(f"JWKS file {config.jwks_file}", key) for key in _jwks_file(config.jwks_file)]
-    return keys
-
-
-def _jwks_file(path: str) -> list[Any]:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            found = json.load(fh)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read LIVESETTINGS_JWKS_FILE: {exc}") from exc
-    keys = found.get("keys") if isinstance(found, dict) else None
-    if not isinstance(keys, list):
-        raise ConfigError('LIVESETTINGS_JWKS_FILE holds no "keys" list')
-    return keys
-
-
-def _fetch_jwks(url: str) -> list[Any]:
-    import httpx
-
-    try:
-        response = httpx.get(url, timeout=_BUS_TIMEOUT, follow_redirects=False)
-        response.raise_for_status()
-        keys = response.json().get("keys")
-    except (httpx.HTTPError, ValueError, AttributeError) as exc:
-        raise ConfigError(f"cannot fetch {url}: {exc}") from exc
-    if not isinstance(keys, list):
-        raise ConfigError(f'{url} serves no "keys" list')
-    return keys

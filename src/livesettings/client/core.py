@@ -211,10 +211,14 @@ class AsyncClient:
         for task in (self._runner, self._refresher, *self._tasks):
             if task is not None:
                 task.cancel()
+        import time as _t
         for task in (self._runner, self._refresher, *self._tasks):
             if task is not None:
+                _s = _t.time()
+                open("/tmp/ls6/dog.txt", "a").write(f"awaiting {task!r}\n")
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+                open("/tmp/ls6/dog.txt", "a").write(f"awaited in {_t.time()-_s:.3f} {task!r}\n")
         for mutation_id, future in self._futures.items():
             if not future.done():
                 kept = " it stays in the offline cache" if self._cache is not None else ""

@@ -63,6 +63,7 @@ class Hub:
         self._wanted: dict[str, int] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._drainers: dict[str, asyncio.Task[None]] = {}
+        self._joining: dict[str, int] = {}  # users whose first read is in flight
         self._recent: OrderedDict[tuple[str, int], ChangeRow] = OrderedDict()
 
     # -- inputs ---------------------------------------------------------------------------
@@ -76,7 +77,7 @@ class Hub:
 
     def on_events(self, events: Sequence[BusEvent]) -> None:
         for event in events:
-            if event.user_id not in self._subs:
+            if event.user_id not in self._subs and event.user_id not in self._joining:
                 continue
             if event.revision > self._wanted.get(event.user_id, -1):
                 self._wanted[event.user_id] = event.revision
@@ -84,13 +85,24 @@ class Hub:
 
     def on_resync(self) -> None:
         """The bus reconnected: anything may have been missed, so ask the log."""
-        for user_id in list(self._subs):
+        for user_id in set(self._subs) | set(self._joining):
             self._wanted[user_id] = max(self._wanted.get(user_id, -1), 1 << 62)
             self._kick(user_id)
 
     # -- subscriptions --------------------------------------------------------------------
     async def subscribe(self, sub: Subscriber, since: int | None) -> int:
         """Send the snapshot or the missed changes, then ``synced``; return the revision."""
+        # An event that arrives while the first read is in flight must not be dropped: it may
+        # be newer than what the read saw.
+        self._joining[sub.user_id] = self._joining.get(sub.user_id, 0) + 1
+        try:
+            return await self._subscribe(sub, since)
+        finally:
+            self._joining[sub.user_id] -= 1
+            if not self._joining[sub.user_id]:
+                del self._joining[sub.user_id]
+
+    async def _subscribe(self, sub: Subscriber, since: int | None) -> int:
         lock = self._locks.setdefault(sub.user_id, asyncio.Lock())
         async with lock:
             doc, page = await self._store.snapshot_and_changes(
@@ -114,8 +126,9 @@ class Hub:
             else:
                 self._pushed[sub.user_id] = max(self._pushed.get(sub.user_id, 0), revision)
             subs.add(sub)
-            if page.revision > revision:
-                self._wanted[sub.user_id] = max(self._wanted.get(sub.user_id, -1), page.revision)
+            wanted = max(self._wanted.get(sub.user_id, -1), page.revision)
+            if wanted > revision:
+                self._wanted[sub.user_id] = wanted
                 self._kick(sub.user_id)
             return revision
 

@@ -82,7 +82,7 @@ def load_keyring(config: Config) -> Keyring:
             "PostgreSQL needs explicit master keys: set LIVESETTINGS_MASTER_KEYS "
             "(id:base64,…) or LIVESETTINGS_MASTER_KEY"
         )
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     return Keyring.load_or_create_file(config.data_dir / "master.keys")
 
 
@@ -102,7 +102,7 @@ def load_signing(config: Config) -> tuple[bytes | None, list[Any]]:
     if config.jwt_secret:
         secret = config.jwt_secret.encode()
     elif not config.is_postgres:
-        config.data_dir.mkdir(parents=True, exist_ok=True)
+        config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         secret = load_or_create_jwt_secret(config.data_dir / "jwt.secret")
     if secret is None and not public and not config.jwks_file and not config.jwks_url:
         raise ConfigError(
@@ -131,7 +131,16 @@ class Services:
         )
         self.keyring = load_keyring(config)
         secret, public = load_signing(config)
-        self.issuer = TokenIssuer(secret, ttl_seconds=config.access_token_ttl) if secret else None
+        self.issuer = (
+            TokenIssuer(
+                secret,
+                ttl_seconds=config.access_token_ttl,
+                issuer=config.jwt_issuer,
+                audience=config.jwt_audience,
+            )
+            if secret
+            else None
+        )
         self.verifier = TokenVerifier(
             hs256_secret=secret,
             public_keys=public,

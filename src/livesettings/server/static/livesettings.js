@@ -478,6 +478,7 @@ export class LiveSettings extends EventTarget {
       syncsPerMinute: 0,
       error: null,
       transport: null,
+      revision: this._confirmed.revision,
     };
     this._conn = null;
     this._connSeq = 0;
@@ -522,7 +523,12 @@ export class LiveSettings extends EventTarget {
     return this._confirmed.revision;
   }
 
-  /** A copy of the status: connection, syncing, unsaved, lastSyncAt, errorCount, …. */
+  /**
+   * A copy of the status: `connection` (connecting | online | offline | error), `syncing`,
+   * `unsaved` (pending edits), `lastSyncAt` (ms), `errorCount`, `syncsPerMinute`, `error`
+   * (the last error's message, cleared by the next successful sync), `transport` ("ws",
+   * "sse" or null) and `revision` (the confirmed revision).
+   */
   get status() {
     return { ...this._status };
   }
@@ -889,6 +895,7 @@ export class LiveSettings extends EventTarget {
     status.syncing = Boolean(conn && conn.ready && (!conn.synced || inFlight));
     status.syncsPerMinute = this._syncTimes.length;
     status.transport = conn ? conn.kind : null;
+    status.revision = this._confirmed.revision;
     const text = JSON.stringify(status);
     if (emit && text !== this._statusText) {
       this._statusText = text;
@@ -1133,7 +1140,8 @@ export class LiveSettings extends EventTarget {
 
   _setTokenClaims(claims) {
     this._tokenExp = Number.isFinite(claims?.exp) ? claims.exp * 1000 : null;
-    this._tokenIat = Number.isFinite(claims?.iat) ? claims.iat * 1000 : null;
+    // Without iat, the token is taken as issued now: the lead must stay below its lifetime.
+    this._tokenIat = Number.isFinite(claims?.iat) ? claims.iat * 1000 : Date.now();
   }
 
   _setTokens(access, refresh) {
@@ -1155,16 +1163,15 @@ export class LiveSettings extends EventTarget {
   }
 
   _refreshLead() {
-    const lifetime = this._tokenIat !== null && this._tokenExp !== null
-      ? this._tokenExp - this._tokenIat
-      : Infinity;
+    const lifetime = this._tokenExp !== null ? this._tokenExp - this._tokenIat : Infinity;
     return Math.min(this._opts.refreshLeadTime, lifetime / 4);
   }
 
   _scheduleRefresh() {
     clearTimeout(this._timers.refresh);
     if (this._tokenExp === null || (!this._refreshToken && !this._tokenSource)) return;
-    const delay = Math.max(0, this._tokenExp - this._refreshLead() - Date.now());
+    // At least a second apart, whatever the token's lifetime: never a refresh loop.
+    const delay = Math.max(1000, this._tokenExp - this._refreshLead() - Date.now());
     this._timers.refresh = setTimeout(() => {
       this._renewToken().catch((err) => this._onRenewFailure(err));
     }, Math.min(delay, 2 ** 31 - 1));

@@ -1,1 +1,75 @@
-// service worker
+// livesettings service worker, served at /sw.js so that its scope covers the page at /.
+//
+// It keeps the page and the browser client (the "shell") so that a reload works with no
+// network. Network first: a fresh copy whenever the server answers, the cached one when it
+// does not (or not within a few seconds: a dead network can leave a request hanging).
+// API calls (/v1/...) are never intercepted nor cached: settings are cached by the client
+// itself (without secrets), per user.
+
+const CACHE = "livesettings-shell-v1";
+const SHELL = [
+  "/",
+  "/static/app.js",
+  "/static/livesettings.js",
+  "/static/styles.css",
+  "/static/icon.svg",
+];
+const NETWORK_TIMEOUT_MS = 4000;
+
+self.addEventListener("install", (event) => {
+  event.waitUntil(
+    caches
+      .open(CACHE)
+      .then((cache) => cache.addAll(SHELL.map((url) => new Request(url, { cache: "no-cache" }))))
+      .then(() => self.skipWaiting()),
+  );
+});
+
+self.addEventListener("activate", (event) => {
+  event.waitUntil(
+    caches
+      .keys()
+      .then((names) =>
+        Promise.all(
+          names
+            .filter((name) => name.startsWith("livesettings-") && name !== CACHE)
+            .map((name) => caches.delete(name)),
+        ),
+      )
+      .then(() => self.clients.claim()),
+  );
+});
+
+self.addEventListener("fetch", (event) => {
+  const request = event.request;
+  if (request.method !== "GET") return;
+  const url = new URL(request.url);
+  if (url.origin !== self.location.origin) return;
+  let key = null;
+  if (request.mode === "navigate" && url.pathname === "/") key = "/";
+  else if (SHELL.includes(url.pathname) && url.pathname !== "/") key = url.pathname;
+  if (key === null) return;
+  event.respondWith(networkFirst(request, key));
+});
+
+async function networkFirst(request, key) {
+  const cache = await caches.open(CACHE);
+  const controller = new AbortController();
+  const network = fetch(request, { signal: controller.signal }).then((response) => {
+    if (response.ok && response.type === "basic") cache.put(key, response.clone());
+    return response;
+  });
+  const timeout = new Promise((resolve) => {
+    setTimeout(() => resolve(null), NETWORK_TIMEOUT_MS);
+  });
+  try {
+    const response = await Promise.race([network, timeout]);
+    if (response) return response;
+  } catch {
+    // offline or the server is down: the cached copy below
+  }
+  const cached = await cache.match(key, { ignoreSearch: true });
+  if (cached) return cached;
+  controller.abort();
+  return network; // nothing cached: the network's own answer or failure
+}

@@ -1,0 +1,771 @@
+"""The load generator: one run at one target rate, in its own process (``bench/run.py`` pins it).
+
+What it does, in order:
+
+1. Mints an access token per user (``TokenIssuer`` with the server's secret: any ``sub`` is a
+   valid user, so no sign-up) and opens ``devices`` WebSockets per user, each authenticated
+   and subscribed (``since: null`` → snapshot → ``synced``).
+2. Fixes the whole schedule of send times in advance — open loop, Poisson or uniform
+   arrivals at the target rate — and sends each write as an HTTP ``PATCH /v1/settings`` at its
+   time, whatever happened to the writes before it. Latency is measured from the *scheduled*
+   time, so a slow server or a late generator shows up in the numbers instead of silently
+   slowing the arrivals down (coordinated omission).
+3. Records when each write's ``change`` frame reaches each of its user's devices (matched by
+   mutation id, which is the ``Idempotency-Key``), checks every device saw every change exactly
+   once and in revision order, and every ``PATCH`` was answered 200.
+4. Writes one JSON document of results (``--out``) and exits.
+
+Everything is bounded: the schedule has a fixed count, the drain after it has a deadline, and
+all traffic goes to the ``--url`` given (127.0.0.1 in the benchmark).
+
+The HTTP client is a deliberately minimal keep-alive HTTP/1.1 ``asyncio.Protocol`` (one
+request in flight per connection, a pool that grows to ``--max-conns``): it costs a fraction of
+what a general-purpose client does, so the generator is not what limits the rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import resource
+import sys
+import time
+from array import array
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+from hist import Samples, log_buckets
+from websockets.asyncio.client import ClientConnection, connect
+
+from livesettings.auth import TokenIssuer
+
+__all__ = ["Plan", "main", "run"]
+
+# Below this many seconds before a send time the generator stops sleeping (the event loop's
+# timers have about 1 ms resolution) and yields to the loop until the time comes. Only used at
+# low rates, where it is what makes a sub-millisecond p50 measurable at all.
+_SPIN_WINDOW = 0.0012
+_CONNECT_CONCURRENCY = 50
+_PERF = time.perf_counter
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one run does."""
+
+    url: str
+    users: int
+    devices: int
+    rate: float
+    warmup: float
+    duration: float
+    arrival: str = "poisson"
+    seed: int = 1
+    max_conns: int = 256
+    drain_timeout: float = 10.0
+    server_pid: int | None = None
+    prefix: str = "bench"
+    spin: bool = False
+
+
+@dataclass
+class _Counters:
+    ok: int = 0
+    answered: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+    retries: int = 0
+    received: int = 0
+    duplicates: int = 0
+    gaps: int = 0
+    foreign: int = 0
+    misrouted: int = 0
+    ws_errors: int = 0
+    ws_closed: int = 0
+    max_in_flight: int = 0
+    max_queued: int = 0
+
+
+@dataclass
+class _Snapshot:
+    """CPU counters at one instant: this process, the server, and each core of the machine."""
+
+    wall: float
+    own_cpu: float
+    server_cpu: float | None
+    server_runq: float | None
+    cores: list[tuple[int, int]]
+
+    @classmethod
+    def take(cls, server_pid: int | None) -> _Snapshot:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return cls(
+            _PERF(),
+            usage.ru_utime + usage.ru_stime,
+            _proc_cpu(server_pid),
+            _runq_wait(server_pid),
+            _cores(),
+        )
+
+
+def _proc_cpu(pid: int | None) -> float | None:
+    """User + system CPU seconds of a process, every thread included."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _runq_wait(pid: int | None) -> float | None:
+    """Seconds the process's threads spent runnable but waiting for a CPU (schedstat).
+
+    On a shared machine this is the share of time other processes took from the server.
+    """
+    if pid is None:
+        return None
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as fh:
+                total += int(fh.read().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # a thread that ended meanwhile
+    return total / 1e9
+
+
+def _cores() -> list[tuple[int, int]]:
+    """``(busy, total)`` jiffies for each core, from /proc/stat."""
+    out: list[tuple[int, int]] = []
+    try:
+        with open("/proc/stat") as fh:
+            for line in fh:
+                name, *values = line.split()
+                if name.startswith("cpu") and name != "cpu":
+                    numbers = [int(v) for v in values[:8]]
+                    idle = numbers[3] + numbers[4]
+                    out.append((sum(numbers) - idle, sum(numbers)))
+    except OSError:
+        pass
+    return out
+
+
+def _usage(start: _Snapshot, end: _Snapshot) -> dict[str, Any]:
+    wall = max(1e-9, end.wall - start.wall)
+    server = runq = None
+    if start.server_cpu is not None and end.server_cpu is not None:
+        server = (end.server_cpu - start.server_cpu) / wall
+    if start.server_runq is not None and end.server_runq is not None:
+        runq = (end.server_runq - start.server_runq) / wall
+    cores = [
+        (b1 - b0) / max(1, t1 - t0)
+        for (b0, t0), (b1, t1) in zip(start.cores, end.cores, strict=False)
+    ]
+    return {
+        "wall_s": wall,
+        "loadgen_cpu": (end.own_cpu - start.own_cpu) / wall,
+        "server_cpu": server,
+        "server_runq_wait": runq,
+        "core_busy": cores,
+    }
+
+
+# -- schedule -----------------------------------------------------------------------------
+
+
+def make_schedule(plan: Plan) -> tuple[array[float], array[int]]:
+    """Send offsets (s from the start) and the user of each write, fixed before the run."""
+    rng = random.Random(plan.seed)
+    total = plan.warmup + plan.duration
+    times: array[float] = array("d")
+    users: array[int] = array("i")
+    cap = int(plan.rate * total * 1.5) + 16  # a Poisson count never gets near this; a bound
+    t = 0.0
+    while len(times) < cap:
+        t = t + rng.expovariate(plan.rate) if plan.arrival == "poisson" else len(times) / plan.rate
+        if t >= total:
+            break
+        times.append(t)
+        users.append(rng.randrange(plan.users))
+    return times, users
+
+
+# -- HTTP ---------------------------------------------------------------------------------
+
+
+class _Conn(asyncio.Protocol):
+    """One keep-alive connection carrying one request at a time."""
+
+    def __init__(self, pool: _HttpPool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.job = -1
+        self.need = -1  # bytes of the whole response once its head is parsed, else -1
+        self.body_at = 0
+        self.status = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def send(self, job: int, data: bytes) -> None:
+        assert self.transport is not None
+        self.job = job
+        self.transport.write(data)
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        while self.job >= 0:
+            if self.need < 0:
+                end = buf.find(b"\r\n\r\n")
+                if end < 0:
+                    return
+                head = bytes(buf[:end]).lower()
+                self.status = int(head[9:12])
+                at = head.find(b"\ncontent-length:")
+                if at < 0:  # the server always sends a length; anything else is a bug
+                    self.status = 0
+                    self._abort()
+                    return
+                length = int(head[at + 16 : head.index(b"\r", at + 1)].strip())
+                self.body_at = end + 4
+                self.need = end + 4 + length
+            if len(buf) < self.need:
+                return
+            body = bytes(buf[self.body_at : self.need]) if self.status != 200 else b""
+            del buf[: self.need]
+            job, self.job, self.need = self.job, -1, -1
+            self.pool.done(self, job, self.status, body)
+
+    def _abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.pool.lost(self)
+
+
+class _HttpPool:
+    """Sends each write on an idle connection, opens more up to a cap, else queues it.
+
+    A queued write still has its scheduled time: waiting for a connection counts as latency,
+    which is the point of an open-loop generator.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        max_conns: int,
+        request: Callable[[int], bytes],
+        on_done: Callable[[int, int, bytes], None],
+        sent: array[float],
+        counters: _Counters,
+    ) -> None:
+        self.host, self.port = host, port
+        self.max_conns = max_conns
+        self.request = request
+        self.on_done = on_done
+        self.sent = sent
+        self.counters = counters
+        self.conns: set[_Conn] = set()
+        self.idle: list[_Conn] = []  # a stack: hot connections are reused, cold ones expire
+        self.queue: deque[int] = deque()
+        self.opening = 0
+        self.in_flight = 0
+        self.tries: dict[int, int] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def open(self, count: int) -> None:
+        await asyncio.gather(*(self._open() for _ in range(count)))
+
+    async def _open(self) -> None:
+        self.opening += 1
+        try:
+            loop = asyncio.get_running_loop()
+            _, conn = await loop.create_connection(lambda: _Conn(self), self.host, self.port)
+        except OSError:
+            self.opening -= 1
+            if self.queue and not self.conns and not self.opening:
+                # No way to reach the server: fail what waits rather than hang.
+                while self.queue:
+                    self._fail(self.queue.popleft())
+            return
+        self.opening -= 1
+        self.conns.add(conn)
+        self._ready(conn)
+
+    def submit(self, job: int) -> None:
+        if self.idle:
+            self._send(self.idle.pop(), job)
+            return
+        self.queue.append(job)
+        self.counters.max_queued = max(self.counters.max_queued, len(self.queue))
+        if len(self.conns) + self.opening < self.max_conns:
+            self._spawn()
+
+    def _spawn(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._open())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def _send(self, conn: _Conn, job: int) -> None:
+        self.in_flight += 1
+        self.counters.max_in_flight = max(self.counters.max_in_flight, self.in_flight)
+        self.sent[job] = _PERF()
+        conn.send(job, self.request(job))
+
+    def _ready(self, conn: _Conn) -> None:
+        if self.queue:
+            self._send(conn, self.queue.popleft())
+        else:
+            self.idle.append(conn)
+
+    def done(self, conn: _Conn, job: int, status: int, body: bytes) -> None:
+        self.in_flight -= 1
+        self.on_done(job, status, body)
+        self._ready(conn)
+
+    def lost(self, conn: _Conn) -> None:
+        self.conns.discard(conn)
+        if conn in self.idle:
+            self.idle.remove(conn)
+        if conn.job >= 0:
+            # The server closed a keep-alive connection as the request went out. Sending it
+            # again is safe: the Idempotency-Key makes the write exactly-once.
+            self.in_flight -= 1
+            job, conn.job = conn.job, -1
+            tries = self.tries.get(job, 0) + 1
+            self.tries[job] = tries
+            self.counters.retries += 1
+            if tries > 3:
+                self._fail(job)
+            else:
+                self.queue.appendleft(job)
+        if self.queue and len(self.conns) + self.opening < self.max_conns:
+            self._spawn()
+
+    def _fail(self, job: int) -> None:
+        self.on_done(job, 0, b"connection failed")
+
+    def close(self) -> None:
+        for conn in list(self.conns):
+            if conn.transport is not None:
+                conn.transport.close()
+        for task in self.tasks:
+            task.cancel()
+
+
+# -- the run ------------------------------------------------------------------------------
+
+
+class Run:
+    """State of one run; see the module docstring for what it measures."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.offsets, self.user_of = make_schedule(plan)
+        n = len(self.offsets)
+        self.n = n
+        self.sched: array[float] = array("d", bytes(8 * n))
+        self.sent: array[float] = array("d", bytes(8 * n))
+        self.answered_at: array[float] = array("d", bytes(8 * n))
+        self.status: array[int] = array("h", bytes(2 * n))
+        self.arrivals: array[float] = array("d", bytes(8 * n * plan.devices))
+        self.counters = _Counters()
+        self.errors: list[str] = []
+        self.sockets: list[ClientConnection] = []
+        self.readers: list[asyncio.Task[None]] = []
+        self.mid_prefix = f"{plan.prefix}-{os.getpid()}-{int(time.time())}-"
+        self.measure_start: _Snapshot | None = None
+        self.measure_end: _Snapshot | None = None
+        self.done = asyncio.Event()
+        self.dispatched = False
+        self.closing = False  # set once the run is over: closed sockets are then expected
+        split = urlsplit(plan.url)
+        self.host = split.hostname or "127.0.0.1"
+        self.port = split.port or 80
+        self.ws_url = f"ws://{self.host}:{self.port}/v1/realtime"
+
+    # -- setup --
+    def tokens(self) -> list[str]:
+        secret = os.environ.get("LIVESETTINGS_JWT_SECRET", "")
+        issuer = TokenIssuer(secret.encode(), ttl_seconds=3600)
+        return [issuer.issue(self.user_id(u))[0] for u in range(self.plan.users)]
+
+    def user_id(self, u: int) -> str:
+        return f"{self.plan.prefix}-user-{u:04d}"
+
+    async def open_devices(self, tokens: list[str]) -> None:
+        gate = asyncio.Semaphore(_CONNECT_CONCURRENCY)
+
+        async def one(u: int, d: int) -> None:
+            async with gate:
+                ws = await connect(
+                    self.ws_url,
+                    compression=None,
+                    proxy=None,
+                    ping_interval=None,  # the server pings; the library answers
+                    max_size=4 * 1024 * 1024,
+                    max_queue=4096,
+                    open_timeout=20,
+                    close_timeout=2,
+                )
+                self.sockets.append(ws)
+                client_id = f"{self.plan.prefix}-u{u}-d{d}"
+                await ws.send(
+                    json.dumps({"type": "auth", "token": tokens[u], "client_id": client_id})
+                )
+                await ws.send(json.dumps({"type": "subscribe", "since": None}))
+                revision = -1
+                while True:
+                    frame = json.loads(await asyncio.wait_for(ws.recv(), 20))
+                    kind = frame.get("type")
+                    if kind in ("snapshot", "change"):
+                        revision = int(frame["revision"])
+                    elif kind == "synced":
+                        break
+                    elif kind == "error":
+                        raise RuntimeError(f"device u{u} d{d} refused: {frame}")
+                self.readers.append(asyncio.create_task(self.read_device(ws, u, d, revision)))
+
+        await asyncio.gather(
+            *(one(u, d) for u in range(self.plan.users) for d in range(self.plan.devices))
+        )
+
+    async def read_device(self, ws: ClientConnection, u: int, d: int, revision: int) -> None:
+        """Timestamp every ``change`` frame of one device; check order and exactly-once."""
+        counters = self.counters
+        arrivals = self.arrivals
+        user_of = self.user_of
+        devices = self.plan.devices
+        prefix = self.mid_prefix
+        cut = len(prefix)
+        loads = json.loads
+        perf = _PERF
+        try:
+            async for raw in ws:
+                now = perf()
+                frame = loads(raw)
+                if frame.get("type") != "change":
+                    if frame.get("type") == "error":
+                        counters.ws_errors += 1
+                        self.note(f"device u{u} d{d} got an error frame: {frame}")
+                    continue
+                rev = frame["revision"]
+                if rev != revision + 1:
+                    counters.gaps += 1
+                    self.note(f"device u{u} d{d}: revision {rev} after {revision}")
+                revision = rev
+                mid = frame["mutation_id"]
+                if not mid.startswith(prefix):
+                    counters.foreign += 1
+                    continue
+                job = int(mid[cut:])
+                if user_of[job] != u:
+                    counters.misrouted += 1
+                    continue
+                slot = job * devices + d
+                if arrivals[slot]:
+                    counters.duplicates += 1
+                else:
+                    arrivals[slot] = now
+                    counters.received += 1
+                    if self.dispatched:
+                        self.check_done()
+        except Exception as exc:  # a closed socket ends the reader; count it, don't crash
+            self.note(f"device u{u} d{d} reader: {exc!r}")
+        finally:
+            if not self.closing:
+                counters.ws_closed += 1
+
+    def note(self, message: str) -> None:
+        if len(self.errors) < 20:
+            self.errors.append(message)
+
+    # -- the writes --
+    def requests(self, tokens: list[str]) -> Callable[[int], bytes]:
+        heads = [
+            (
+                f"PATCH /v1/settings HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+                f"Authorization: Bearer {tokens[u]}\r\n"
+                "Content-Type: application/merge-patch+json\r\n"
+                f"X-Client-Id: {self.plan.prefix}-http-{u}\r\n"
+                f"Idempotency-Key: {self.mid_prefix}"
+            ).encode()
+            for u in range(self.plan.users)
+        ]
+        user_of = self.user_of
+
+        def request(job: int) -> bytes:
+            body = b'{"preferences":{"bench":{"seq":%d,"device":"http"}}}' % job
+            return b"%s%d\r\nContent-Length: %d\r\n\r\n%s" % (
+                heads[user_of[job]],
+                job,
+                len(body),
+                body,
+            )
+
+        return request
+
+    def on_answer(self, job: int, status: int, body: bytes) -> None:
+        counters = self.counters
+        if self.answered_at[job]:
+            return
+        self.answered_at[job] = _PERF()
+        self.status[job] = status
+        counters.answered += 1
+        if status == 200:
+            counters.ok += 1
+        else:
+            key = str(status)
+            counters.statuses[key] = counters.statuses.get(key, 0) + 1
+            self.note(f"write {job}: HTTP {status} {body[:200]!r}")
+        if self.dispatched:
+            self.check_done()
+
+    async def dispatch(self, pool: _HttpPool, start: float) -> None:
+        plan = self.plan
+        spin = plan.spin
+        sleep = asyncio.sleep
+        perf = _PERF
+        offsets, sched = self.offsets, self.sched
+        measure_at = start + plan.warmup
+        for job in range(self.n):
+            t = start + offsets[job]
+            sched[job] = t
+            if self.measure_start is None and t >= measure_at:
+                self.measure_start = _Snapshot.take(plan.server_pid)
+                print("MEASURE_START", flush=True)  # run.py starts the profiler on this
+            now = perf()
+            if t > now:
+                wait = t - now - (_SPIN_WINDOW if spin else 0.0)
+                if wait > 0:
+                    await sleep(wait)
+                if spin:
+                    while perf() < t:
+                        await sleep(0)
+            elif job % 32 == 0:
+                await sleep(0)  # behind schedule: still let responses and frames in
+            pool.submit(job)
+        end_at = start + plan.warmup + plan.duration
+        if perf() < end_at:
+            await sleep(end_at - perf())
+        self.measure_end = _Snapshot.take(plan.server_pid)
+        if self.measure_start is None:
+            self.measure_start = self.measure_end
+
+    def check_done(self) -> None:
+        """Set ``done`` once every write is sent and answered and every change delivered."""
+        c = self.counters
+        if self.dispatched and c.answered >= self.n and c.received >= c.ok * self.plan.devices:
+            self.done.set()
+
+    async def execute(self) -> dict[str, Any]:
+        plan = self.plan
+        setup_started = _PERF()
+        tokens = self.tokens()
+        await self.open_devices(tokens)
+        pool = _HttpPool(
+            self.host,
+            self.port,
+            plan.max_conns,
+            self.requests(tokens),
+            self.on_answer,
+            self.sent,
+            self.counters,
+        )
+        await pool.open(min(plan.max_conns, 8 + int(plan.rate / 100)))
+        setup_s = _PERF() - setup_started
+        before = _Snapshot.take(plan.server_pid)
+        start = _PERF() + 0.2
+        await self.dispatch(pool, start)
+        self.dispatched = True
+        self.check_done()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.done.wait(), plan.drain_timeout)
+        finished = _Snapshot.take(plan.server_pid)
+        self.closing = True
+        pool.close()
+        await self.close_devices()
+        assert self.measure_start is not None and self.measure_end is not None
+        return self.report(
+            setup_s,
+            _usage(self.measure_start, self.measure_end),
+            _usage(before, finished),
+            queued_at_end=len(pool.queue),
+        )
+
+    async def close_devices(self) -> None:
+        for task in self.readers:
+            task.cancel()
+        await asyncio.gather(*self.readers, return_exceptions=True)
+        await asyncio.gather(*(ws.close() for ws in self.sockets), return_exceptions=True)
+
+    # -- results --
+    def report(
+        self,
+        setup_s: float,
+        measured: dict[str, Any],
+        whole: dict[str, Any],
+        *,
+        queued_at_end: int,
+    ) -> dict[str, Any]:
+        plan = self.plan
+        devices = plan.devices
+        start = self.sched[0] - self.offsets[0] if self.n else 0.0
+        lo, hi = start + plan.warmup, start + plan.warmup + plan.duration
+        e2e, from_send, ack, lag = Samples(), Samples(), Samples(), Samples()
+        missing = 0
+        measured_writes = sent_in_window = done_in_window = 0
+        for job in range(self.n):
+            t = self.sched[job]
+            in_window = lo <= t < hi
+            measured_writes += in_window
+            sent_in_window += lo <= self.sent[job] < hi
+            if self.status[job] != 200:
+                continue
+            done_in_window += lo <= self.answered_at[job] < hi
+            for d in range(devices):
+                arrived = self.arrivals[job * devices + d]
+                if not arrived:
+                    missing += 1
+                elif in_window:
+                    e2e.add(arrived - t)
+                    from_send.add(arrived - self.sent[job])
+            if in_window:
+                ack.add(self.answered_at[job] - t)
+                lag.add(self.sent[job] - t)
+        c = self.counters
+        unanswered = self.n - c.answered
+        lost = (
+            sum(c.statuses.values())
+            + missing
+            + c.duplicates
+            + c.gaps
+            + c.misrouted
+            + c.ws_errors
+            + c.ws_closed
+        )
+        return {
+            "plan": {
+                "rate": plan.rate,
+                "users": plan.users,
+                "devices": plan.devices,
+                "warmup_s": plan.warmup,
+                "duration_s": plan.duration,
+                "arrival": plan.arrival,
+                "seed": plan.seed,
+                "max_conns": plan.max_conns,
+                "spin": plan.spin,
+            },
+            "writes": self.n,
+            "measured_writes": measured_writes,
+            "scheduled_rate": measured_writes / plan.duration,
+            "sent_rate": sent_in_window / plan.duration,
+            "done_rate": done_in_window / plan.duration,
+            "ok": c.ok,
+            "http_errors": dict(c.statuses),
+            "unanswered": unanswered,
+            "queued_at_end": queued_at_end,
+            "retries": c.retries,
+            "expected_deliveries": c.ok * devices,
+            "received": c.received,
+            "missing": missing,
+            "duplicates": c.duplicates,
+            "gaps": c.gaps,
+            "foreign": c.foreign,
+            "misrouted": c.misrouted,
+            "ws_errors": c.ws_errors,
+            "ws_closed": c.ws_closed,
+            "lost": lost,
+            "nothing_lost": lost == 0 and unanswered == 0,
+            "latency": e2e.summary(),
+            "latency_from_send": from_send.summary(),
+            "http_ack": ack.summary(),
+            "dispatch_lag": lag.summary(),
+            "histogram": log_buckets(e2e.values()),
+            "max_in_flight": c.max_in_flight,
+            "max_queued": c.max_queued,
+            "setup_s": setup_s,
+            "measured": measured,
+            "whole": whole,
+            "notes": self.errors,
+        }
+
+
+async def run(plan: Plan) -> dict[str, Any]:
+    """Carry out one run and return its results."""
+    return await Run(plan).execute()
+
+
+def _parse(argv: list[str] | None) -> tuple[Plan, str]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0] if __doc__ else None)
+    p.add_argument("--url", required=True, help="the server, e.g. http://127.0.0.1:8000")
+    p.add_argument("--users", type=int, default=100)
+    p.add_argument("--devices", type=int, default=3, help="WebSocket subscribers per user")
+    p.add_argument("--rate", type=float, required=True, help="target writes per second")
+    p.add_argument("--warmup", type=float, default=2.0, help="seconds sent but not measured")
+    p.add_argument("--duration", type=float, default=8.0, help="measured seconds")
+    p.add_argument("--arrival", choices=("poisson", "uniform"), default="poisson")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--max-conns", type=int, default=256, help="HTTP connections at most")
+    p.add_argument("--drain-timeout", type=float, default=10.0)
+    p.add_argument("--server-pid", type=int, help="to report the server's CPU use")
+    p.add_argument("--prefix", default="bench", help="user ids and mutation ids start with it")
+    p.add_argument("--spin", action="store_true", help="yield-spin the last ms before a send")
+    p.add_argument("--out", required=True, help="where to write the JSON results")
+    a = p.parse_args(argv)
+    if not (a.rate > 0 and a.users > 0 and a.devices > 0 and a.duration > 0 and a.warmup >= 0):
+        p.error("rate, users, devices and duration must be positive")
+    plan = Plan(
+        url=a.url,
+        users=a.users,
+        devices=a.devices,
+        rate=a.rate,
+        warmup=a.warmup,
+        duration=a.duration,
+        arrival=a.arrival,
+        seed=a.seed,
+        max_conns=a.max_conns,
+        drain_timeout=a.drain_timeout,
+        server_pid=a.server_pid,
+        prefix=a.prefix,
+        spin=a.spin,
+    )
+    return plan, a.out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run once and write the results; exit 0 when the run completed (lost or not)."""
+    plan, out = _parse(argv)
+    try:
+        import uvloop
+    except ImportError:  # plain asyncio works too, with a little more overhead
+        result = asyncio.run(run(plan))
+        result["event_loop"] = "asyncio"
+    else:
+        result = uvloop.run(run(plan))
+        result["event_loop"] = f"uvloop {metadata.version('uvloop')}"
+    with open(out, "w") as fh:
+        json.dump(result, fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

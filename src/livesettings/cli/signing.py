@@ -1,0 +1,168 @@
+"""What verifies tokens: ``check-auth``, and the key lookups ``verify`` shares.
+
+Unlike the server's ``load_signing``, nothing here generates a secret: a check must not
+create the file it checks.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import click
+import jwt
+
+from ..auth import TokenVerifier, load_or_create_jwt_secret
+from ..config import Config
+from ..errors import ConfigError, TokenExpired, Unauthorized
+from ._common import Report, exits, load_config, plural
+
+__all__ = ["JWT_SECRET_FILE", "PEM_SOURCE", "check_auth", "hs256_secret", "public_keys"]
+
+JWT_SECRET_FILE: Final = "jwt.secret"  # the embedded default's generated HS256 secret
+PEM_SOURCE: Final = "LIVESETTINGS_JWT_PUBLIC_KEY"
+_FETCH_TIMEOUT: Final = 5.0
+
+
+def hs256_secret(config: Config) -> tuple[bytes | None, str]:
+    """The HS256 secret, if there is one, and where it comes from (or why there is none)."""
+    if config.jwt_secret:
+        return config.jwt_secret.encode(), "LIVESETTINGS_JWT_SECRET"
+    if config.is_postgres:
+        return None, "not configured"
+    path = config.data_dir / JWT_SECRET_FILE
+    if path.exists():
+        return load_or_create_jwt_secret(path), f"file {path}"
+    return None, f"not generated yet; `livesettings setup` or `serve` creates {path}"
+
+
+def public_keys(config: Config) -> list[tuple[str, Any]]:
+    """``(source, key)`` for the PEM public key and each key of the JWKS file.
+
+    ``ConfigError`` when one cannot be read. A JWKS URL is not fetched here.
+    """
+    keys: list[tuple[str, Any]] = []
+    if config.jwt_public_key:
+        text = config.jwt_public_key
+        if not text.lstrip().startswith("-----BEGIN"):
+            try:
+                with open(text, encoding="utf-8") as fh:
+                    text = fh.read()
+            except OSError as exc:
+                raise ConfigError(f"cannot read {PEM_SOURCE}: {exc}") from exc
+        keys.append((PEM_SOURCE, text))
+    if config.jwks_file:
+        try:
+            with open(config.jwks_file, encoding="utf-8") as fh:
+                found = json.load(fh)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read LIVESETTINGS_JWKS_FILE: {exc}") from exc
+        listed = found.get("keys") if isinstance(found, dict) else None
+        if not isinstance(listed, list):
+            raise ConfigError('LIVESETTINGS_JWKS_FILE holds no "keys" list')
+        keys += [(f"JWKS file {config.jwks_file}", key) for key in listed]
+    return keys
+
+
+def _fetch_jwks(url: str) -> list[Any]:
+    import httpx
+
+    try:
+        response = httpx.get(url, timeout=_FETCH_TIMEOUT, follow_redirects=False)
+        response.raise_for_status()
+        keys = response.json().get("keys")
+    except (httpx.HTTPError, ValueError, AttributeError) as exc:
+        raise ConfigError(f"cannot fetch {url}: {exc}") from exc
+    if not isinstance(keys, list):
+        raise ConfigError(f'{url} serves no "keys" list')
+    return keys
+
+
+@click.command("check-auth")
+@click.option("--token", help="A token to check: accepted or why not, its user, role, expiry.")
+@click.option("--data-dir", envvar="LIVESETTINGS_DATA_DIR", help="Where generated secrets live.")
+@click.pass_context
+def check_auth(ctx: click.Context, token: str | None, data_dir: str | None) -> None:
+    """Show how tokens are verified; check one with --token."""
+    config = load_config(ctx, data_dir=data_dir)
+    report = Report()
+    with exits():
+        verifier = _modes(report, config)
+    if token is not None:
+        _check_token(report, verifier, token.strip())
+    report.finish("check-auth")
+
+
+def _modes(report: Report, config: Config) -> TokenVerifier | None:
+    secret, source = hs256_secret(config)
+    if secret is not None:
+        report.ok("HS256 secret", f"{source} (built-in users, `token issue`)")
+    elif config.is_postgres:
+        report.fact("HS256 secret", "not configured (no built-in users)")
+    else:
+        report.warn("HS256 secret", source)
+    keys = public_keys(config)
+    pem = any(source == PEM_SOURCE for source, _ in keys)
+    report.fact("public key", PEM_SOURCE if pem else "not configured")
+    if config.jwks_file:
+        in_file = sum(source != PEM_SOURCE for source, _ in keys)
+        report.fact("JWKS file", f"{config.jwks_file} ({plural(in_file, 'key')})")
+    if config.jwks_url:
+        try:
+            fetched = _fetch_jwks(config.jwks_url)
+        except ConfigError as exc:
+            report.fail("JWKS URL", exc.message)
+        else:
+            report.ok("JWKS URL", f"{config.jwks_url} ({plural(len(fetched), 'key')})")
+            keys += [(config.jwks_url, key) for key in fetched]
+    if not config.jwks_file and not config.jwks_url:
+        report.fact("JWKS", "not configured")
+    report.fact("audience", config.jwt_audience or "not checked")
+    report.fact("issuer", config.jwt_issuer or "not checked")
+    if secret is None and not keys:
+        report.fail("verification", "no JWT secret or public key is configured")
+        return None
+    try:
+        verifier = TokenVerifier(
+            hs256_secret=secret,
+            public_keys=[key for _, key in keys],
+            audience=config.jwt_audience,
+            issuer=config.jwt_issuer,
+        )
+    except ConfigError as exc:
+        report.fail("verification", exc.message)
+        return None
+    report.ok("algorithms", ", ".join(verifier.algorithms))
+    return verifier
+
+
+def _check_token(report: Report, verifier: TokenVerifier | None, token: str) -> None:
+    if verifier is None:
+        report.fail("token", "cannot be checked: no key to verify it with")
+        return
+    try:
+        claims = verifier.verify(token)
+    except TokenExpired as exc:
+        report.fail("token", exc.message)
+        return
+    except Unauthorized as exc:
+        report.fail("token", f"refused: {exc.message}")
+        return
+    report.ok("token", f"accepted ({jwt.get_unverified_header(token).get('alg')})")
+    report.fact("user id", claims.sub)
+    report.fact("role", claims.role or "none (a user token)")
+    expires = datetime.fromtimestamp(claims.exp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    report.fact("expires", f"{expires} (in {_duration(claims.exp - time.time())})")
+
+
+def _duration(seconds: float) -> str:
+    whole = max(0, int(seconds))
+    if whole < 120:
+        return plural(whole, "second")
+    if whole < 7200:
+        return plural(whole // 60, "minute")
+    if whole < 2 * 86400:
+        return plural(whole // 3600, "hour")
+    return plural(whole // 86400, "day")
