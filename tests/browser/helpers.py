@@ -115,9 +115,7 @@ def open_context(
     return context
 
 
-def open_page(
-    context: BrowserContext, url: str, query: str = "", *, synced: bool = True
-) -> Page:
+def open_page(context: BrowserContext, url: str, query: str = "", *, synced: bool = True) -> Page:
     """The settings page, waited for until it is in sync with the server."""
     page = context.new_page()
     errors: list[str] = []

@@ -196,9 +196,7 @@ def test_an_ended_session_returns_to_sign_in_without_losing_unsaved_edits(
 ) -> None:
     url = shared_server.url
     user = new_user(shared_server, "ended")
-    page = open_page(
-        open_context(browser, contexts, url, user.session), url, "autoSaveDelay=off"
-    )
+    page = open_page(open_context(browser, contexts, url, user.session), url, "autoSaveDelay=off")
     page.get_by_label("Model").fill("kept-through-sign-in")
     expect(page.locator("#status-text")).to_have_text("Unsaved changes (1)")
 
@@ -220,8 +218,10 @@ def test_an_ended_session_returns_to_sign_in_without_losing_unsaved_edits(
     page.get_by_role("button", name="Sign in", exact=True).click()
     session = sign_in(shared_server, user)
     wait_until(
-        lambda: _ai(shared_server, session["access_token"])
-        == {"default": "openai", "openai": {"model": "kept-through-sign-in"}},
+        lambda: (
+            _ai(shared_server, session["access_token"])
+            == {"default": "openai", "openai": {"model": "kept-through-sign-in"}}
+        ),
         what="the kept edit saved after signing in again",
     )
     expect(page.get_by_label("Model")).to_have_value("kept-through-sign-in")
@@ -248,8 +248,10 @@ def test_tabs_refresh_the_rotating_token_one_at_a_time(
             tabs.append(tab)
         first_refresh = user.session["refresh_token"]
         wait_until(
-            lambda: tabs[0].evaluate("JSON.parse(localStorage['livesettings:session']).refresh_token")
-            != first_refresh,
+            lambda: (
+                tabs[0].evaluate("JSON.parse(localStorage['livesettings:session']).refresh_token")
+                != first_refresh
+            ),
             timeout=12,
             what="the token refreshed",
         )
@@ -265,8 +267,10 @@ def test_tabs_refresh_the_rotating_token_one_at_a_time(
         tabs[1].get_by_label("Model").fill("after-refresh")
         session = tabs[1].evaluate("JSON.parse(localStorage['livesettings:session'])")
         wait_until(
-            lambda: _ai(server, session["access_token"])
-            == {"default": "openai", "openai": {"model": "after-refresh"}},
+            lambda: (
+                _ai(server, session["access_token"])
+                == {"default": "openai", "openai": {"model": "after-refresh"}}
+            ),
             what="saved with the refreshed token",
         )
     finally:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from tests.browser.helpers import (
     ARTIFACTS,
+    SERVER_SETTINGS,
     api_get,
     new_user,
     open_context,
@@ -73,8 +75,10 @@ def test_screenshots_light_dark_and_phone(
     _fill_in(page)
     expect(page.locator("#key-anthropic-state")).to_contain_text("ends in WXYZ")
     wait_until(
-        lambda: api_get(shared_server, user.token)["settings"]["preferences"]
-        == {"density": "compact", "notifications": {"email": True}}
+        lambda: (
+            api_get(shared_server, user.token)["settings"]["preferences"]
+            == {"density": "compact", "notifications": {"email": True}}
+        )
     )
     wait_status(page, "Synced")
     expect(page.locator("#history-list li").first).to_contain_text("Preference “density”")
@@ -149,7 +153,67 @@ def test_every_control_is_labelled_and_the_page_works_with_the_keyboard(
     page.keyboard.press("Enter")
     expect(page.locator("#key-mistral-state")).to_contain_text("ends in 6789")
     wait_until(
-        lambda: api_get(shared_server, user.token)["settings"]["ai_providers"]
-        == {"default": "openai", "openai": {"model": "typed-by-keyboard"}}
+        lambda: (
+            api_get(shared_server, user.token)["settings"]["ai_providers"]
+            == {"default": "openai", "openai": {"model": "typed-by-keyboard"}}
+        )
     )
     assert page.errors == []  # type: ignore[attr-defined]
+
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "density": {
+            "title": "Density",
+            "enum": ["comfortable", "compact"],
+            "default": "comfortable",
+        },
+        "notifications": {"title": "Email notifications", "type": "boolean"},
+        "page_size": {"title": "Page size", "type": "integer", "minimum": 10, "maximum": 100},
+    },
+    "additionalProperties": False,
+}
+
+
+def test_an_operators_schema_turns_the_preferences_into_a_form(
+    browser: Browser, contexts: list[BrowserContext], tmp_path: Path
+) -> None:
+    schema_file = tmp_path / "preferences.schema.json"
+    schema_file.write_text(json.dumps(SCHEMA))
+    server = ServerProcess(
+        tmp_path / "data", preferences_schema=str(schema_file), **SERVER_SETTINGS
+    )
+    server.start()
+    try:
+        url = server.url
+        user = new_user(server, "schema")
+        page = open_page(
+            open_context(browser, contexts, url, user.session), url, "autoSaveDelay=100"
+        )
+        expect(page.get_by_label("Preferences (JSON)")).to_be_hidden()
+        density = page.get_by_label("Density")
+        expect(density).to_have_value('"comfortable"')  # the schema's default
+        density.select_option(label="compact")
+        page.get_by_label("Email notifications").check()
+        wait_until(
+            lambda: (
+                api_get(server, user.token)["settings"]["preferences"]
+                == {"density": "compact", "notifications": True}
+            )
+        )
+        page.get_by_label("Page size").fill("500")
+        page.get_by_label("Page size").press("Enter")
+        expect(page.locator("#preferences-error")).to_contain_text(
+            "/preferences/page_size: 500 is greater than the maximum of 100"
+        )
+        wait_status(page, "Synced")
+        assert "page_size" not in api_get(server, user.token)["settings"]["preferences"]
+        page.get_by_label("Page size").fill("50")
+        page.get_by_label("Page size").press("Enter")
+        wait_until(
+            lambda: api_get(server, user.token)["settings"]["preferences"].get("page_size") == 50
+        )
+        expect(page.locator("#preferences-error")).to_be_hidden()
+    finally:
+        server.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 
@@ -11,7 +12,6 @@ from playwright.sync_api import Browser, BrowserContext, expect
 
 from tests.browser.helpers import (
     PASSWORD,
-    FrameLog,
     api_get,
     changes_since,
     new_user,
@@ -59,8 +59,10 @@ def test_two_tabs_share_an_edit_at_once_and_save_it_after_the_debounce(
     expect(tab1.get_by_label("Model")).to_have_value("gpt-4o-mini", timeout=2000)
     tab2.get_by_role("button", name="Save now").click()
     wait_until(
-        lambda: api_get(shared_server, token)["settings"]["ai_providers"]
-        == {"default": "openai", "openai": {"model": "gpt-4o-mini"}},
+        lambda: (
+            api_get(shared_server, token)["settings"]["ai_providers"]
+            == {"default": "openai", "openai": {"model": "gpt-4o-mini"}}
+        ),
         timeout=2.5,
         what="saved by Save now",
     )
@@ -86,7 +88,9 @@ def test_two_devices_of_one_user_sync_through_the_server(
 ) -> None:
     url = shared_server.url
     user = new_user(shared_server, "devices")
-    device_a = open_page(open_context(browser, contexts, url, user.session), url, "autoSaveDelay=200")
+    device_a = open_page(
+        open_context(browser, contexts, url, user.session), url, "autoSaveDelay=200"
+    )
     device_b = open_page(
         open_context(browser, contexts, url, sign_in(shared_server, user)), url, "autoSaveDelay=200"
     )
@@ -207,33 +211,66 @@ def test_a_refused_value_shows_the_servers_message_and_is_not_kept_pending(
         "is 300 characters; keys may have at most 256"
     )
     wait_until(
-        lambda: api_get(shared_server, user.token)["settings"]["preferences"]
-        == {"density": "compact"},
+        lambda: (
+            api_get(shared_server, user.token)["settings"]["preferences"] == {"density": "compact"}
+        ),
         what="the valid part of the preferences saved",
     )
     wait_status(page, "Synced")
     assert page.evaluate("livesettings.status.unsaved") == 0
 
 
-def test_the_event_stream_fallback_syncs_without_websockets(
+def test_without_websockets_the_page_falls_back_to_the_event_stream(
     browser: Browser, contexts: list[BrowserContext], shared_server: ServerProcess
 ) -> None:
     url = shared_server.url
     user = new_user(shared_server, "sse")
-    query = "transport=sse&autoSaveDelay=200"
-    context_a = open_context(browser, contexts, url, user.session)
-    a = context_a.new_page()
-    frames = FrameLog(a)
-    a.goto(f"{url}/?{query}")
+    # Device A sits behind something that drops WebSockets; device B does not.
+    a = open_context(browser, contexts, url, user.session).new_page()
+    a.route_web_socket(re.compile(r"/v1/realtime$"), lambda ws: ws.close())
+    a.goto(f"{url}/?autoSaveDelay=200&reconnectDelay=100")
     wait_status(a, "Synced")
-    b = open_page(open_context(browser, contexts, url, sign_in(shared_server, user)), url, query)
+    b = open_page(
+        open_context(browser, contexts, url, sign_in(shared_server, user)), url, "autoSaveDelay=200"
+    )
     revision = api_get(shared_server, user.token)["revision"]
 
-    a.get_by_label("Theme").select_option("system")
+    a.get_by_label("Theme").select_option("system")  # written over HTTP
     expect(b.get_by_label("Theme")).to_have_value("system")
+    b.get_by_label("Model").fill("pushed-over-sse")  # pushed to A as a server-sent event
+    expect(a.get_by_label("Model")).to_have_value("pushed-over-sse")
     wait_status(a, "Synced")
     a.get_by_role("button", name="Synced").click()
     expect(a.locator("#panel-connection")).to_have_text("Online (event stream)")
-    assert frames.sockets == 0
     changes = changes_since(shared_server, user.token, revision)
-    assert [c["patch"] for c in changes] == [{"theme": "system"}]
+    assert [c["patch"] for c in changes] == [
+        {"theme": "system"},
+        {"ai_providers": {"default": "openai", "openai": {"model": "pushed-over-sse"}}},
+    ]
+
+
+def test_another_tab_saves_what_a_closed_tab_left_unsaved(
+    browser: Browser, contexts: list[BrowserContext], shared_server: ServerProcess
+) -> None:
+    url = shared_server.url
+    user = new_user(shared_server, "orphan")
+    context = open_context(browser, contexts, url, user.session)
+    survivor = open_page(context, url, "autoSaveDelay=200")
+    revision = api_get(shared_server, user.token)["revision"]
+    # This tab's socket reaches nothing, so it can never save its edit itself.
+    closing = context.new_page()
+    closing.route_web_socket(re.compile(r"/v1/realtime$"), lambda ws: None)
+    closing.goto(f"{url}/?autoSaveDelay=200&heartbeatTimeout=60000")
+    closing.get_by_label("Model").fill("left-by-a-closed-tab")
+    expect(survivor.get_by_label("Model")).to_have_value("left-by-a-closed-tab")
+    expect(survivor.locator("#status-text")).to_have_text("Unsaved changes (1)")
+    time.sleep(0.6)  # the edit is the other tab's to save while that tab lives
+    assert api_get(shared_server, user.token)["revision"] == revision
+
+    closing.close()
+    wait_until(
+        lambda: _model(shared_server, user.token) == "left-by-a-closed-tab",
+        what="the surviving tab saved the closed tab's edit",
+    )
+    wait_status(survivor, "Synced")
+    assert len(changes_since(shared_server, user.token, revision)) == 1

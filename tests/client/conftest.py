@@ -38,13 +38,8 @@ async def make_client() -> AsyncIterator[MakeClient]:
         return client
 
     yield make
-    import asyncio, time
-    L = lambda m: open("/tmp/ls6/dog.txt", "a").write(f"{time.time():.3f} {id(asyncio.get_running_loop())} {m}\n")
     for client in clients:
-        L("closing client")
         await client.close()
-        L("closed client")
-    L("client fixture done")
 
 
 @pytest.fixture
@@ -58,13 +53,8 @@ async def make_proxy() -> AsyncIterator[Callable[[ServerProcess], Awaitable[Prox
         return proxy
 
     yield make
-    import asyncio, time
-    L = lambda m: open("/tmp/ls6/dog.txt", "a").write(f"{time.time():.3f} {id(asyncio.get_running_loop())} {m}\n")
     for proxy in proxies:
-        L("closing proxy")
         await proxy.close()
-        L("closed proxy")
-    L("proxy fixture done")
 
 
 @pytest.fixture

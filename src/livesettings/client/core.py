@@ -208,17 +208,7 @@ class AsyncClient:
             self._lifecycle = _Lifecycle.CLOSED
             return
         self._lifecycle = _Lifecycle.CLOSED
-        for task in (self._runner, self._refresher, *self._tasks):
-            if task is not None:
-                task.cancel()
-        import time as _t
-        for task in (self._runner, self._refresher, *self._tasks):
-            if task is not None:
-                _s = _t.time()
-                open("/tmp/ls6/dog.txt", "a").write(f"awaiting {task!r}\n")
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-                open("/tmp/ls6/dog.txt", "a").write(f"awaited in {_t.time()-_s:.3f} {task!r}\n")
+        await _cancel_and_wait(self._runner, self._refresher, *self._tasks)
         for mutation_id, future in self._futures.items():
             if not future.done():
                 kept = " it stays in the offline cache" if self._cache is not None else ""
@@ -641,9 +631,7 @@ class AsyncClient:
                 raise RateLimited("the server closed the connection: rate limited") from exc
             raise ConnectionClosed(f"the connection closed ({code})") from exc
         finally:
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await sender
+            await _cancel_and_wait(sender)
 
     def _authenticated(self, session: Session, frame: dict[str, Any]) -> None:
         user_id = str(frame.get("user_id"))
@@ -841,6 +829,23 @@ class AsyncClient:
         except httpx.TransportError as exc:
             raise ConnectionClosed(f"cannot reach {self.url}: {exc}") from exc
         return read_response(response)
+
+
+async def _cancel_and_wait(*tasks: asyncio.Task[Any] | None) -> None:
+    """Cancel tasks and wait for them to end.
+
+    ``asyncio.wait`` rather than ``await task`` under ``suppress(CancelledError)``: that would
+    also swallow a cancellation of the *calling* task, which then carries on as if nothing
+    had happened.
+    """
+    pending = {task for task in tasks if task is not None}
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending)
+    for task in pending:
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("a task ended with an error while closing", exc_info=task.exception())
 
 
 def _discard(items: list[Any], item: Any) -> None:

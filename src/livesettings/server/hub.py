@@ -165,15 +165,22 @@ class Hub:
             self._drainers[user_id] = asyncio.create_task(self._drain(user_id))
 
     async def _drain(self, user_id: str) -> None:
+        failures = 0
         try:
             while user_id in self._subs:
                 pushed = self._pushed.get(user_id, 0)
                 if self._wanted.get(user_id, -1) <= pushed:
                     return
-                async with self._locks.setdefault(user_id, asyncio.Lock()):
-                    await self._push_after(user_id, self._pushed.get(user_id, 0))
-        except Exception:
-            log.exception("pushing changes of a user failed; will retry on the next event")
+                try:
+                    async with self._locks.setdefault(user_id, asyncio.Lock()):
+                        await self._push_after(user_id, self._pushed.get(user_id, 0))
+                    failures = 0
+                except Exception:
+                    # The database may be briefly away: retry with backoff, so a subscriber
+                    # is never left stale until the next write.
+                    failures += 1
+                    log.warning("reading changes for fan-out failed (attempt %d)", failures)
+                    await asyncio.sleep(min(5.0, 0.05 * 2**failures))
         finally:
             if self._drainers.get(user_id) is asyncio.current_task():
                 del self._drainers[user_id]

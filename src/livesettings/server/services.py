@@ -160,6 +160,13 @@ class Services:
             commit_delay_ms=config.commit_delay_ms,
         )
         self.bus: Bus = open_bus(config.resolved_bus_url, database_url=config.resolved_database_url)
+        self.metrics.extra.append(
+            Gauge(
+                "livesettings_bus_reconnects",
+                "Times this node's bus reconnected (then caught subscribers up from the log).",
+                read=lambda: float(getattr(self.bus, "reconnects", 0)),
+            )
+        )
         self.hub = Hub(self.store, self.metrics, replay_limit=config.changelog_retain)
         self.writer = Writer(
             self.store,

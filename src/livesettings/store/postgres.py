@@ -509,11 +509,7 @@ class PostgresStore:
                 )
             lines = result.lines
             if result.rewrote_rows:
-                await conn.execute("VACUUM (FULL, ANALYZE) public.user_preferences")
-                lines.append(
-                    "rewrote user_preferences (VACUUM FULL): no dead row version keeps an "
-                    "old value such as a plaintext API key"
-                )
+                lines.extend(await _scrub(conn))
         except asyncpg.InsufficientPrivilegeError as exc:
             raise ConfigError(
                 f"setup must run as the owner of the livesettings tables, with CREATEROLE to "
@@ -1133,6 +1129,34 @@ class PostgresStore:
 
 
 # --- helpers ------------------------------------------------------------------------------
+
+
+async def _scrub(conn: Any) -> list[str]:
+    """After rows were rewritten: leave no old version of them (plaintext API keys of a seed)
+    in the table's files, nor in the column statistics ANALYZE may have sampled earlier.
+
+    VACUUM cannot run in a transaction, so this follows setup's commit. The WAL and backups
+    keep old values until they are recycled.
+    """
+    await conn.execute("VACUUM (FULL, ANALYZE) public.user_preferences")
+    lines = [
+        "rewrote user_preferences (VACUUM FULL): no dead row version keeps an old value "
+        "such as a plaintext API key"
+    ]
+    # ANALYZE just replaced the table's statistics; the old rows may hold sampled values.
+    if await conn.fetchval(
+        "SELECT r.rolsuper OR pg_catalog.pg_has_role(current_user, d.datdba, 'USAGE') "
+        "FROM pg_catalog.pg_roles r, pg_catalog.pg_database d "
+        "WHERE r.rolname = current_user AND d.datname = current_database()"
+    ):
+        await conn.execute("VACUUM FULL pg_catalog.pg_statistic")
+        lines.append("rewrote pg_statistic (VACUUM FULL): no statistic sampled before keeps one")
+    else:
+        lines.append(
+            "warning: only the database owner or a superuser can rewrite pg_statistic; "
+            "statistics sampled before setup may keep old values until it is vacuumed"
+        )
+    return lines
 
 
 def _wall_ms() -> int:

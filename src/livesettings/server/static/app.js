@@ -317,8 +317,9 @@ function schemaControl(name, prop) {
   const title = typeof prop.title === "string" ? prop.title : name;
   let control;
   if (Array.isArray(prop.enum)) {
-    control = element("select", { id },
-      ...prop.enum.map((v) => element("option", { value: JSON.stringify(v), text: String(v) })));
+    const options = prop.enum.map((v) => element("option", { value: JSON.stringify(v), text: String(v) }));
+    if (!("default" in prop)) options.unshift(element("option", { value: "null", text: "Not set" }));
+    control = element("select", { id }, ...options);
   } else if (prop.type === "boolean") {
     control = element("input", { id, type: "checkbox" });
   } else if (prop.type === "integer" || prop.type === "number") {
@@ -374,7 +375,9 @@ function renderSchemaForm(preferences) {
   }
   for (const control of form.querySelectorAll("[data-pref]")) {
     if (document.activeElement === control) continue;
-    const value = preferences[control.dataset.pref];
+    // The schema's default where the value is absent (the server fills them in on reads).
+    const name = control.dataset.pref;
+    const value = name in preferences ? preferences[name] : schema.properties[name]?.default;
     if (control.type === "checkbox") control.checked = Boolean(value);
     else if (control.tagName === "SELECT") control.value = JSON.stringify(value ?? null);
     else if (control.tagName === "TEXTAREA") control.value = value === undefined ? "" : JSON.stringify(value, null, 2);

@@ -1373,7 +1373,6 @@ export class LiveSettings extends EventTarget {
       if (conn !== this._conn) return;
       conn.opened = true;
       conn.lastRx = Date.now();
-      this._wsFailures = 0;
       // auth, subscribe and updates may follow each other without waiting (DESIGN §5).
       ws.send(JSON.stringify({ type: "auth", token: this._token ?? token, client_id: this.clientId }));
       ws.send(JSON.stringify({ type: "subscribe", since: this._hasCache ? this._confirmed.revision : null }));
@@ -1385,6 +1384,7 @@ export class LiveSettings extends EventTarget {
       if (conn !== this._conn) return;
       conn.lastRx = Date.now();
       conn.pingAt = null;
+      conn.answered = true;
       let frame;
       try {
         frame = JSON.parse(event.data);
@@ -1544,7 +1544,9 @@ export class LiveSettings extends EventTarget {
         });
       return;
     }
-    if (conn.kind === "ws" && !conn.opened && this._opts.transport === "auto") {
+    // A socket that never opened, or closed before the server said anything, counts
+    // against WebSockets (a proxy may accept the upgrade and then drop it).
+    if (conn.kind === "ws" && !conn.answered && this._opts.transport === "auto") {
       this._wsFailures += 1;
       if (this._wsFailures >= 2) this._maybeFallBack();
     }
@@ -1597,6 +1599,7 @@ export class LiveSettings extends EventTarget {
         break;
       case "synced":
         conn.synced = true;
+        if (conn.kind === "ws") this._wsFailures = 0;
         this._attempt = 0;
         this._authFailures = 0;
         this._recordSync();
