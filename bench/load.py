@@ -100,7 +100,7 @@ class _Snapshot:
     wall: float
     own_cpu: float
     server_cpu: float | None
-    server_runq: float | None
+    server_runq: dict[str, int] | None
     cores: list[tuple[int, int]]
 
     @classmethod
@@ -127,14 +127,11 @@ def _proc_cpu(pid: int | None) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _runq_wait(pid: int | None) -> float | None:
-    """Seconds the process's threads spent runnable but waiting for a CPU (schedstat).
-
-    On a shared machine this is the share of time other processes took from the server.
-    """
+def _runq_wait(pid: int | None) -> dict[str, int] | None:
+    """Per thread: nanoseconds spent runnable but waiting for a CPU (schedstat)."""
     if pid is None:
         return None
-    total = 0
+    out: dict[str, int] = {}
     try:
         tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
@@ -142,10 +139,10 @@ def _runq_wait(pid: int | None) -> float | None:
     for tid in tasks:
         try:
             with open(f"/proc/{pid}/task/{tid}/schedstat") as fh:
-                total += int(fh.read().split()[1])
+                out[tid] = int(fh.read().split()[1])
         except (OSError, IndexError, ValueError):
             continue  # a thread that ended meanwhile
-    return total / 1e9
+    return out
 
 
 def _cores() -> list[tuple[int, int]]:
@@ -170,7 +167,11 @@ def _usage(start: _Snapshot, end: _Snapshot) -> dict[str, Any]:
     if start.server_cpu is not None and end.server_cpu is not None:
         server = (end.server_cpu - start.server_cpu) / wall
     if start.server_runq is not None and end.server_runq is not None:
-        runq = (end.server_runq - start.server_runq) / wall
+        # Threads come and go (thread pools retire idle workers): count each thread's own
+        # growth, from zero for one born in the window.
+        before = start.server_runq
+        grown = sum(v - before.get(tid, 0) for tid, v in end.server_runq.items())
+        runq = grown / 1e9 / wall
     cores = [
         (b1 - b0) / max(1, t1 - t0)
         for (b0, t0), (b1, t1) in zip(start.cores, end.cores, strict=False)
@@ -242,7 +243,13 @@ class _Conn(asyncio.Protocol):
                     self.status = 0
                     self._abort()
                     return
-                length = int(head[at + 16 : head.index(b"\r", at + 1)].strip())
+                line_end = head.find(b"\r", at + 1)
+                try:
+                    length = int(head[at + 16 : line_end if line_end > 0 else None].strip())
+                except ValueError:
+                    self.status = 0
+                    self._abort()
+                    return
                 self.body_at = end + 4
                 self.need = end + 4 + length
             if len(buf) < self.need:

@@ -11,13 +11,15 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any, get_type_hints
+from urllib.parse import urlsplit
 
 from .document import Limits
 from .errors import ConfigError
 
-__all__ = ["ENV_PREFIX", "Config"]
+__all__ = ["ENV_PREFIX", "Config", "origin_of", "proxy_networks"]
 
 ENV_PREFIX = "LIVESETTINGS_"
 
@@ -40,6 +42,10 @@ class Config:
     jwks_url: str | None = None
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
+    jwt_leeway: int = 0  # seconds of clock skew tolerated on exp and nbf
+    jwks_refresh_interval: float = 60.0  # at most one refetch per interval (unknown kid)
+    jwks_max_age: float = 3600.0  # refetched in the background after this long
+    jwks_timeout: float = 5.0
     master_keys: str | None = None
     master_key: str | None = None
 
@@ -56,12 +62,15 @@ class Config:
     connect_burst: int = 100
     signin_limit: int = 10
     signin_limit_per_address: int = 100
+    signin_window: int = 15 * 60
     signup_limit_per_address: int = 20
+    signup_window: int = 60 * 60
     trusted_proxies: tuple[str, ...] = ()
     public_url: str | None = None
     allowed_origins: tuple[str, ...] = ()
 
     changelog_retain: int = 1000
+    max_replay: int = 1000  # a catch-up longer than this gets a snapshot
     sqlite_synchronous: str = "FULL"
     preferences_schema: str | None = None
     max_document_bytes: int = 256 * 1024
@@ -77,6 +86,7 @@ class Config:
 
     log_level: str = "INFO"
     access_log: bool = False
+    audit_log: str | None = None  # a file audit lines are appended to, besides the log
     overridden: tuple[str, ...] = field(default=(), compare=False)
 
     @classmethod
@@ -123,6 +133,22 @@ class Config:
                 "the in-process memory:// bus cannot serve more than one worker process; "
                 "use PostgreSQL with the postgres bus, or redis://"
             )
+        if self.public_url is not None:
+            origin_of(self.public_url, "LIVESETTINGS_PUBLIC_URL")
+        for origin in self.allowed_origins:
+            if origin != "*":
+                origin_of(origin, "LIVESETTINGS_ALLOWED_ORIGINS")
+        proxy_networks(self.trusted_proxies)
+        if self.jwks_url is not None and urlsplit(self.jwks_url).scheme not in ("http", "https"):
+            raise ConfigError("LIVESETTINGS_JWKS_URL must be an https:// (or http://) URL")
+        for name in _AT_LEAST_ONE:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be at least 1")
+        for name in _NOT_NEGATIVE:
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{ENV_PREFIX}{name.upper()} must not be negative")
+        if self.jwks_timeout <= 0:
+            raise ConfigError(f"{ENV_PREFIX}JWKS_TIMEOUT must be positive")
         return self
 
     def replace(self, **changes: Any) -> Config:
@@ -143,6 +169,16 @@ class Config:
         if self.bus_url:
             return self.bus_url
         return "postgres" if self.is_postgres else "memory://"
+
+    @property
+    def resolved_audit_log(self) -> Path | None:
+        """The file audit lines are appended to: the setting, else ``<data dir>/audit.log``
+        with SQLite; ``None`` with PostgreSQL or when set to ``-``."""
+        if self.audit_log == "-":
+            return None
+        if self.audit_log:
+            return Path(self.audit_log)
+        return None if self.is_postgres else self.data_dir / "audit.log"
 
     @property
     def signup_allowed(self) -> bool:
@@ -171,6 +207,62 @@ class Config:
 
 
 _SECRET_FIELDS = {"jwt_secret", "master_keys", "master_key"}
+# Limits that make no sense below one, and rates where 0 switches the limit off.
+_AT_LEAST_ONE = (
+    "write_burst",
+    "connect_burst",
+    "max_connections_per_user",
+    "signin_limit",
+    "signin_limit_per_address",
+    "signin_window",
+    "signup_limit_per_address",
+    "signup_window",
+    "max_replay",
+    "max_frame_bytes",
+)
+_NOT_NEGATIVE = (
+    "write_rate",
+    "connect_rate",
+    "jwt_leeway",
+    "jwks_refresh_interval",
+    "jwks_max_age",
+)
+
+
+def origin_of(url: str, setting: str = "origin") -> tuple[str, str, int]:
+    """``(scheme, host, port)`` of an origin or URL, the default port filled in.
+
+    ``ConfigError`` naming ``setting`` when ``url`` has no scheme or host.
+    """
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"{setting}: {url!r} is not a URL: {exc}") from exc
+    scheme = parts.scheme.lower()
+    if not scheme or not parts.hostname:
+        raise ConfigError(f"{setting}: {url!r} is not an origin like https://example.com")
+    if port is None:
+        port = _DEFAULT_PORTS.get(scheme, 0)
+    return scheme, parts.hostname.lower(), port
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+
+def proxy_networks(entries: tuple[str, ...]) -> tuple[IPv4Network | IPv6Network, ...] | None:
+    """The trusted proxies as networks (an address is a /32 or /128); ``None`` for ``*``."""
+    if "*" in entries:
+        return None
+    networks: list[IPv4Network | IPv6Network] = []
+    for entry in entries:
+        try:
+            networks.append(ip_network(entry, strict=False))
+        except ValueError as exc:
+            raise ConfigError(
+                f"LIVESETTINGS_TRUSTED_PROXIES: {entry!r} is not an IP address or network"
+            ) from exc
+    return tuple(networks)
 
 
 def _field_names() -> list[str]:

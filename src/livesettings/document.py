@@ -236,9 +236,11 @@ class _Walker:
                 path=pointer,
                 details={"path": pointer, "limit": self.limits.max_key_length},
             )
-        if not _is_unicode(key):
+        if not _is_unicode(key) or "\x00" in key:
             raise ValidationError(
-                f"{_shown(pointer)}: the key is not valid Unicode", path=pointer, code="invalid_key"
+                f"{_shown(pointer)}: the key is not valid Unicode text without U+0000",
+                path=pointer,
+                code="invalid_key",
             )
         return child
 
@@ -277,6 +279,8 @@ class _Walker:
         if isinstance(value, str):
             if not _is_unicode(value):
                 raise _invalid(path, "a string of valid Unicode", "a lone surrogate")
+            if "\x00" in value:  # PostgreSQL cannot store U+0000 in text or jsonb
+                raise _invalid(path, "a string without U+0000", "a NUL character")
             return value
         if value is None or isinstance(value, bool | int):
             return value

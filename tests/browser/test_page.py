@@ -11,6 +11,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 from tests.browser.helpers import (
     ARTIFACTS,
     SERVER_SETTINGS,
+    FrameLog,
     api_get,
     new_user,
     open_context,
@@ -131,7 +132,10 @@ def test_every_control_is_labelled_and_the_page_works_with_the_keyboard(
     assert signed_out.evaluate(UNLABELLED) == []
 
     user = new_user(shared_server, "keyboard")
-    page = open_page(open_context(browser, contexts, url, user.session), url, "autoSaveDelay=100")
+    page = open_context(browser, contexts, url, user.session).new_page()
+    frames = FrameLog(page)
+    page.goto(url + "/?autoSaveDelay=100")
+    wait_status(page, "Synced")
     assert page.evaluate(UNLABELLED) == []
     for label in ("Theme", "Language", "Default provider", "Model", "Temperature", "Max tokens"):
         expect(page.get_by_label(label, exact=True)).to_be_visible()
@@ -158,7 +162,12 @@ def test_every_control_is_labelled_and_the_page_works_with_the_keyboard(
             == {"default": "openai", "openai": {"model": "typed-by-keyboard"}}
         )
     )
-    assert page.errors == []  # type: ignore[attr-defined]
+    # Refresh asks the server for a fresh snapshot.
+    snapshots = sum('"type":"snapshot"' in f for f in frames.received)
+    page.get_by_role("button", name="Refresh").click()
+    wait_until(lambda: sum('"type":"snapshot"' in f for f in frames.received) == snapshots + 1)
+    wait_status(page, "Synced")
+    expect(page.get_by_label("Model")).to_have_value("typed-by-keyboard")
 
 
 SCHEMA = {
@@ -207,7 +216,10 @@ def test_an_operators_schema_turns_the_preferences_into_a_form(
         expect(page.locator("#preferences-error")).to_contain_text(
             "/preferences/page_size: 500 is greater than the maximum of 100"
         )
-        wait_status(page, "Synced")
+        # Red, in words, until the next save succeeds; and nothing left pending.
+        wait_status(page, "Error: /preferences/page_size: 500 is greater than the maximum")
+        expect(page.locator("#status")).to_have_attribute("data-state", "error")
+        assert page.evaluate("livesettings.status.unsaved") == 0
         assert "page_size" not in api_get(server, user.token)["settings"]["preferences"]
         page.get_by_label("Page size").fill("50")
         page.get_by_label("Page size").press("Enter")
@@ -215,5 +227,6 @@ def test_an_operators_schema_turns_the_preferences_into_a_form(
             lambda: api_get(server, user.token)["settings"]["preferences"].get("page_size") == 50
         )
         expect(page.locator("#preferences-error")).to_be_hidden()
+        wait_status(page, "Synced")
     finally:
         server.stop()

@@ -91,16 +91,17 @@ async def test_changes_async_iterator_and_status_events(
     statuses: list[Status] = []
     a.on_status(statuses.append)
 
+    stream = b.changes()  # subscribed from here on
+
     async def collect() -> list[Change]:
         got = []
-        async for change in b.changes():
+        async for change in stream:
             got.append(change)
             if len(got) == 2:
                 break
         return got
 
     reader = asyncio.create_task(collect())
-    await asyncio.sleep(0)  # let the iterator subscribe
     first = await a.update({"theme": "dark"})
     second = await a.update({"language": "fr-CA"})
     got = await asyncio.wait_for(reader, 5)
@@ -247,6 +248,7 @@ async def test_the_cache_serves_offline_reads_and_survives_corruption(
     path = tmp_path / "cache.db"
     online = await make_client(live_server.url, token_for(user), cache_path=str(path))
     await online.update({"theme": "system"})
+    await eventually(lambda: online.revision == 1)
     await online.close()
 
     unreachable = "http://127.0.0.1:9"  # nothing listens on the discard port

@@ -119,11 +119,26 @@ def test_snapshot_is_a_reset_keeping_unacknowledged_edits() -> None:
     state.edit({"theme": "dark"}, "m2", 5001, 1)
     state.on_ack("m1", 4)
     event = state.on_snapshot(20, doc_with(language="fr", preferences={"a": 1}))
-    assert event.reset
+    assert event is not None and event.reset
     assert event.revision == 20
     assert event.patch == {"preferences": {"a": 1}}
     assert [p.mutation_id for p in state.pending] == ["m2"]
     assert state.view == doc_with(theme="dark", language="fr", preferences={"a": 1})
+
+
+def test_a_first_snapshot_is_a_load_not_a_reset() -> None:
+    state = DocumentState(None)
+    assert state.on_snapshot(0, default_document()) is None
+    state = DocumentState(None)
+    event = state.on_snapshot(4, doc_with(theme="dark"))
+    assert event is not None
+    assert (event.origin, event.reset, event.patch) == (
+        ChangeOrigin.SNAPSHOT,
+        False,
+        {"theme": "dark"},
+    )
+    event = state.on_snapshot(4, doc_with(theme="dark"))  # a reset that changes nothing
+    assert event is not None and event.reset and event.patch == {}
 
 
 def test_secrets_are_shown_masked_and_flagged() -> None:

@@ -538,17 +538,22 @@ async def test_setup_adopts_a_seed_table_and_leaves_no_plaintext(
     assert await files_holding(database, canaries) == {}
 
     # The store goes on from there, keyed by the uuid column; other ids are refused.
-    [won, refused] = await store.commit(
-        [edit(U1, "m1", {"theme": "system"}), edit("auth0|x", "m1", {"theme": "dark"})]
+    new_user = "44444444-4444-4444-8444-444444444444"
+    [won, fresh, refused] = await store.commit(
+        [
+            edit(U1, "m1", {"theme": "system"}),
+            edit(new_user, "m1", {"api_keys": {"k": CANARY}}),  # the seed's id default fills id
+            edit("auth0|x", "m1", {"theme": "dark"}),
+        ]
     )
-    assert (won.revision, won.error) == (1, None)
+    assert (won.revision, won.error, fresh.revision, fresh.error) == (1, None, 1, None)
     assert isinstance(refused.error, ValidationError)
     assert refused.error.code == "invalid_user_id"
     assert await store.get_document("auth0|x") == StoredDocument(
         "auth0|x", 0, default_document(), {}
     )
     assert [c.revision for c in (await store.changes_since(U1, 0, 10)).changes] == [1]
-    assert [u.user_id async for u in store.export_users()] == [U1, U2, U3]
+    assert [u.user_id async for u in store.export_users()] == [U1, U2, U3, new_user]
     assert await store.setup() == [f"schema is up to date (version {SCHEMA_VERSION})"]
 
 
@@ -727,8 +732,12 @@ async def test_values_postgresql_cannot_store_are_refused_alone(scratch: Scratch
     assert isinstance(bad.error, ValidationError)
     assert (bad.error.code, bad.revision) == ("invalid_value", 0)
     assert (good.revision, good.error) == (1, None)
-    [nul_user] = await store.commit([edit("u\u0000", "m1", {"theme": "dark"})])
+    [nul_user, long_user] = await store.commit(
+        [edit("u\u0000", "m1", {"theme": "dark"}), edit("u" * 1001, "m1", {"theme": "dark"})]
+    )
     assert isinstance(nul_user.error, ValidationError)
+    assert isinstance(long_user.error, ValidationError)
+    assert long_user.error.code == "invalid_user_id"
 
 
 async def test_the_owner_url_as_app_url_sets_up_no_app_role(scratch: Scratch) -> None:

@@ -18,6 +18,7 @@ import contextlib
 import enum
 import inspect
 import logging
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -73,7 +74,7 @@ StatusCallback: TypeAlias = Callable[[Status], object]
 
 _MAX_MESSAGE: Final = 4 * 1024 * 1024  # a snapshot of a 256 KiB document, with room to spare
 _TRANSIENT: Final = frozenset({"rate_limited", "storage_unavailable"})
-_MAX_RETRIES: Final = 5
+_MAX_RETRIES: Final = 10
 _MIN_REFRESH_INTERVAL: Final = 1.0
 
 
@@ -98,7 +99,8 @@ class AsyncClient:
     ``user_id`` (service tokens) makes the client follow that user's document instead of the
     token's own; ``follow=False`` follows none (for a service using only the seed's service
     names). ``cache_path`` enables the offline cache. ``reconnect_delays`` is a factory of
-    delay iterators, called anew after each connection that reached the server;
+    delay iterators (default :func:`~.backoff.backoff`), called anew after each connection
+    that got back in sync;
     ``connect_timeout`` bounds each attempt and how long ``start()`` waits for the first sync.
     ``clock`` (Unix seconds) dates edits and schedules refreshes.
 
@@ -119,7 +121,7 @@ class AsyncClient:
         user_id: str | None = None,
         follow: bool = True,
         client_id: str | None = None,
-        cache_path: str | None = None,
+        cache_path: str | os.PathLike[str] | None = None,
         reconnect_delays: DelayFactory = backoff,
         connect_timeout: float = 10.0,
         refresh_margin: float = 60.0,
@@ -129,8 +131,6 @@ class AsyncClient:
         self.url = url.rstrip("/")
         self._ws_url = ws_url(self.url)
         self._token_source = token
-        self._follow = follow
-        self._main_user_id = user_id
         self._client_id = client_id
         self._cache_path = cache_path
         self._reconnect_delays = reconnect_delays
@@ -209,14 +209,13 @@ class AsyncClient:
             return
         self._lifecycle = _Lifecycle.CLOSED
         await _cancel_and_wait(self._runner, self._refresher, *self._tasks)
+        queued = {p.mutation_id for doc in self._docs.values() for p in doc.pending if not p.secret}
         for mutation_id, future in self._futures.items():
             if not future.done():
-                kept = " it stays in the offline cache" if self._cache is not None else ""
-                future.set_exception(
-                    ConnectionClosed(
-                        f"the client closed before edit {mutation_id} was saved;{kept}"
-                    )
-                )
+                message = f"the client closed before edit {mutation_id} was acknowledged"
+                if self._cache is not None and mutation_id in queued:
+                    message += "; it stays queued in the offline cache for the next client"
+                future.set_exception(ConnectionClosed(message))
         self._futures.clear()
         for closer in list(self._closers):
             closer()
@@ -284,7 +283,8 @@ class AsyncClient:
         return self._submit(self._main, patch)
 
     def set(self, path: str | Path, value: Any) -> UpdateHandle:
-        """Set one value: ``set("/preferences/fontSize", 14)`` (``None`` deletes it)."""
+        """Set one value: ``set("/preferences/fontSize", 14)``. ``None`` deletes it; an object
+        is merged into what is there, as in a merge patch."""
         keys = _path(path)
         if not keys:
             raise BadRequest("set() needs a path below the root, such as '/theme'")
@@ -294,10 +294,11 @@ class AsyncClient:
         return self.update(patch)
 
     async def flush(self) -> None:
-        """Wait until every edit is acknowledged (bound it with ``asyncio.timeout``)."""
+        """Wait until every edit is acknowledged and its change received, so that the offline
+        cache holds no queue (bound it with ``asyncio.timeout``)."""
         self._require_started()
         assert self._idle is not None
-        while self._unsaved():
+        while self._pending_ids():
             self._idle.clear()
             await self._idle.wait()
 
@@ -306,24 +307,27 @@ class AsyncClient:
         """Call ``callback(change)`` on each change of the followed document's view."""
         return self._listen(self._main.key, callback)
 
-    async def changes(self) -> AsyncIterator[Change]:
-        """``async for change in client.changes()``: the changes from now on, until close."""
+    def changes(self) -> AsyncIterator[Change]:
+        """``async for change in client.changes()``: every change from this call on, until the
+        client closes (subscribed at once, so nothing is missed before the first ``await``)."""
         self._require_started()
         queue: asyncio.Queue[Change | None] = asyncio.Queue()
+        subscription = self._listen(self._main.key, queue.put_nowait)
 
         def end() -> None:
             queue.put_nowait(None)
 
         self._closers.add(end)
-        try:
-            with self._listen(self._main.key, queue.put_nowait):
-                while True:
-                    item = await queue.get()
-                    if item is None:
-                        return
+
+        async def stream() -> AsyncIterator[Change]:
+            try:
+                while (item := await queue.get()) is not None:
                     yield item
-        finally:
-            self._closers.discard(end)
+            finally:
+                subscription.unsubscribe()
+                self._closers.discard(end)
+
+        return stream()
 
     def on_status(self, callback: StatusCallback) -> Subscription:
         """Call ``callback(status)`` whenever the :class:`Status` changes."""
@@ -484,8 +488,6 @@ class AsyncClient:
             p.sent = True
 
     def _settle(self, mutation_id: str, ack: Ack | None, error: LiveSettingsError | None) -> None:
-        if self._cache is not None:
-            self._cache.remove_pending(mutation_id)
         future = self._futures.pop(mutation_id, None)
         if future is None or future.done():
             return
@@ -526,7 +528,7 @@ class AsyncClient:
             syncs_per_minute=self._rate.count(),
             error=self._error,
         )
-        if self._idle is not None and not unsaved:
+        if self._idle is not None and not self._pending_ids():
             self._idle.set()
         if status == self._status:
             return
@@ -738,6 +740,7 @@ class AsyncClient:
             return
         user_id = frame.get("user_id")
         doc = self._docs.get(user_id if isinstance(user_id, str) else "")
+        before = self._pending_ids()
         if kind == "error":
             self._on_error(session, frame)
         elif doc is None:
@@ -765,7 +768,16 @@ class AsyncClient:
                 self._note_sync()
                 self._settle(mutation_id, ack, None)
             self._emit(doc, change)
+        if self._cache is not None:
+            # An edit leaves the queue once the confirmed state includes it (or it was refused):
+            # dropping it at its ack would leave a cache whose document lacks it, should the
+            # process end before the change frame. Replaying an acknowledged edit is harmless.
+            for mutation_id in before - self._pending_ids():
+                self._cache.remove_pending(mutation_id)
         self._refresh_status()
+
+    def _pending_ids(self) -> frozenset[str]:
+        return frozenset(p.mutation_id for doc in self._docs.values() for p in doc.pending)
 
     def _on_change(self, session: Session, doc: DocumentState, frame: dict[str, Any]) -> None:
         try:
@@ -812,6 +824,7 @@ class AsyncClient:
             pending.attempts += 1
             pending.sent = False
             wait = error.retry_after if isinstance(error, RateLimited) else 0.5 * pending.attempts
+            log.info("edit %s: %s; sending it again in %.2f s", mutation_id, error.code, wait)
             loop = asyncio.get_running_loop()
             self._paused_until = max(self._paused_until, loop.time() + wait)
             loop.call_later(wait, self._flush)

@@ -49,7 +49,7 @@ class ChangeOrigin(enum.Enum):
     REMOTE = "remote"
     """A change committed on the server (another client's, or yours turning out differently)."""
     SNAPSHOT = "snapshot"
-    """The server replaced the state with a snapshot: a reset. Re-read ``settings``."""
+    """The server sent the whole state: the first load, or a reset (``Change.reset``)."""
     ROLLBACK = "rollback"
     """Your edit was refused by the server and its effect undone."""
 
@@ -75,11 +75,9 @@ class Change:
     committed_at: int | None = None
     conflicts: list[dict[str, Any]] = field(default_factory=list)
     user_id: str | None = None
-
-    @property
-    def reset(self) -> bool:
-        """True when a snapshot replaced the state: changes in between were not sent one by one."""
-        return self.origin is ChangeOrigin.SNAPSHOT
+    reset: bool = False
+    """A snapshot replaced a state the client had: the changes in between were not sent one
+    by one (the server's log no longer had them). Re-read ``settings``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,19 +179,27 @@ class DocumentState:
         return pending, change
 
     # -- from the server ------------------------------------------------------------------
-    def on_snapshot(self, revision: int, settings: dict[str, Any]) -> Change:
-        """The server replaced the state: edits it includes leave, the others stay on top."""
+    def on_snapshot(self, revision: int, settings: dict[str, Any]) -> Change | None:
+        """The server sent the whole state: edits it includes leave, the others stay on top.
+
+        A first load that shows nothing new is no event; a reset always is.
+        """
         before = self.view
+        reset = self.revision is not None
         self.revision = revision
         self.confirmed = settings
         self.pending = [p for p in self.pending if p.acked is None or p.acked > revision]
         self._recompute()
+        patch = diff(before, self.view)
+        if not (patch or reset):
+            return None
         return Change(
             ChangeOrigin.SNAPSHOT,
-            diff(before, self.view),
+            patch,
             self.view,
             revision=revision,
             user_id=self.user_id,
+            reset=reset,
         )
 
     def on_change(self, frame: dict[str, Any]) -> tuple[Change | None, PendingEdit | None]:

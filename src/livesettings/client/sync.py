@@ -80,24 +80,29 @@ class _LoopThread:
 class SyncUpdateHandle:
     """One submitted edit; :meth:`result` blocks until the server acknowledged it."""
 
-    def __init__(self, handle: UpdateHandle, runner: _LoopThread) -> None:
+    def __init__(self, handle: UpdateHandle) -> None:
+        # Built on the loop thread: the asyncio future's outcome is copied into a thread-safe
+        # one, so result() works from any thread, even after the client closed.
         self._handle = handle
-        self._runner = runner
+        self._outcome: Future[Ack] = Future()
         self.mutation_id = handle.mutation_id
         self.queued = handle.queued
+        handle.add_done_callback(self._settled)
+
+    def _settled(self, handle: UpdateHandle) -> None:
+        try:
+            self._outcome.set_result(handle.result())
+        except BaseException as exc:  # the server's error, or ConnectionClosed
+            self._outcome.set_exception(exc)
 
     def done(self) -> bool:
         """Whether the edit is settled (acknowledged, refused, or the client closed)."""
-        return self._handle.done()
+        return self._outcome.done()
 
     def result(self, timeout: float | None = None) -> Ack:
         """The :class:`Ack`; raises the server's error, or ``TimeoutError`` after ``timeout``
         (the edit stays queued)."""
-
-        async def wait() -> Ack:
-            return await self._handle
-
-        return self._runner.wait(wait(), timeout)
+        return self._outcome.result(timeout)
 
     def __repr__(self) -> str:
         return repr(self._handle).replace("UpdateHandle", "SyncUpdateHandle")
@@ -192,16 +197,14 @@ class Client:
     # -- writing --------------------------------------------------------------------------
     def update(self, patch: dict[str, Any]) -> SyncUpdateHandle:
         """See :meth:`AsyncClient.update`; ``.result(timeout)`` waits for the ack."""
-        loop = self._loop
-        return SyncUpdateHandle(loop.call(self._core.update, patch), loop)
+        return self._loop.call(lambda: SyncUpdateHandle(self._core.update(patch)))
 
     def set(self, path: str | tuple[str, ...], value: Any) -> SyncUpdateHandle:
         """See :meth:`AsyncClient.set`."""
-        loop = self._loop
-        return SyncUpdateHandle(loop.call(self._core.set, path, value), loop)
+        return self._loop.call(lambda: SyncUpdateHandle(self._core.set(path, value)))
 
     def flush(self, timeout: float | None = None) -> None:
-        """Block until every edit is acknowledged (``TimeoutError`` after ``timeout``)."""
+        """See :meth:`AsyncClient.flush` (``TimeoutError`` after ``timeout``)."""
         self._loop.wait(self._core.flush(), timeout)
 
     # -- subscribing ----------------------------------------------------------------------
@@ -214,25 +217,30 @@ class Client:
         return self._hop(self._loop.call(self._core.on_status, callback))
 
     def changes(self, timeout: float | None = None) -> Iterator[Change]:
-        """``for change in client.changes():`` — blocks for each change; ends at close.
+        """``for change in client.changes():`` — every change from this call on (subscribed
+        at once); blocks for each, ends when the client closes.
 
         Raises ``TimeoutError`` when no change arrives within ``timeout`` seconds.
         """
         items: queue.Queue[Change | None] = queue.Queue()
         subscription = self.subscribe(items.put)
         self._iterators.add(items)
-        try:
-            while True:
-                try:
-                    item = items.get(timeout=timeout)
-                except queue.Empty:
-                    raise TimeoutError(f"no change within {timeout} s") from None
-                if item is None:
-                    return
-                yield item
-        finally:
-            self._iterators.discard(items)
-            subscription.unsubscribe()
+
+        def stream() -> Iterator[Change]:
+            try:
+                while True:
+                    try:
+                        item = items.get(timeout=timeout)
+                    except queue.Empty:
+                        raise TimeoutError(f"no change within {timeout} s") from None
+                    if item is None:
+                        return
+                    yield item
+            finally:
+                self._iterators.discard(items)
+                subscription.unsubscribe()
+
+        return stream()
 
     # -- the seed's service names ---------------------------------------------------------
     def subscribe_to_settings_changes(self, user_id: str, callback: ChangeCallback) -> Subscription:

@@ -150,16 +150,37 @@ class Services:
         self.hasher = PasswordHasher(
             time_cost=config.argon2_time_cost, memory_cost=config.argon2_memory_cost
         )
+        self.bus: Bus = open_bus(config.resolved_bus_url, database_url=config.resolved_database_url)
+        backend: dict[str, Any] = {}
+        if config.is_postgres:
+            # The store notifies inside its transaction; a bus that publishes elsewhere (Redis)
+            # spares PostgreSQL that NOTIFY and its database-wide lock.
+            backend["notify"] = bool(getattr(self.bus, "store_notifies", False))
+        else:
+            backend["synchronous"] = config.sqlite_synchronous
         self.store: Store = open_store(
             config.resolved_database_url,
             keyring=self.keyring,
             limits=config.limits,
             schema=self.schema,
-            synchronous=config.sqlite_synchronous,
             changelog_retain=config.changelog_retain,
             commit_delay_ms=config.commit_delay_ms,
+            **backend,
         )
-        self.bus: Bus = open_bus(config.resolved_bus_url, database_url=config.resolved_database_url)
+        pool_stats = getattr(self.store, "pool_stats", None)
+        if callable(pool_stats):
+            for key, help_text in (
+                ("size", "Connections the database pool may hold."),
+                ("in_use", "Database connections in use."),
+                ("waits", "Times a request waited for a database connection."),
+            ):
+                self.metrics.extra.append(
+                    Gauge(
+                        f"livesettings_db_pool_{key}",
+                        help_text,
+                        read=lambda key=key: float(pool_stats().get(key, 0)),  # type: ignore[misc]
+                    )
+                )
         self.metrics.extra.append(
             Gauge(
                 "livesettings_bus_reconnects",

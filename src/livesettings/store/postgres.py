@@ -111,6 +111,7 @@ _KEY_CACHE_SIZE: Final = 4096
 _EXPORT_PAGE: Final = 200
 _SETUP_TIMEOUT_S: Final = 600.0
 _PROBE_CHANNEL: Final = "livesettings_probe"
+_MAX_USER_ID: Final = 1000  # characters; DESIGN §2 promises ≤ 128, this only guards NOTIFY
 
 _SERVER_SETTINGS: Final = {
     "synchronous_commit": "on",  # an ack waits for the WAL flush (DESIGN §3)
@@ -142,6 +143,7 @@ _CONNECTION_ERRORS: Final = (
     asyncpg.CannotConnectNowError,
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
+    asyncpg.InternalClientError,  # e.g. a backend terminated while the connection was idle
 )
 _DRIVER_ERRORS: Final = (asyncpg.PostgresError, *_CONNECTION_ERRORS, TimeoutError)
 
@@ -319,14 +321,19 @@ class PostgresStore:
 
     # --- connections -----------------------------------------------------------------------
 
-    async def _connect(self, url: str, *, command_timeout: float | None = None) -> Any:
+    async def _connect(
+        self, url: str, *, command_timeout: float | None = None, purpose: str = ""
+    ) -> Any:
         """One connection outside the pool (setup, probes); errors say what to fix."""
+        settings = dict(_SERVER_SETTINGS)
+        if purpose:  # so pg_stat_activity tells setup's owner connection from serve's
+            settings["application_name"] = f"livesettings-{purpose}"
         try:
             return await asyncpg.connect(
                 url,
                 timeout=self._connect_timeout,
                 command_timeout=command_timeout or self._command_timeout,
-                server_settings=_SERVER_SETTINGS,
+                server_settings=settings,
             )
         except Exception as exc:
             raise _connect_error(exc, url) from exc
@@ -351,11 +358,15 @@ class PostgresStore:
             ) from exc
         except Exception as exc:
             raise _connect_error(exc, self.url) from exc
+        broken = False
         try:
             yield conn
         except _DRIVER_ERRORS as exc:
+            broken = isinstance(exc, _CONNECTION_ERRORS)
             raise _translate(exc, self._command_timeout) from exc
         finally:
+            if broken:
+                conn.terminate()  # the pool replaces it; a half-dead one must not go back
             try:
                 await pool.release(conn)
             except _DRIVER_ERRORS:
@@ -497,7 +508,9 @@ class PostgresStore:
         in the table's files (the WAL and backups keep theirs until they are recycled).
         """
         app_role, app_password = _role_of(self.app_url)
-        conn = await self._connect(self.admin_url, command_timeout=_SETUP_TIMEOUT_S)
+        conn = await self._connect(
+            self.admin_url, command_timeout=_SETUP_TIMEOUT_S, purpose="setup"
+        )
         try:
             async with conn.transaction():
                 result = await setup_schema(
@@ -539,7 +552,7 @@ class PostgresStore:
 
     async def info(self) -> dict[str, Any]:
         """Facts for ``verify`` / ``check-db`` / ``/metrics`` (see the module docstring)."""
-        pool, sql = self._statements()
+        _, sql = self._statements()
         async with self._connection() as conn:
             facts = await conn.fetchrow(
                 "SELECT pg_catalog.current_setting('server_version') AS server_version, "
@@ -566,7 +579,6 @@ class PostgresStore:
                 [signature.partition("(")[0] for signature in DEFINER_FUNCTIONS],
             )
             version = await read_schema_version(conn)
-        size = pool.get_size()
         return {
             "backend": "postgresql",
             "server_version": facts["server_version"],
@@ -593,12 +605,20 @@ class PostgresStore:
                 for row in functions
             },
             "notify_channel": NOTIFY_CHANNEL if self.notify else None,
-            "pool": {
-                "size": self.pool_size,
-                "open": size,
-                "in_use": size - pool.get_idle_size(),
-                "waits": self._waits,
-            },
+            "pool": self.pool_stats(),
+        }
+
+    def pool_stats(self) -> dict[str, int]:
+        """The pool without a query (for ``/metrics``): configured ``size``, ``open``
+        connections, those ``in_use``, and ``waits`` — acquisitions that found none free."""
+        pool = self._pool
+        opened = 0 if pool is None else pool.get_size()
+        idle = 0 if pool is None else pool.get_idle_size()
+        return {
+            "size": self.pool_size,
+            "open": opened,
+            "in_use": opened - idle,
+            "waits": self._waits,
         }
 
     async def notify_round_trip(self, wait_s: float = 5.0) -> float:
@@ -612,22 +632,22 @@ class PostgresStore:
             if payload == token and not arrived.done():
                 arrived.set_result(time.monotonic())
 
-        async with self._connection() as listener:
+        # A connection of its own: a LISTEN must not hold one of the pool's.
+        listener = await self._connect(self.url, purpose="probe")
+        try:
             await listener.add_listener(_PROBE_CHANNEL, heard)
+            started = time.monotonic()
+            async with self._connection() as sender:
+                await sender.execute("SELECT pg_catalog.pg_notify($1, $2)", _PROBE_CHANNEL, token)
             try:
-                started = time.monotonic()
-                async with self._connection() as sender:
-                    await sender.execute(
-                        "SELECT pg_catalog.pg_notify($1, $2)", _PROBE_CHANNEL, token
-                    )
-                try:
-                    done: float = await asyncio.wait_for(arrived, wait_s)
-                except TimeoutError as exc:
-                    raise StorageError(f"a NOTIFY did not come back within {wait_s:g} s") from exc
-                return done - started
-            finally:
-                await listener.remove_listener(_PROBE_CHANNEL, heard)
-                await listener.execute(f"UNLISTEN {_PROBE_CHANNEL}")
+                done: float = await asyncio.wait_for(arrived, wait_s)
+            except TimeoutError as exc:
+                raise StorageError(f"a NOTIFY did not come back within {wait_s:g} s") from exc
+            return done - started
+        except _DRIVER_ERRORS as exc:
+            raise _translate(exc, self._command_timeout) from exc
+        finally:
+            await listener.close()
 
     # --- documents and the change log ------------------------------------------------------
 
@@ -1174,9 +1194,10 @@ def _set_user_sql(user_id: str) -> str:
 
 def _user_id_problem(user_id: str, *, uuid_column: bool) -> ValidationError | None:
     """Why ``user_id`` cannot be stored here, if it cannot (checked before any SQL)."""
-    if not user_id or "\x00" in user_id:
+    if not user_id or "\x00" in user_id or len(user_id) > _MAX_USER_ID:
+        # Long ids are refused so that one [user_id, revision] always fits a NOTIFY.
         return ValidationError(
-            "a user id must be a non-empty string without U+0000",
+            f"a user id must be 1 to {_MAX_USER_ID} characters, without U+0000",
             path="",
             code="invalid_user_id",
         )

@@ -7,8 +7,8 @@ transaction, is idempotent, and returns what it did line by line. It adopts a se
 Who sees what (DESIGN §6), with row-level security enabled *and forced* on every table:
 
     owner (setup)     owns every table and function. FORCE makes RLS apply to it too: it sees
-                      rows only while ``livesettings.scope`` is ``'all'``, which setup and the
-                      SECURITY DEFINER functions (through their own ``SET`` clause) do.
+                      rows only while ``livesettings.scope`` is ``'all'``, which setup sets,
+                      and each SECURITY DEFINER function for its own duration.
     app role (serve)  owns nothing, NOSUPERUSER NOBYPASSRLS; sees and writes only the rows of
                       the user named by ``livesettings.user_id``, which the store sets with
                       ``set_config(…, true)`` in each transaction — nothing when it is unset.
@@ -727,9 +727,11 @@ async def adopt_seed_rows(
     lines: list[str] = []
     touched = 0
     text_id = columns.user_id_text()
+    # A row without a user is nobody's settings, but its secrets must not stay in clear.
     cleared = await conn.execute(
-        "UPDATE public.user_preferences SET api_keys = NULL "
-        "WHERE user_id IS NULL AND api_keys IS NOT NULL"
+        "UPDATE public.user_preferences "
+        f"SET api_keys = '{{}}'::text::{columns.type_of('api_keys')} "
+        "WHERE user_id IS NULL AND api_keys IS NOT NULL AND api_keys::text <> '{}'"
     )
     if (count := int(cleared.rpartition(" ")[2])) > 0:
         touched += count

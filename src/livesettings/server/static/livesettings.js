@@ -399,6 +399,74 @@ function storedSession(store) {
   return isObject(session) && typeof session.access_token === "string" ? session : null;
 }
 
+// The session is also kept in IndexedDB. localStorage is only eventually consistent between
+// tabs (each renderer process has its own copy), so a tab taking the refresh lock right after
+// another tab rotated the refresh token could still read the spent one and, by reusing it,
+// make the server revoke the whole family. IndexedDB transactions are consistent across tabs.
+const IDB_NAME = "livesettings";
+const IDB_STORE = "kv";
+let idbOpening = null;
+
+function idb() {
+  if (!globalThis.indexedDB) return Promise.resolve(null);
+  if (!idbOpening) {
+    idbOpening = new Promise((resolve) => {
+      try {
+        const request = indexedDB.open(IDB_NAME, 1);
+        request.onupgradeneeded = () => request.result.createObjectStore(IDB_STORE);
+        request.onsuccess = () => resolve(request.result);
+        request.onerror = () => resolve(null);
+        request.onblocked = () => resolve(null);
+      } catch {
+        resolve(null);
+      }
+    });
+  }
+  return idbOpening;
+}
+
+async function idbRun(mode, action) {
+  const db = await idb();
+  if (!db) return null;
+  return new Promise((resolve) => {
+    try {
+      const tx = db.transaction(IDB_STORE, mode);
+      const request = action(tx.objectStore(IDB_STORE));
+      tx.oncomplete = () => resolve(request.result ?? null);
+      tx.onerror = () => resolve(null);
+      tx.onabort = () => resolve(null);
+    } catch {
+      resolve(null);
+    }
+  });
+}
+
+const idbGet = (key) => idbRun("readonly", (store) => store.get(key));
+const idbSet = (key, value) => idbRun("readwrite", (store) => store.put(value, key));
+const idbDelete = (key) => idbRun("readwrite", (store) => store.delete(key));
+
+function issuedAt(session) {
+  const claims = decodeJwt(session.access_token);
+  return Number(claims?.iat ?? claims?.exp ?? 0);
+}
+
+// The most recently issued of the sessions given for `userId`: it holds the unspent token.
+function newestSession(userId, ...sessions) {
+  return sessions
+    .filter((s) => isObject(s) && typeof s.access_token === "string" && s.user_id === userId)
+    .sort((a, b) => issuedAt(b) - issuedAt(a))[0] ?? null;
+}
+
+async function saveSession(store, session, useIdb) {
+  store.set(SESSION_KEY, session);
+  if (useIdb) await idbSet(SESSION_KEY, session);
+}
+
+async function removeSession(store, useIdb) {
+  store.remove(SESSION_KEY);
+  if (useIdb) await idbDelete(SESSION_KEY);
+}
+
 function sessionFromTokens(body, username) {
   return {
     access_token: body.access_token,
@@ -440,6 +508,7 @@ export class LiveSettings extends EventTarget {
     this._opts = opts;
     this.url = String(opts.url ?? globalThis.location?.origin ?? "").replace(/\/+$/, "");
     this._store = new Store(opts.storage === undefined ? defaultStorage() : opts.storage);
+    this._useIdb = opts.storage === undefined;
     this._tokenSource = typeof opts.token === "function" ? opts.token : null;
     this._token = typeof opts.token === "string" ? opts.token : null;
     this._refreshToken = opts.refreshToken ?? null;
@@ -629,7 +698,7 @@ export class LiveSettings extends EventTarget {
       // offline or already ended: the local session is forgotten anyway
     }
     const session = storedSession(this._store);
-    if (session && session.user_id === this.userId) this._store.remove(SESSION_KEY);
+    if (session && session.user_id === this.userId) await removeSession(this._store, this._useIdb);
     this.close();
   }
 
@@ -702,7 +771,11 @@ export class LiveSettings extends EventTarget {
     const base = String(url ?? globalThis.location?.origin ?? "").replace(/\/+$/, "");
     const body = await request(base + path, { method: "POST", body: { username, password } });
     const session = sessionFromTokens(body, username);
-    new Store(storage === undefined ? defaultStorage() : storage).set(SESSION_KEY, session);
+    await saveSession(
+      new Store(storage === undefined ? defaultStorage() : storage),
+      session,
+      storage === undefined,
+    );
     return session;
   }
 
@@ -713,7 +786,10 @@ export class LiveSettings extends EventTarget {
 
   /** Forget the stored session (without telling the server). */
   static clearSession(storage) {
-    new Store(storage === undefined ? defaultStorage() : storage).remove(SESSION_KEY);
+    return removeSession(
+      new Store(storage === undefined ? defaultStorage() : storage),
+      storage === undefined,
+    );
   }
 
   /** A client for a stored session. */
@@ -1081,10 +1157,17 @@ export class LiveSettings extends EventTarget {
       for (const tab of orphans) {
         const data = this._store.get(prefix + tab);
         this._store.remove(prefix + tab);
+        // The stored copy can lag behind (localStorage syncs between tabs lazily); the copy
+        // broadcast by that tab arrived in order. Take the newer version of each edit.
+        const versions = new Map();
+        const stored = isObject(data) && Array.isArray(data.entries) ? data.entries : [];
+        for (const entry of [...stored, ...(this._foreign.get(tab) ?? [])].filter(validEntry)) {
+          const known = versions.get(entry.id);
+          if (!known || entry.at >= known.at) versions.set(entry.id, entry);
+        }
         this._foreign.delete(tab);
         this._broadcast({ type: "queue", tab, entries: [] });
-        const entries = isObject(data) && Array.isArray(data.entries) ? data.entries : [];
-        for (const entry of entries.filter(validEntry)) {
+        for (const entry of versions.values()) {
           if (this._seen.has(entry.id) || this._own.some((e) => e.id === entry.id)) continue;
           this._own.push({ ...entry, sealed: true, sentOn: null });
           adopted += 1;
@@ -1158,6 +1241,10 @@ export class LiveSettings extends EventTarget {
     }
   }
 
+  _issuedAt() {
+    return this._token ? issuedAt({ access_token: this._token }) : 0;
+  }
+
   _expiresWithin(ms) {
     return this._tokenExp !== null && this._tokenExp - Date.now() < ms;
   }
@@ -1216,16 +1303,20 @@ export class LiveSettings extends EventTarget {
       return;
     }
     const run = async () => {
-      const stored = storedSession(this._store);
-      const mine = stored && stored.user_id === this.userId;
-      if (mine && stored.access_token !== this._token) {
+      const stored = newestSession(
+        this.userId,
+        storedSession(this._store),
+        this._useIdb ? await idbGet(SESSION_KEY) : null,
+      );
+      const mine = stored !== null;
+      if (mine && stored.access_token !== this._token && issuedAt(stored) >= this._issuedAt()) {
         const exp = decodeJwt(stored.access_token)?.exp;
         if (Number.isFinite(exp) && exp * 1000 - Date.now() > this._refreshLead()) {
           this._setTokens(stored.access_token, stored.refresh_token ?? this._refreshToken);
           return; // another tab refreshed already
         }
       }
-      if (!force && !this._expiresWithin(this._refreshLead() + 5000)) return;
+      if (!force && !this._expiresWithin(this._refreshLead() + 1000)) return;
       const refreshToken = mine && stored.refresh_token ? stored.refresh_token : this._refreshToken;
       let body;
       try {
@@ -1243,7 +1334,8 @@ export class LiveSettings extends EventTarget {
         throw err;
       }
       const session = sessionFromTokens(body, stored?.username ?? null);
-      this._store.set(SESSION_KEY, session);
+      // Stored (and committed to IndexedDB) before the lock is released.
+      await saveSession(this._store, session, this._useIdb);
       this._setTokens(session.access_token, session.refresh_token);
     };
     const locks = globalThis.navigator?.locks;
@@ -1260,7 +1352,7 @@ export class LiveSettings extends EventTarget {
       return;
     }
     if (stored.user_id !== this.userId || stored.access_token === this._token) return;
-    if (this._sessionEnded) return;
+    if (this._sessionEnded || issuedAt(stored) < this._issuedAt()) return;
     this._setTokens(stored.access_token, stored.refresh_token ?? this._refreshToken);
   }
 
@@ -1273,15 +1365,17 @@ export class LiveSettings extends EventTarget {
     clearTimeout(this._timers.refresh);
     const stored = storedSession(this._store);
     if (stored && stored.user_id === this.userId && error.code === "session_expired") {
-      this._store.remove(SESSION_KEY);
+      removeSession(this._store, this._useIdb);
     }
     this._reportError(error);
   }
 
   async _validToken() {
-    if (this._tokenSource && (!this._token || this._expiresWithin(10000))) {
+    // About to expire (within the refresh lead, at most 10 s): renew before using it.
+    const soon = Math.min(10000, this._refreshLead());
+    if (this._tokenSource && (!this._token || this._expiresWithin(soon))) {
       await this._renewToken();
-    } else if (this._expiresWithin(10000)) {
+    } else if (this._expiresWithin(soon)) {
       await this._renewToken();
     }
     if (!this._token) throw new LiveSettingsError("session_expired", "no access token");

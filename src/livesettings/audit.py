@@ -1,0 +1,88 @@
+"""Audit lines: who signed in, who failed, which tokens were refused, who read a secret.
+
+Each event is one log record of the ``livesettings.audit`` logger whose message is one JSON
+object, ``{"event": …, …}`` — easy to grep and to ship. Fields are names, ids, addresses and
+reasons, never a secret, a password or a token: :func:`audit` refuses field names that would
+carry one, and callers pass ids rather than what a user typed (a password typed into the
+username box must not end up in a log).
+
+``LIVESETTINGS_AUDIT_LOG`` names a file that receives the same lines (mode 0600), so that the
+trail outlives the process log and includes the CLI's own events (``keys rotate``); with SQLite
+it defaults to ``<data dir>/audit.log``, and ``-`` turns the file off.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Final
+
+__all__ = ["AUDIT_LOGGER", "audit", "close_audit_file", "open_audit_file"]
+
+AUDIT_LOGGER: Final = "livesettings.audit"
+_log = logging.getLogger(AUDIT_LOGGER)
+
+# Field names that could only ever carry what an audit line must not hold.
+_REFUSED: Final = frozenset(
+    {
+        "token",
+        "access_token",
+        "refresh_token",
+        "password",
+        "new_password",
+        "current_password",
+        "secret",
+        "value",
+        "plaintext",
+        "master_key",
+        "master_keys",
+        "authorization",
+    }
+)
+_MAX_TEXT: Final = 200  # attacker-controlled text (a rejection reason, an address) is cut
+
+Field = str | int | float | bool | None
+
+
+def audit(event: str, **fields: Field) -> None:
+    """Log one audit event as a JSON object (``event`` first, then ``fields`` in order)."""
+    refused = _REFUSED.intersection(fields)
+    if refused:
+        raise ValueError(f"audit lines never carry {', '.join(sorted(refused))}")
+    record: dict[str, Field] = {"event": event}
+    for name, value in fields.items():
+        record[name] = value[:_MAX_TEXT] if isinstance(value, str) else value
+    # ensure_ascii: control characters and odd Unicode in a forwarded address stay escaped,
+    # so one event is always exactly one line.
+    _log.info(json.dumps(record, ensure_ascii=True, separators=(",", ":")))
+
+
+class _MessageOnly(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return record.getMessage()
+
+
+def open_audit_file(path: str | os.PathLike[str] | None) -> logging.Handler | None:
+    """Also append every audit line to ``path`` (created 0600); the handler, to remove later.
+
+    ``None`` when no path is given.
+    """
+    if not path:
+        return None
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.close(fd)  # created with the right mode; FileHandler reopens it for appending
+    handler = logging.FileHandler(path, mode="a", encoding="utf-8")
+    handler.setFormatter(_MessageOnly())
+    handler.setLevel(logging.INFO)
+    _log.addHandler(handler)
+    if _log.level == logging.NOTSET or _log.level > logging.INFO:
+        _log.setLevel(logging.INFO)
+    return handler
+
+
+def close_audit_file(handler: logging.Handler | None) -> None:
+    """Undo :func:`open_audit_file`."""
+    if handler is not None:
+        _log.removeHandler(handler)
+        handler.close()
