@@ -6,13 +6,15 @@ and each load generator run to core 1 (``taskset``), so they never share a core.
 a fresh generator process at one target rate: 100 users x 3 devices subscribed over
 WebSockets, writes by HTTP ``PATCH`` at open-loop arrival times, warm-up then a measured
 window. First a baseline at 100 writes/s, then a sweep of rising rates that stops after
-``--max-failures`` failing rates in a row. A rate passes when write→device p99 ≤ 50 ms and
-nothing was lost (every PATCH answered 200, every device got every change exactly once, in
-order). When a target is missed and py-spy is installed, one more run at the first failing
-rate is profiled and the top frames go into RESULTS.md.
+``--max-failures`` failing rates in a row, then ``--refine`` bisection steps between the best
+passing and the lowest failing rate. A rate passes when write→device p99 ≤ 50 ms and nothing
+was lost (every PATCH answered 200, every device got every change exactly once, in order).
+When a target is missed and py-spy is installed, one more run at the first failing rate is
+profiled and the top frames go into RESULTS.md.
 
 RESULTS.md is regenerated on every run except for the hand-written analysis between the
-``<!-- analysis -->`` markers, which is kept.
+``<!-- analysis -->`` markers, which is kept. ``--fake-server`` runs the same sweep against
+``bench/fake_server.py`` instead, to show how far the generator itself goes.
 """
 
 from __future__ import annotations

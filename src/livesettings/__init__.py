@@ -6,6 +6,7 @@ user; offline edits replay exactly once; concurrent edits merge field by field.
 
 from __future__ import annotations
 
+from .client import Ack, AsyncClient, Change, ChangeOrigin, Client, ConnectionState, Status
 from .config import Config
 from .errors import (
     BadRequest,
@@ -34,11 +35,17 @@ from .errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "Ack",
+    "AsyncClient",
     "BadRequest",
+    "Change",
+    "ChangeOrigin",
+    "Client",
     "Config",
     "ConfigError",
     "Conflict",
     "ConnectionClosed",
+    "ConnectionState",
     "CryptoError",
     "Forbidden",
     "IdempotencyKeyReused",
@@ -50,6 +57,7 @@ __all__ = [
     "PreconditionRequired",
     "RateLimited",
     "RevisionGone",
+    "Status",
     "StorageError",
     "TokenExpired",
     "TooDeep",

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from pathlib import Path
 from typing import Final
 
 __all__ = ["AUDIT_LOGGER", "audit", "close_audit_file", "open_audit_file"]
@@ -70,6 +71,7 @@ def open_audit_file(path: str | os.PathLike[str] | None) -> logging.Handler | No
     """
     if not path:
         return None
+    Path(path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     os.close(fd)  # created with the right mode; FileHandler reopens it for appending
     handler = logging.FileHandler(path, mode="a", encoding="utf-8")

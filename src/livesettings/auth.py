@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import argon2
 import jwt
@@ -39,14 +39,19 @@ from jwt.algorithms import HMACAlgorithm
 from .crypto import load_or_create_secret_file
 from .errors import ConfigError, TokenExpired, Unauthorized, ValidationError
 
+if TYPE_CHECKING:
+    from .jwks import JwksCache
+
 __all__ = [
     "MIN_SECRET_BYTES",
     "Claims",
     "PasswordHasher",
+    "PublicKey",
     "TokenIssuer",
     "TokenVerifier",
     "hash_refresh_token",
     "load_or_create_jwt_secret",
+    "load_public_key",
     "new_family_id",
     "new_refresh_token",
     "validate_password",
@@ -61,6 +66,8 @@ _USERNAME_RE: Final = re.compile(r"[A-Za-z0-9_.@\-]{3,64}")
 _MIN_PASSWORD, _MAX_PASSWORD = 8, 1024
 
 _Alg = Literal["HS256", "RS256", "ES256"]
+_PUBLIC_ALGS: Final = ("RS256", "ES256")
+_NO_KEY: Final = "no configured key matches the token's key id"
 _VerifyKey = bytes | rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 
 
@@ -153,10 +160,16 @@ class Claims:
 
 
 @dataclass(frozen=True)
-class _PublicKey:
+class PublicKey:
+    """A verification key with the one algorithm its type allows, and its key id if any."""
+
     alg: _Alg
     key: _VerifyKey
     kid: str | None
+
+
+class _UnknownKey(Unauthorized):
+    """No loaded key fits the token, but a JWKS refetch might bring one (a rotated key)."""
 
 
 class TokenVerifier:
@@ -164,9 +177,12 @@ class TokenVerifier:
 
     ``hs256_secret`` accepts HS256 tokens; each public key accepts the one algorithm its type
     implies (RSA → RS256, P-256 → ES256). Public keys are PEM strings (public key or
-    certificate), JWK dicts, :class:`jwt.PyJWK` or ``cryptography`` key objects. A token
-    whose header names a ``kid`` is checked with the keys of that ``kid`` (and with keys that
-    have none); :meth:`_candidates` is the hook a JWKS cache overrides to refetch on a miss.
+    certificate), JWK dicts, :class:`jwt.PyJWK` or ``cryptography`` key objects. ``key_sets``
+    are identity providers' JWKS (:class:`~livesettings.jwks.JwksCache`), whose keys count as
+    configured keys. A token whose header names a ``kid`` is checked with the keys of that
+    ``kid`` (and with keys that have none). When no key fits a token but a JWKS might hold it
+    (a key the provider has just rotated in), :meth:`verify_async` refetches the JWKS — at most
+    once per its refresh interval — and tries again; :meth:`verify` never does I/O.
     """
 
     def __init__(
@@ -174,13 +190,15 @@ class TokenVerifier:
         *,
         hs256_secret: bytes | None = None,
         public_keys: Sequence[Any] = (),
+        key_sets: Sequence[JwksCache] = (),
         audience: str | None = None,
         issuer: str | None = None,
         leeway: int = 0,
     ) -> None:
         self._secret = None if hs256_secret is None else _check_secret(hs256_secret)
-        self._public: tuple[_PublicKey, ...] = tuple(_load_public_key(k) for k in public_keys)
-        if self._secret is None and not self._public:
+        self._public: tuple[PublicKey, ...] = tuple(load_public_key(k) for k in public_keys)
+        self.key_sets: tuple[JwksCache, ...] = tuple(key_sets)
+        if self._secret is None and not self._public and not self.key_sets:
             raise ConfigError("no JWT secret or public key is configured to verify tokens")
         self.audience = audience
         self.issuer = issuer
@@ -188,20 +206,33 @@ class TokenVerifier:
 
     def add_public_keys(self, keys: Sequence[Any]) -> None:
         """Accept tokens signed by these keys too (all are checked before any is added)."""
-        loaded = tuple(_load_public_key(k) for k in keys)
+        loaded = tuple(load_public_key(k) for k in keys)
         self._public = self._public + loaded
 
     def replace_public_keys(self, keys: Sequence[Any]) -> None:
         """Replace every public key at once (a JWKS refresh drops retired keys)."""
-        loaded = tuple(_load_public_key(k) for k in keys)
-        if self._secret is None and not loaded:
+        loaded = tuple(load_public_key(k) for k in keys)
+        if self._secret is None and not loaded and not self.key_sets:
             raise ConfigError("no JWT secret or public key is configured to verify tokens")
         self._public = loaded
 
     @property
+    def has_secret(self) -> bool:
+        """True when built-in (HS256) tokens are accepted."""
+        return self._secret is not None
+
+    def public_keys(self) -> tuple[PublicKey, ...]:
+        """Every public key in use now: the configured ones, then each JWKS's."""
+        keys = self._public
+        for key_set in self.key_sets:
+            keys = keys + key_set.keys
+        return keys
+
+    @property
     def algorithms(self) -> tuple[str, ...]:
-        """The algorithms some configured key accepts."""
-        algs = (["HS256"] if self._secret is not None else []) + [k.alg for k in self._public]
+        """The algorithms some loaded key accepts."""
+        algs = ["HS256"] if self._secret is not None else []
+        algs += [k.alg for k in self.public_keys()]
         return tuple(dict.fromkeys(algs))
 
     def verify(self, token: str, *, now: float | None = None) -> Claims:
@@ -209,7 +240,7 @@ class TokenVerifier:
 
         ``exp`` and ``sub`` are required, ``nbf`` is honoured, ``aud`` and ``iss`` are checked
         when configured. An expired token raises :class:`TokenExpired`. ``now`` (Unix seconds)
-        defaults to the current time.
+        defaults to the current time. Uses the keys loaded now; see :meth:`verify_async`.
         """
         if not isinstance(token, str) or not token:
             raise _invalid("token is missing")
@@ -220,11 +251,18 @@ class TokenVerifier:
         except jwt.PyJWTError as exc:
             raise _invalid("token is malformed") from exc
         alg, kid = header.get("alg"), header.get("kid")
-        if not isinstance(alg, str) or alg not in self.algorithms:
+        kid = kid if isinstance(kid, str) else None
+        # A JWKS may gain RS256/ES256 keys at its next fetch; anything else is refused now.
+        refetchable = bool(self.key_sets) and alg in _PUBLIC_ALGS
+        if not isinstance(alg, str) or (alg not in self.algorithms and not refetchable):
             raise _invalid("token algorithm is not accepted")
-        candidates = self._candidates(alg, kid if isinstance(kid, str) else None)
+        candidates = self._candidates(alg, kid)
+        kid_known = kid is None or any(k.kid == kid for k in self.public_keys() if k.alg == alg)
+        miss = refetchable and (not candidates or not kid_known)
         if not candidates:
-            raise _invalid("no configured key matches the token's key id")
+            if miss:
+                raise _UnknownKey(_NO_KEY, code="invalid_token")
+            raise _invalid(_NO_KEY)
 
         payload: dict[str, Any] | None = None
         bad_signature: jwt.InvalidSignatureError | None = None
@@ -252,14 +290,32 @@ class TokenVerifier:
             except jwt.PyJWTError as exc:
                 raise _invalid(_reason(exc)) from exc
         if payload is None:
+            if miss:
+                # A new kid that no loaded key verifies: the provider may have rotated.
+                raise _UnknownKey(_NO_KEY, code="invalid_token") from bad_signature
             raise _invalid("token signature is invalid") from bad_signature
         return self._claims(payload, time.time() if now is None else now)
+
+    async def verify_async(self, token: str, *, now: float | None = None) -> Claims:
+        """:meth:`verify`, refetching the JWKS once when a token names a key it lacks.
+
+        An identity provider whose JWKS cannot be fetched fails closed:
+        ``Unauthorized(code="jwks_unavailable")``.
+        """
+        try:
+            return self.verify(token, now=now)
+        except _UnknownKey:
+            if not self.key_sets:
+                raise
+        for key_set in self.key_sets:
+            await key_set.refresh_on_miss()
+        return self.verify(token, now=now)
 
     def _candidates(self, alg: str, kid: str | None) -> list[tuple[_VerifyKey, str]]:
         """The keys to try for a token of ``alg`` (and ``kid``), each with its one algorithm."""
         if alg == "HS256":
             return [] if self._secret is None else [(self._secret, "HS256")]
-        keys = [k for k in self._public if k.alg == alg]
+        keys = [k for k in self.public_keys() if k.alg == alg]
         if kid is not None and any(k.kid == kid for k in keys):
             keys = [k for k in keys if k.kid == kid]
         elif kid is not None:
@@ -418,7 +474,7 @@ def _check_secret(secret: bytes) -> bytes:
     return secret
 
 
-def _load_public_key(source: Any) -> _PublicKey:
+def load_public_key(source: Any) -> PublicKey:
     """A configured verification key with the one algorithm its type allows."""
     kid: str | None = None
     declared: str | None = None
@@ -449,4 +505,4 @@ def _load_public_key(source: Any) -> _PublicKey:
         raise ConfigError("JWT public keys must be RSA (RS256) or P-256 (ES256) keys")
     if declared is not None and declared != alg:
         raise ConfigError(f"a JWT public key declares alg {declared!r}; only {alg} fits it")
-    return _PublicKey(alg, key, kid)
+    return PublicKey(alg, key, kid)

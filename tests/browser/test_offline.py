@@ -231,9 +231,9 @@ def test_an_ended_session_returns_to_sign_in_without_losing_unsaved_edits(
 def test_tabs_refresh_the_rotating_token_one_at_a_time(
     browser: Browser, contexts: list[BrowserContext], tmp_path: Path
 ) -> None:
-    # 8 s tokens: refreshed 2 s before they expire. Two tabs spending the same refresh token
+    # 6 s tokens: refreshed 1.5 s before they expire. Two tabs spending the same refresh token
     # would revoke the whole family (the server's reuse detection) and end the session.
-    server = ServerProcess(tmp_path / "data", access_token_ttl=8, **SERVER_SETTINGS)
+    server = ServerProcess(tmp_path / "data", access_token_ttl=6, **SERVER_SETTINGS)
     server.start()
     try:
         url = server.url

@@ -165,7 +165,11 @@ def test_every_control_is_labelled_and_the_page_works_with_the_keyboard(
     # Refresh asks the server for a fresh snapshot.
     snapshots = sum('"type":"snapshot"' in f for f in frames.received)
     page.get_by_role("button", name="Refresh").click()
-    wait_until(lambda: sum('"type":"snapshot"' in f for f in frames.received) == snapshots + 1)
+    try:
+        wait_until(lambda: sum('"type":"snapshot"' in f for f in frames.received) == snapshots + 1)
+    except AssertionError:
+        print("DEBUG", snapshots, frames.sent[-6:], frames.received[-6:], page.evaluate("livesettings.status"))
+        raise
     wait_status(page, "Synced")
     expect(page.get_by_label("Model")).to_have_value("typed-by-keyboard")
 

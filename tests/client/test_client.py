@@ -115,6 +115,10 @@ async def test_changes_async_iterator_and_status_events(
     assert [(s.unsaved, s.syncing) for s in statuses] == [(1, True), (0, False)] * 2
     assert all(s.connection is ConnectionState.ONLINE for s in statuses)
 
+    leftover = b.changes()
+    await b.close()
+    assert [c async for c in leftover] == []  # streams end when their client closes
+
 
 # --- the server stopped and restarted ---------------------------------------------------------
 
@@ -431,3 +435,52 @@ async def test_a_service_client_can_follow_one_user_with_the_plain_api(
     ack = await backend.update({"preferences": {"beta": False}})
     assert (ack.revision, ack.user_id) == (2, user)
     await eventually(lambda: app.get("/preferences/beta") is False)
+
+
+# --- conflicts ---------------------------------------------------------------------------------
+
+
+async def test_conflicts_reach_the_writer_in_its_ack_and_the_loser_in_the_change(
+    live_server: ServerProcess, make_client: MakeClient, make_proxy: MakeProxy
+) -> None:
+    user = new_user()
+    proxy = await make_proxy(live_server)
+    late = await make_client(proxy.url, token_for(user))
+    early = await make_client(live_server.url, token_for(user))
+    seen_early: list[Change] = []
+    early.subscribe(seen_early.append)
+
+    proxy.cut()
+    await eventually(lambda: late.status.connection is not ConnectionState.ONLINE)
+    assert (await early.update({"theme": "dark", "language": "de"})).revision == 1
+    await asyncio.sleep(0.01)  # the offline edit is made later, on an older base
+    offline_edit = late.update({"theme": "system"})
+    proxy.restore()
+
+    ack = await offline_edit
+    won = {"path": "/theme", "yours": "system", "theirs": "dark", "kept": "yours"}
+    assert ack.revision == 2
+    assert ack.conflicts == [{**won, "lost_by": early.client_id}]
+    await eventually(lambda: early.revision == 2)
+    told = [c for c in seen_early if c.origin is ChangeOrigin.REMOTE]
+    assert [(c.revision, c.patch, c.client_id) for c in told] == [
+        (2, {"theme": "system"}, late.client_id)
+    ]
+    overwritten = [x for x in told[0].conflicts if x.get("lost_by") == early.client_id]
+    assert overwritten == [{**won, "lost_by": early.client_id}]
+
+    # An offline edit older than a concurrent one loses: nothing applies, no revision.
+    proxy.cut()
+    await eventually(lambda: late.status.connection is not ConnectionState.ONLINE)
+    stale = late.update({"language": "fr"})
+    await asyncio.sleep(0.01)
+    assert (await early.update({"language": "it"})).revision == 3
+    proxy.restore()
+    ack = await stale
+    assert ack.revision == 3
+    assert [(x["path"], x["yours"], x["theirs"], x["kept"]) for x in ack.conflicts] == [
+        ("/language", "fr", "it", "theirs")
+    ]
+    await eventually(lambda: late.revision == 3)
+    assert late.get("/language") == "it"
+    assert late.get() == early.get()

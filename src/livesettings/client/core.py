@@ -58,12 +58,12 @@ from livesettings.protocol import (
 from .backoff import DelayFactory, backoff
 from .cache import OfflineCache, QueuedMutation, carries_secret
 from .handles import Subscription, UpdateHandle, consume_error
-from .session import Refused, Session, as_error, refusal, ws_url
+from .session import Refused, Session, as_error, cancel_and_wait, refusal, ws_url
 from .state import Ack, Change, DocumentState, RevisionGap, copy_json
 from .status import ConnectionState, Status, SyncRate
-from .tokens import TokenSource, read_response
+from .tokens import TokenSource, read_response, resolve_token
 
-__all__ = ["AsyncClient", "ChangeCallback", "StatusCallback", "Subscription", "UpdateHandle"]
+__all__ = ["AsyncClient", "ChangeCallback", "StatusCallback"]
 
 log = logging.getLogger("livesettings.client")
 
@@ -208,7 +208,7 @@ class AsyncClient:
             self._lifecycle = _Lifecycle.CLOSED
             return
         self._lifecycle = _Lifecycle.CLOSED
-        await _cancel_and_wait(self._runner, self._refresher, *self._tasks)
+        await cancel_and_wait(self._runner, self._refresher, *self._tasks)
         queued = {p.mutation_id for doc in self._docs.values() for p in doc.pending if not p.secret}
         for mutation_id, future in self._futures.items():
             if not future.done():
@@ -475,14 +475,19 @@ class AsyncClient:
             return
         loop = asyncio.get_running_loop()
         if loop.time() < self._paused_until:
+            # Timers may fire a clock tick early: come back rather than stall the queue.
+            loop.call_later(self._paused_until - loop.time(), self._flush)
             return
         unsent = sorted(
-            (p.seq, doc, p)
-            for doc in self._docs.values()
-            for p in doc.pending
-            if not p.sent and p.acked is None
+            (
+                (doc, p)
+                for doc in self._docs.values()
+                for p in doc.pending
+                if not p.sent and p.acked is None
+            ),
+            key=lambda item: item[1].seq,
         )
-        for _, doc, p in unsent:
+        for doc, p in unsent:
             frame = UpdateFrame(p.mutation_id, p.base_revision, p.patch, p.edited_at, doc.user_id)
             session.send(frame.to_json())
             p.sent = True
@@ -537,22 +542,6 @@ class AsyncClient:
             self._call(callback, status)
 
     # -- internals: the connection --------------------------------------------------------
-    async def _token(self) -> str:
-        source = self._token_source
-        if isinstance(source, str):
-            return source
-        try:
-            token = source()
-            if inspect.isawaitable(token):
-                token = await token
-        except LiveSettingsError:
-            raise
-        except Exception as exc:
-            raise Unauthorized(f"the token provider failed: {exc}") from exc
-        if not isinstance(token, str) or not token:
-            raise Unauthorized("the token provider returned no token")
-        return token
-
     async def _run(self) -> None:
         assert self._first_outcome is not None
         delays = self._reconnect_delays()
@@ -563,7 +552,7 @@ class AsyncClient:
             reached = False
             retry_after: float | None = None
             try:
-                token = await self._token()
+                token = await resolve_token(self._token_source)
                 async with connect(
                     self._ws_url,
                     open_timeout=self._connect_timeout,
@@ -594,6 +583,11 @@ class AsyncClient:
                 self._end_session(exc, ConnectionState.ERROR)
             except (OSError, TimeoutError, WebSocketException, LiveSettingsError) as exc:
                 self._end_session(as_error(exc), ConnectionState.OFFLINE)
+            except Exception as exc:  # a bug must not end the reconnect loop for good
+                log.exception("the livesettings connection failed unexpectedly")
+                self._end_session(
+                    LiveSettingsError(f"unexpected error: {exc}"), ConnectionState.OFFLINE
+                )
             self._first_outcome.set()
             if reached and self._session_synced:
                 delays = self._reconnect_delays()
@@ -617,10 +611,10 @@ class AsyncClient:
             async for message in ws:
                 try:
                     frame = parse_server_frame(message)
-                except LiveSettingsError as exc:
-                    log.warning("ignored a server frame: %s", exc)
-                    continue
-                self._handle(session, frame)
+                    self._handle(session, frame)
+                except (BadRequest, KeyError, TypeError, ValueError) as exc:
+                    # A frame this client cannot read is skipped, not fatal to the connection.
+                    log.warning("ignored a server frame (%s): %.200s", exc, message)
                 if sender.done():
                     break
         except WsConnectionClosed as exc:
@@ -633,7 +627,7 @@ class AsyncClient:
                 raise RateLimited("the server closed the connection: rate limited") from exc
             raise ConnectionClosed(f"the connection closed ({code})") from exc
         finally:
-            await _cancel_and_wait(sender)
+            await cancel_and_wait(sender)
 
     def _authenticated(self, session: Session, frame: dict[str, Any]) -> None:
         user_id = str(frame.get("user_id"))
@@ -720,7 +714,7 @@ class AsyncClient:
     async def _refresh_later(self, delay: float) -> None:
         await asyncio.sleep(delay)
         try:
-            token = await self._token()
+            token = await resolve_token(self._token_source)
         except LiveSettingsError as exc:
             log.warning("could not refresh the access token: %s", exc)
             self._note_error(exc)
@@ -836,29 +830,12 @@ class AsyncClient:
 
     async def _http_get(self, path: str) -> dict[str, Any]:
         assert self._http is not None
-        token = await self._token()
+        token = await resolve_token(self._token_source)
         try:
             response = await self._http.get(path, headers={"Authorization": f"Bearer {token}"})
         except httpx.TransportError as exc:
             raise ConnectionClosed(f"cannot reach {self.url}: {exc}") from exc
         return read_response(response)
-
-
-async def _cancel_and_wait(*tasks: asyncio.Task[Any] | None) -> None:
-    """Cancel tasks and wait for them to end.
-
-    ``asyncio.wait`` rather than ``await task`` under ``suppress(CancelledError)``: that would
-    also swallow a cancellation of the *calling* task, which then carries on as if nothing
-    had happened.
-    """
-    pending = {task for task in tasks if task is not None}
-    for task in pending:
-        task.cancel()
-    if pending:
-        await asyncio.wait(pending)
-    for task in pending:
-        if not task.cancelled() and task.exception() is not None:
-            log.debug("a task ended with an error while closing", exc_info=task.exception())
 
 
 def _discard(items: list[Any], item: Any) -> None:

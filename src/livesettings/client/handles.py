@@ -83,7 +83,10 @@ class UpdateHandle:
 
 
 def consume_error(future: asyncio.Future[Ack]) -> None:
-    # An edit nobody awaits may still fail: its error reaches Status.error, so keep asyncio
-    # from also logging "exception was never retrieved".
+    """Mark an edit's error as retrieved (a done callback on every edit's future).
+
+    An edit nobody awaits may still fail: its error reaches ``Status.error``, so asyncio need
+    not also log "exception was never retrieved".
+    """
     if not future.cancelled():
         future.exception()

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+from typing import Any
 
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import InvalidStatus
 
 from livesettings.errors import ConnectionClosed, LiveSettingsError, error_from_payload
 
-__all__ = ["Refused", "Session", "as_error", "refusal", "ws_url"]
+__all__ = ["Refused", "Session", "as_error", "cancel_and_wait", "refusal", "ws_url"]
+
+log = logging.getLogger("livesettings.client")
 
 
 class Session:
@@ -73,3 +77,20 @@ def as_error(exc: BaseException) -> LiveSettingsError:
     if isinstance(exc, InvalidStatus):
         return refusal(exc).error
     return ConnectionClosed(f"cannot reach the server: {exc or type(exc).__name__}")
+
+
+async def cancel_and_wait(*tasks: asyncio.Task[Any] | None) -> None:
+    """Cancel tasks and wait for them to end.
+
+    ``asyncio.wait`` rather than ``await task`` under ``suppress(CancelledError)``: that would
+    also swallow a cancellation of the *calling* task, which then carries on as if nothing
+    had happened.
+    """
+    pending = {task for task in tasks if task is not None}
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending)
+    for task in pending:
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("a task ended with an error while closing", exc_info=task.exception())

@@ -12,6 +12,7 @@ call it for each connection and again shortly before the access token expires.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -19,9 +20,23 @@ from typing import Any, TypeAlias
 
 import httpx
 
-from livesettings.errors import ConnectionClosed, LiveSettingsError, error_from_payload
+from livesettings.errors import (
+    ConnectionClosed,
+    LiveSettingsError,
+    Unauthorized,
+    error_from_payload,
+)
 
-__all__ = ["RefreshingToken", "TokenSource", "Tokens", "sign_in", "sign_up"]
+__all__ = [
+    "RefreshingToken",
+    "TokenSource",
+    "Tokens",
+    "post_json",
+    "read_response",
+    "resolve_token",
+    "sign_in",
+    "sign_up",
+]
 
 TokenSource: TypeAlias = str | Callable[[], str | Awaitable[str]]
 """An access token, or a callable (sync or async) that returns a valid one."""
@@ -139,3 +154,21 @@ class RefreshingToken:
             self.tokens = Tokens.from_body(body)
             self.refreshes += 1
             return self.tokens.access_token
+
+
+async def resolve_token(source: TokenSource) -> str:
+    """The access token a :data:`TokenSource` gives now; a failing provider is
+    :class:`~livesettings.errors.Unauthorized` (its own errors of the tree pass through)."""
+    if isinstance(source, str):
+        return source
+    try:
+        token = source()
+        if inspect.isawaitable(token):
+            token = await token
+    except LiveSettingsError:
+        raise
+    except Exception as exc:
+        raise Unauthorized(f"the token provider failed: {exc}") from exc
+    if not isinstance(token, str) or not token:
+        raise Unauthorized("the token provider returned no token")
+    return token

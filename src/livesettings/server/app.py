@@ -13,12 +13,20 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 from starlette.middleware.cors import CORSMiddleware
 from starlette.staticfiles import StaticFiles
 
 from .. import __version__
 from ..config import Config
-from ..errors import Forbidden, LiveSettingsError, PreconditionFailed, RateLimited
+from ..errors import (
+    Forbidden,
+    LiveSettingsError,
+    PreconditionFailed,
+    RateLimited,
+    TooLarge,
+    Unauthorized,
+)
 from ..paths import to_pointer
 from .http import router
 from .realtime import realtime_endpoint
@@ -30,12 +38,14 @@ __all__ = ["STATIC_DIR", "create_app"]
 log = logging.getLogger("livesettings.server")
 
 STATIC_DIR = Path(str(resources.files("livesettings") / "server" / "static"))
+_MIN_BODY_LIMIT = 16 * 1024  # sign-in and the other small bodies always fit
 
 
 def create_app(config: Config | None = None, *, services: Services | None = None) -> FastAPI:
     """The livesettings server as an ASGI app; its lifespan starts and stops every part."""
     config = config or Config.load()
     services = services or Services(config)
+    body_limit = max(config.max_patch_bytes, _MIN_BODY_LIMIT)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -50,6 +60,9 @@ def create_app(config: Config | None = None, *, services: Services | None = None
         version=__version__,
         description="Real-time settings synchronisation: one document per user, pushed live.",
         lifespan=lifespan,
+        # Every body is JSON of a few KiB at most (PATCH and PUT check max_patch_bytes
+        # themselves); a bigger one is refused while it streams in, before it fills memory.
+        max_body_size=body_limit,
     )
     app.state.services = services
     app.include_router(router)
@@ -72,6 +85,7 @@ def create_app(config: Config | None = None, *, services: Services | None = None
 
     _install_error_handlers(app, services)
     app.add_middleware(_OriginGuard, config=config)
+    app.add_middleware(_DeclaredBodyLimit, limit=body_limit)
     if config.allowed_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -111,8 +125,37 @@ class _OriginGuard:
         await self.app(scope, receive, send)
 
 
+class _DeclaredBodyLimit:
+    """A ``Content-Length`` over the limit gets the JSON 413 at once, body unread.
+
+    (FastAPI's own limit catches bodies that grow past it while streaming, and answers
+    through the error handlers; for a declared length it would answer in plain text.)
+    """
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            for key, value in scope["headers"]:
+                if key == b"content-length" and value.isdigit() and int(value) > self.limit:
+                    size = int(value)
+                    response = _error_response(
+                        TooLarge(
+                            f"the request body is {size} bytes; the limit is {self.limit}",
+                            details={"size": size, "limit": self.limit},
+                        )
+                    )
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
 def _error_response(exc: LiveSettingsError) -> JSONResponse:
     headers: dict[str, str] = {}
+    if isinstance(exc, Unauthorized):
+        headers["WWW-Authenticate"] = 'Bearer realm="livesettings"'  # RFC 6750 §3
     if isinstance(exc, RateLimited):
         headers["Retry-After"] = str(max(1, round(exc.retry_after + 0.499)))
     if isinstance(exc, PreconditionFailed) and isinstance(exc.details, dict):
@@ -151,6 +194,14 @@ def _install_error_handlers(app: FastAPI, services: Services) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 413:  # the app-wide body limit
+            limit = request.scope.get(MAX_BODY_SIZE_SCOPE_KEY)
+            return _error_response(
+                TooLarge(
+                    f"the request body is over the limit of {limit} bytes",
+                    details={"limit": limit},
+                )
+            )
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return JSONResponse(
             {"error": {"code": code, "message": str(exc.detail)}},

@@ -9,10 +9,14 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import HTTPConnection
 
+from ..audit import audit
 from ..auth import (
     Claims,
+    TokenIssuer,
     hash_refresh_token,
     new_family_id,
     new_refresh_token,
@@ -51,13 +55,13 @@ from .models import (
     SettingsResponse,
     TokenResponse,
 )
+from .security import forwarded_address
 from .services import Services
 from .sse import event_stream
 
 __all__ = ["client_address", "router", "services_of", "settings_view"]
 
 log = logging.getLogger("livesettings.http")
-audit = logging.getLogger("livesettings.audit")
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse}
@@ -87,25 +91,31 @@ def services_of(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(services_of)]
 
 
-def client_address(request: Request, services: Services) -> str:
+def client_address(connection: HTTPConnection, services: Services) -> str:
     """The caller's address; ``X-Forwarded-For`` counts only from a trusted proxy."""
-    peer = request.client.host if request.client else "unknown"
-    trusted = services.config.trusted_proxies
-    forwarded = request.headers.get("x-forwarded-for")
-    if forwarded and (peer in trusted or "*" in trusted):
-        hops = [h.strip() for h in forwarded.split(",") if h.strip()]
-        for hop in reversed(hops):
-            if hop not in trusted:
-                return hop
-    return peer
+    peer = connection.client.host if connection.client else None
+    forwarded = connection.headers.get("x-forwarded-for")
+    return forwarded_address(peer, forwarded, services.config)
 
 
-def bearer_claims(request: Request, services: ServicesDep) -> Claims:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="An access token: a built-in user's (POST /v1/auth/token), a service token, "
+    "or one from the configured identity provider.",
+)
+
+
+async def bearer_claims(
+    request: Request,
+    services: ServicesDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Claims:
+    token = credentials.credentials.strip() if credentials is not None else ""
+    if not token:
         raise Unauthorized("send the access token as 'Authorization: Bearer <token>'")
-    return services.verify_token(token.strip())
+    return await services.authenticate(
+        token, address=client_address(request, services), via="http"
+    )
 
 
 ClaimsDep = Annotated[Claims, Depends(bearer_claims)]
@@ -248,12 +258,21 @@ async def _patch(
 # -- auth ---------------------------------------------------------------------------------
 
 
+def _builtin(services: Services) -> TokenIssuer:
+    """The token issuer of built-in users, or 403 when there is none (no HS256 secret)."""
+    if services.issuer is None:
+        raise Forbidden(
+            "built-in users are disabled: this server accepts tokens from its identity "
+            "provider only (set LIVESETTINGS_JWT_SECRET to enable sign-up and sign-in)",
+            code="builtin_users_disabled",
+        )
+    return services.issuer
+
+
 async def _issue_pair(
     services: Services, user_id: str, family_id: str | None = None
 ) -> dict[str, Any]:
-    if services.issuer is None:
-        raise Forbidden("this server does not issue tokens (external identity provider only)")
-    token, exp = services.issuer.issue(user_id)
+    token, exp = _builtin(services).issue(user_id)
     refresh = new_refresh_token()
     expires = int(time.time()) + services.config.refresh_token_ttl
     await services.store.add_refresh_token(
@@ -278,52 +297,63 @@ def _token_body(
 @router.post("/v1/auth/signup", response_model=TokenResponse, responses=_ERRORS, tags=["auth"])
 async def signup(credentials: Credentials, request: Request, services: ServicesDep) -> Any:
     """Create a built-in user (when sign-up is allowed) and sign it in."""
+    _builtin(services)
     if not services.config.signup_allowed:
         raise Forbidden("sign-up is disabled on this server", code="signup_disabled")
     address = client_address(request, services)
     wait = services.signup_by_address.blocked_for(address)
     if wait > 0:
+        audit("signup_blocked", address=address)
         raise RateLimited("too many sign-ups from this address", retry_after=wait)
     username = validate_username(credentials.username)
     password = validate_password(credentials.password)
+    # Counted before the lookup, so "taken" answers cannot be used to list usernames fast.
+    services.signup_by_address.add(address)
     if await services.store.get_user_by_username(username) is not None:
         raise Conflict(f"the username {username!r} is taken", code="username_taken")
     user_id = str(uuid.uuid4())
     await services.store.create_user(user_id, username, services.hasher.hash(password))
-    services.signup_by_address.add(address)
-    audit.info("signup user_id=%s", user_id)
+    audit("signup", user_id=user_id, address=address)
     return await _issue_pair(services, user_id)
 
 
 @router.post("/v1/auth/token", response_model=TokenResponse, responses=_ERRORS, tags=["auth"])
 async def token(credentials: Credentials, request: Request, services: ServicesDep) -> Any:
     """Sign in with a username and password."""
+    _builtin(services)
     address = client_address(request, services)
     name_key = credentials.username.lower()
-    wait = max(
-        services.signin_by_user.blocked_for(name_key),
-        services.signin_by_address.blocked_for(address),
-    )
-    if wait > 0:
-        raise RateLimited("too many failed sign-ins; try again later", retry_after=wait)
+    by_user = services.signin_by_user.blocked_for(name_key)
+    by_address = services.signin_by_address.blocked_for(address)
+    if by_user > 0 or by_address > 0:
+        audit("signin_blocked", address=address, by="username" if by_user > 0 else "address")
+        raise RateLimited(
+            "too many failed sign-ins; try again later", retry_after=max(by_user, by_address)
+        )
     user = await services.store.get_user_by_username(credentials.username)
     if user is None or not services.hasher.verify(user.password_hash, credentials.password):
         if user is None:
             services.hasher.dummy_verify(credentials.password)
         services.signin_by_user.add(name_key)
         services.signin_by_address.add(address)
-        audit.info("signin_failed address=%s", address)
+        # The user id only, never what was typed: a password typed into the username box
+        # must not reach a log.
+        audit(
+            "signin_failed",
+            user_id=user.user_id if user else None,
+            reason="wrong_password" if user else "unknown_username",
+            address=address,
+        )
         raise Unauthorized("wrong username or password", code="invalid_credentials")
     services.signin_by_user.reset(name_key)
-    audit.info("signin user_id=%s address=%s", user.user_id, address)
+    audit("signin", user_id=user.user_id, address=address)
     return await _issue_pair(services, user.user_id)
 
 
 @router.post("/v1/auth/refresh", response_model=TokenResponse, responses=_ERRORS, tags=["auth"])
 async def refresh(body: RefreshRequest, services: ServicesDep) -> Any:
     """Trade a refresh token for a new pair; a reused refresh token revokes its family."""
-    if services.issuer is None:
-        raise Forbidden("this server does not issue tokens")
+    issuer = _builtin(services)
     new = new_refresh_token()
     now = int(time.time())
     result = await services.store.use_refresh_token(
@@ -333,13 +363,13 @@ async def refresh(body: RefreshRequest, services: ServicesDep) -> Any:
         now,
     )
     if result.status == "reused":
-        audit.info("refresh_reuse user_id=%s", result.user_id)
+        audit("refresh_reuse", user_id=result.user_id)
         raise Unauthorized(
             "this refresh token was already used; sign in again", code="token_reused"
         )
     if result.status != "ok" or result.user_id is None:
         raise Unauthorized("the refresh token is not valid", code="invalid_token")
-    token_, exp = services.issuer.issue(result.user_id)
+    token_, exp = issuer.issue(result.user_id)
     return _token_body(services, result.user_id, token_, exp, new)
 
 
@@ -347,22 +377,32 @@ async def refresh(body: RefreshRequest, services: ServicesDep) -> Any:
 async def logout(claims: ClaimsDep, services: ServicesDep) -> Response:
     """Revoke the caller's refresh tokens and end its live sessions."""
     await services.revoke_user(claims.sub)
-    audit.info("logout user_id=%s", claims.sub)
+    audit("logout", user_id=claims.sub)
     return Response(status_code=204)
 
 
 @router.post("/v1/auth/password", response_model=TokenResponse, responses=_ERRORS, tags=["auth"])
 async def change_password(body: PasswordChange, claims: ClaimsDep, services: ServicesDep) -> Any:
     """Change the password; every other session of the user ends."""
+    _builtin(services)
     user = await services.store.get_user(claims.sub)
     if user is None:
         raise NotFound("no built-in user for this token")
+    # A stolen access token must not become a way to guess the password: the username's
+    # sign-in limit counts these failures too.
+    name_key = user.username.lower()
+    wait = services.signin_by_user.blocked_for(name_key)
+    if wait > 0:
+        audit("signin_blocked", user_id=user.user_id, by="username")
+        raise RateLimited("too many failed attempts; try again later", retry_after=wait)
     if not services.hasher.verify(user.password_hash, body.current_password):
+        services.signin_by_user.add(name_key)
+        audit("password_change_failed", user_id=user.user_id)
         raise Unauthorized("the current password is wrong", code="invalid_credentials")
     password = validate_password(body.new_password)
     await services.store.set_password(user.user_id, services.hasher.hash(password))
     await services.revoke_user(user.user_id)
-    audit.info("password_changed user_id=%s", user.user_id)
+    audit("password_changed", user_id=user.user_id)
     return await _issue_pair(services, user.user_id)
 
 
@@ -513,7 +553,18 @@ async def revert(
     return await _mutation_response(services, await _write(services, pending))
 
 
-@router.get("/v1/settings/events", responses=_ERRORS, tags=["settings"])
+@router.get(
+    "/v1/settings/events",
+    response_class=StreamingResponse,
+    responses={
+        **_ERRORS,
+        200: {
+            "description": "An endless stream of events, one frame each (DESIGN §5).",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+    },
+    tags=["settings"],
+)
 async def settings_events(
     request: Request,
     claims: ClaimsDep,
@@ -529,6 +580,13 @@ async def settings_events(
             raise Forbidden("a user token can only follow its own settings")
         target = user_id
     resume = _int_header(last_event_id, "Last-Event-ID") if last_event_id else since
+    # A stream holds a connection open like a socket: the same limits apply.
+    wait = services.connect_limiter.take(client_address(request, services))
+    if wait > 0:
+        raise RateLimited("too many connection attempts", retry_after=wait)
+    limit = services.config.max_connections_per_user
+    if not claims.is_service and services.connections.count(claims.sub) >= limit:
+        raise RateLimited(f"more than {limit} connections for this user", retry_after=1.0)
     return await event_stream(request, services, claims, target, resume)
 
 
@@ -591,7 +649,9 @@ async def service_patch(
     responses=_ERRORS,
     tags=["service"],
 )
-async def service_secret(user_id: str, name: str, claims: ServiceDep, services: ServicesDep) -> Any:
+async def service_secret(
+    user_id: str, name: str, request: Request, claims: ServiceDep, services: ServicesDep
+) -> Any:
     """The decrypted secret, for an app's backend (service tokens only; audited)."""
     _check_user_id(user_id)
     doc = await services.store.get_document(user_id)
@@ -604,7 +664,13 @@ async def service_secret(user_id: str, name: str, claims: ServiceDep, services: 
     plaintext = open_secret(
         user_id, name, envelope, unwrap_data_key(services.keyring, user_id, wrapped)
     )
-    audit.info("secret_read service=%s user_id=%s name=%s", claims.sub, user_id, name)
+    audit(
+        "secret_read",
+        service=claims.sub,
+        user_id=user_id,
+        name=name,
+        address=client_address(request, services),
+    )
     return {"user_id": user_id, "name": name, "value": plaintext}
 
 

@@ -44,22 +44,30 @@ class RateLimiter:
 
 
 class WindowCounter:
-    """At most ``limit`` events per key within ``window`` seconds (sign-in failures)."""
+    """At most ``limit`` events per key within ``window`` seconds (sign-in failures).
+
+    Keys are usernames and addresses an attacker chooses freely, so at most ``max_keys`` are
+    remembered; the least recently touched are forgotten first.
+    """
 
     def __init__(
-        self, limit: int, window: float, *, clock: Callable[[], float] = time.monotonic
+        self,
+        limit: int,
+        window: float,
+        *,
+        max_keys: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.limit, self.window = limit, window
         self._clock = clock
-        self._events: dict[str, list[float]] = {}
+        self._max_keys = max_keys
+        self._events: OrderedDict[str, list[float]] = OrderedDict()
 
     def _recent(self, key: str) -> list[float]:
         cutoff = self._clock() - self.window
-        events = [t for t in self._events.get(key, ()) if t > cutoff]
+        events = [t for t in self._events.pop(key, ()) if t > cutoff]
         if events:
             self._events[key] = events
-        else:
-            self._events.pop(key, None)
         return events
 
     def blocked_for(self, key: str) -> float:
@@ -70,7 +78,12 @@ class WindowCounter:
         return max(0.0, events[0] + self.window - self._clock())
 
     def add(self, key: str) -> None:
-        self._events.setdefault(key, []).append(self._clock())
+        events = self._recent(key)
+        events.append(self._clock())
+        # Only the last `limit` events decide when the key is free again.
+        self._events[key] = events[-self.limit :]
+        while len(self._events) > self._max_keys:
+            self._events.popitem(last=False)
 
     def reset(self, key: str) -> None:
         self._events.pop(key, None)

@@ -46,6 +46,7 @@ from ..protocol import (
 )
 from ..store.base import CommitOutcome, PendingMutation
 from ..store.planning import body_hash
+from .http import client_address
 from .hub import Subscriber
 from .security import origin_allowed
 from .services import Services
@@ -69,15 +70,13 @@ async def realtime_endpoint(websocket: WebSocket) -> None:
     if services.draining:
         await _deny(websocket, 503, "draining", "the server is shutting down")
         return
-    from .http import client_address
-
-    address = client_address(websocket, services)  # type: ignore[arg-type]
+    address = client_address(websocket, services)
     wait = services.connect_limiter.take(address)
     if wait > 0:
         await _deny(websocket, 429, "rate_limited", "too many connection attempts", wait)
         return
     await websocket.accept()
-    await Session(websocket, services).run()
+    await Session(websocket, services, address=address).run()
 
 
 async def _deny(
@@ -97,9 +96,10 @@ async def _deny(
 class Session:
     """One WebSocket connection, from ``auth`` to close."""
 
-    def __init__(self, websocket: WebSocket, services: Services) -> None:
+    def __init__(self, websocket: WebSocket, services: Services, *, address: str = "") -> None:
         self.ws = websocket
         self.services = services
+        self.address = address
         self.claims: Claims | None = None
         self.client_id = "ws-" + uuid.uuid4().hex[:16]
         self.subscriptions: dict[str, Subscriber] = {}
@@ -200,7 +200,7 @@ class Session:
                 self.close(CLOSE_UNAUTHORIZED, "auth first")
             return
         if isinstance(frame, AuthFrame):
-            self._auth(frame)
+            await self._auth(frame)
             return
         if self.claims is None:
             self._error(Unauthorized("send an auth frame first"))
@@ -223,9 +223,11 @@ class Session:
         self.send(error_frame(exc, mutation_id))
 
     # -- frames ---------------------------------------------------------------------------
-    def _auth(self, frame: AuthFrame) -> None:
+    async def _auth(self, frame: AuthFrame) -> None:
         try:
-            claims = self.services.verify_token(frame.token)
+            claims = await self.services.authenticate(
+                frame.token, address=self.address, via="websocket"
+            )
         except LiveSettingsError as exc:
             self._error(exc)
             self.close(CLOSE_UNAUTHORIZED, "invalid token")

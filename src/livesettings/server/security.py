@@ -1,41 +1,116 @@
-"""The Origin rule and the security headers of DESIGN §6."""
+"""DESIGN §6 at the edge: the Origin rule, the client address behind trusted proxies, and the
+security headers of the page."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..config import Config
+from ..config import Config, origin_of, proxy_networks
+from ..errors import ConfigError
 
-__all__ = ["CSP", "SecurityHeaders", "origin_allowed"]
+__all__ = ["CSP", "SecurityHeaders", "forwarded_address", "origin_allowed"]
 
 CSP = "default-src 'self'; object-src 'none'; frame-ancestors 'none'"
 
-
-def _netloc(url: str) -> str:
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
-    port = parts.port
-    default = {"http": 80, "https": 443, "ws": 80, "wss": 443}.get(parts.scheme)
-    return host if port is None or port == default else f"{host}:{port}"
+_Origin = tuple[str, str, int]
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def origin_allowed(origin: str | None, host: str | None, config: Config) -> bool:
-    """No Origin (non-browser clients), the server's own origin, or a configured one."""
+    """No Origin (non-browser clients), the server's own origin, or a configured one.
+
+    Origins compare as (scheme, host, port), RFC 6454. The server's own origin is
+    ``PUBLIC_URL``'s when it is set (behind a reverse proxy the ``Host`` the server sees is
+    not what browsers use, and trusting ``Host`` would let a DNS-rebinding page in); without
+    it, the ``Host`` the request was sent to.
+    """
     if origin is None:
         return True
-    origin = origin.strip()
-    if origin in config.allowed_origins or "*" in config.allowed_origins:
+    if "*" in config.allowed_origins:
         return True
-    if origin == "null":
-        return False
+    try:
+        theirs = origin_of(origin, "Origin")
+    except ConfigError:
+        return False  # "null", garbage
+    if theirs in _configured(config.allowed_origins):
+        return True
     if config.public_url:
-        return _netloc(origin) == _netloc(config.public_url)
-    if host:
-        return _netloc(origin) == host.lower().removesuffix(":80")
-    return False
+        return theirs == _own(config.public_url)
+    if not host:
+        return False
+    try:
+        parts = urlsplit("//" + host.strip())
+        port = parts.port
+    except ValueError:
+        return False
+    if port is None:
+        port = _DEFAULT_PORTS.get(theirs[0], 0)  # a Host without a port: the scheme's
+    return (theirs[1], theirs[2]) == ((parts.hostname or "").lower(), port)
+
+
+@functools.lru_cache(maxsize=64)
+def _configured(entries: tuple[str, ...]) -> frozenset[_Origin]:
+    return frozenset(origin_of(e, "LIVESETTINGS_ALLOWED_ORIGINS") for e in entries if e != "*")
+
+
+@functools.lru_cache(maxsize=8)
+def _own(public_url: str) -> _Origin:
+    return origin_of(public_url, "LIVESETTINGS_PUBLIC_URL")
+
+
+@functools.lru_cache(maxsize=8)
+def _networks(entries: tuple[str, ...]) -> tuple[IPv4Network | IPv6Network, ...] | None:
+    return proxy_networks(entries)
+
+
+def _ip(text: str) -> IPv4Address | IPv6Address | None:
+    text = text.strip()
+    if text.startswith("[") and "]" in text:  # [v6]:port
+        text = text[1 : text.index("]")]
+    elif text.count(":") == 1:  # v4:port
+        text = text.split(":", 1)[0]
+    try:
+        return ip_address(text)
+    except ValueError:
+        return None
+
+
+def forwarded_address(peer: str | None, forwarded_for: str | None, config: Config) -> str:
+    """The client's address: the peer, or — when the peer is a trusted proxy — the
+    right-most ``X-Forwarded-For`` hop that is not a trusted proxy itself.
+
+    Hops left of that one were written by the client and prove nothing, so a client cannot
+    pick its own address (and dodge per-address limits) by sending the header itself.
+    """
+    address = peer or "unknown"
+    trusted = config.trusted_proxies
+    if not forwarded_for or not trusted:
+        return address
+    networks = _networks(trusted)
+
+    def is_proxy(text: str) -> bool:
+        if networks is None:  # "*": every peer is a proxy (only behind a private network)
+            return True
+        ip = _ip(text)
+        return ip is not None and any(ip in net for net in networks)
+
+    if not is_proxy(address):
+        return address
+    hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not is_proxy(hop):
+            return _shown(hop)
+    return _shown(hops[0]) if hops else address
+
+
+def _shown(hop: str) -> str:
+    ip = _ip(hop)
+    return str(ip) if ip is not None else hop[:64]
 
 
 class SecurityHeaders:

@@ -8,25 +8,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..audit import audit, close_audit_file, open_audit_file
 from ..auth import Claims, PasswordHasher, TokenIssuer, TokenVerifier, load_or_create_jwt_secret
 from ..bus import Bus, open_bus
 from ..config import Config
 from ..crypto import Keyring
 from ..document import PreferencesSchema
 from ..errors import ConfigError, LiveSettingsError, TokenExpired, Unauthorized
+from ..jwks import JwksCache
 from ..store import Store, open_store
 from .hub import Hub
 from .metrics import Gauge, Metrics
 from .ratelimit import RateLimiter, WindowCounter
 from .writer import Writer
 
-__all__ = ["Connections", "Services", "load_keyring", "load_signing"]
+__all__ = ["Connections", "Services", "load_key_sets", "load_keyring", "load_signing"]
 
 log = logging.getLogger("livesettings.server")
 
@@ -87,7 +90,12 @@ def load_keyring(config: Config) -> Keyring:
 
 
 def load_signing(config: Config) -> tuple[bytes | None, list[Any]]:
-    """The HS256 secret and the public keys tokens are verified with."""
+    """The HS256 secret and the public keys tokens are verified with.
+
+    The embedded default generates an HS256 secret for its built-in users — unless an
+    identity provider is configured (a public key or JWKS) and no secret was generated
+    before: then the server accepts external tokens alone until a secret is set.
+    """
     public: list[Any] = []
     if config.jwt_public_key:
         text = config.jwt_public_key
@@ -98,18 +106,40 @@ def load_signing(config: Config) -> tuple[bytes | None, list[Any]]:
             except OSError as exc:
                 raise ConfigError(f"cannot read LIVESETTINGS_JWT_PUBLIC_KEY: {exc}") from exc
         public.append(text)
+    external = bool(public or config.jwks_file or config.jwks_url)
     secret: bytes | None = None
     if config.jwt_secret:
         secret = config.jwt_secret.encode()
     elif not config.is_postgres:
-        config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        secret = load_or_create_jwt_secret(config.data_dir / "jwt.secret")
-    if secret is None and not public and not config.jwks_file and not config.jwks_url:
+        path = config.data_dir / "jwt.secret"
+        if not external or path.exists():
+            config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            secret = load_or_create_jwt_secret(path)
+    if secret is None and not external:
         raise ConfigError(
             "PostgreSQL needs an explicit LIVESETTINGS_JWT_SECRET or a public key "
             "(LIVESETTINGS_JWT_PUBLIC_KEY / LIVESETTINGS_JWKS_FILE / LIVESETTINGS_JWKS_URL)"
         )
     return secret, public
+
+
+def load_key_sets(config: Config) -> list[JwksCache]:
+    """The identity providers' JWKS: a file is read now (``ConfigError`` if unusable); a URL
+    is fetched when the server starts."""
+    sets: list[JwksCache] = []
+    options = functools.partial(
+        JwksCache,
+        refresh_interval=config.jwks_refresh_interval,
+        max_age=config.jwks_max_age,
+        timeout=config.jwks_timeout,
+    )
+    if config.jwks_file:
+        from_file = options(path=config.jwks_file)
+        from_file.load()
+        sets.append(from_file)
+    if config.jwks_url:
+        sets.append(options(url=config.jwks_url))
+    return sets
 
 
 class Services:
@@ -141,11 +171,14 @@ class Services:
             if secret
             else None
         )
+        self.key_sets = load_key_sets(config)
         self.verifier = TokenVerifier(
             hs256_secret=secret,
             public_keys=public,
+            key_sets=self.key_sets,
             audience=config.jwt_audience,
             issuer=config.jwt_issuer,
+            leeway=config.jwt_leeway,
         )
         self.hasher = PasswordHasher(
             time_cost=config.argon2_time_cost, memory_cost=config.argon2_memory_cost
@@ -188,7 +221,7 @@ class Services:
                 read=lambda: float(getattr(self.bus, "reconnects", 0)),
             )
         )
-        self.hub = Hub(self.store, self.metrics, replay_limit=config.changelog_retain)
+        self.hub = Hub(self.store, self.metrics, replay_limit=config.max_replay)
         self.writer = Writer(
             self.store,
             self.bus,
@@ -198,16 +231,26 @@ class Services:
         )
         self.write_limiter = RateLimiter(config.write_rate, config.write_burst)
         self.connect_limiter = RateLimiter(config.connect_rate, config.connect_burst)
-        self.signin_by_user = WindowCounter(config.signin_limit, 15 * 60)
-        self.signin_by_address = WindowCounter(config.signin_limit_per_address, 15 * 60)
-        self.signup_by_address = WindowCounter(config.signup_limit_per_address, 60 * 60)
+        self.signin_by_user = WindowCounter(config.signin_limit, config.signin_window)
+        self.signin_by_address = WindowCounter(
+            config.signin_limit_per_address, config.signin_window
+        )
+        self.signup_by_address = WindowCounter(
+            config.signup_limit_per_address, config.signup_window
+        )
         self.revoked_before: dict[str, int] = {}
         self._revocation_cursor = 0
         self._tasks: list[asyncio.Task[None]] = []
         self.draining = False
         self.started = False
+        self._audit_file: logging.Handler | None = None
 
     async def start(self) -> None:
+        path = self.config.resolved_audit_log
+        try:
+            self._audit_file = open_audit_file(path)
+        except OSError as exc:
+            raise ConfigError(f"cannot open the audit log {path}: {exc.strerror}") from exc
         if not self.config.is_postgres:
             # The embedded default sets itself up (idempotent; refuses a schema from a newer
             # version); PostgreSQL needs `livesettings setup` run by the owner.
@@ -219,6 +262,11 @@ class Services:
         await self.bus.start(self.hub.on_events, self.hub.on_resync)
         self.writer.start()
         self._tasks.append(asyncio.create_task(self._poll_revocations()))
+        for key_set in self.key_sets:
+            if key_set.url is not None:
+                await self._refresh_key_set(key_set)
+            if key_set.max_age > 0:
+                self._tasks.append(asyncio.create_task(self._keep_fresh(key_set)))
         self.started = True
 
     async def drain(self) -> None:
@@ -239,15 +287,52 @@ class Services:
         await self.hub.close()
         await self.bus.close()
         await self.store.close()
+        close_audit_file(self._audit_file)
+        self._audit_file = None
         self.started = False
 
     # -- tokens ---------------------------------------------------------------------------
     def verify_token(self, token: str) -> Claims:
-        claims = self.verifier.verify(token)
+        """The claims of a valid, unrevoked token, with the keys loaded now (no I/O)."""
+        return self._unrevoked(self.verifier.verify(token))
+
+    async def authenticate(self, token: str, *, address: str, via: str) -> Claims:
+        """The claims of a valid, unrevoked token; a refusal is audited (never the token).
+
+        An unknown key id may refetch an identity provider's JWKS (not more than once per
+        ``jwks_refresh_interval``); ``via`` says where the token came from (http, websocket).
+        """
+        try:
+            return self._unrevoked(await self.verifier.verify_async(token))
+        except Unauthorized as exc:
+            audit("token_rejected", code=exc.code, reason=exc.message, via=via, address=address)
+            if exc.code == "jwks_unavailable":
+                reasons = "; ".join(k.last_error for k in self.key_sets if k.last_error)
+                log.warning("cannot verify a token: %s", reasons or exc.message)
+            raise
+
+    def _unrevoked(self, claims: Claims) -> Claims:
         revoked = self.revoked_before.get(claims.sub)
         if revoked is not None and (claims.iat or 0) * 1000 < revoked:
             raise Unauthorized("this session was ended; sign in again", code="session_revoked")
         return claims
+
+    async def _refresh_key_set(self, key_set: JwksCache) -> None:
+        try:
+            await key_set.refresh()
+        except ConfigError as exc:
+            # Not fatal: tokens that need these keys are refused until a fetch succeeds.
+            log.warning("%s; tokens signed by its keys are refused until it loads", exc.message)
+            return
+        log.info("%s: %d signing key(s) loaded", key_set.source, len(key_set.keys))
+        for why in key_set.skipped:
+            log.info("%s: skipped %s", key_set.source, why)
+
+    async def _keep_fresh(self, key_set: JwksCache) -> None:
+        """Refetch a JWKS every ``max_age``, so keys the provider retired stop working."""
+        while True:
+            await asyncio.sleep(key_set.max_age)
+            await self._refresh_key_set(key_set)
 
     def check_expiry(self, claims: Claims) -> None:
         if claims.exp <= time.time():
