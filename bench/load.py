@@ -74,6 +74,7 @@ class Plan:
     server_pid: int | None = None
     prefix: str = "bench"
     spin: bool = False
+    timeline: str | None = None
 
 
 @dataclass
@@ -658,6 +659,8 @@ class Run:
             if in_window:
                 ack.add(self.answered_at[job] - t)
                 lag.add(self.sent[job] - t)
+        if plan.timeline:
+            self.write_timeline(plan.timeline, start)
         c = self.counters
         unanswered = self.n - c.answered
         lost = (
@@ -715,6 +718,22 @@ class Run:
             "notes": self.errors,
         }
 
+    def write_timeline(self, path: str, start: float) -> None:
+        """One CSV line per write, in ms from the start: to find stalls and what they hit."""
+        devices = self.plan.devices
+        with open(path, "w") as fh:
+            fh.write("job,user,scheduled_ms,lag_ms,ack_ms,slowest_device_ms,status\n")
+            for job in range(self.n):
+                t = self.sched[job]
+                arrived = [self.arrivals[job * devices + d] for d in range(devices)]
+                slowest = (max(arrived) - t) * 1000 if all(arrived) else -1.0
+                ack = (self.answered_at[job] - t) * 1000 if self.answered_at[job] else -1.0
+                fh.write(
+                    f"{job},{self.user_of[job]},{(t - start) * 1000:.3f},"
+                    f"{(self.sent[job] - t) * 1000:.3f},{ack:.3f},{slowest:.3f},"
+                    f"{self.status[job]}\n"
+                )
+
 
 async def run(plan: Plan) -> dict[str, Any]:
     """Carry out one run and return its results."""
@@ -737,6 +756,7 @@ def _parse(argv: list[str] | None) -> tuple[Plan, str]:
     p.add_argument("--prefix", default="bench", help="user ids and mutation ids start with it")
     p.add_argument("--spin", action="store_true", help="yield-spin the last ms before a send")
     p.add_argument("--out", required=True, help="where to write the JSON results")
+    p.add_argument("--timeline", help="also write one CSV line per write here")
     a = p.parse_args(argv)
     if not (a.rate > 0 and a.users > 0 and a.devices > 0 and a.duration > 0 and a.warmup >= 0):
         p.error("rate, users, devices and duration must be positive")
@@ -754,6 +774,7 @@ def _parse(argv: list[str] | None) -> tuple[Plan, str]:
         server_pid=a.server_pid,
         prefix=a.prefix,
         spin=a.spin,
+        timeline=a.timeline,
     )
     return plan, a.out
 

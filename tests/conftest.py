@@ -76,7 +76,7 @@ BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 """The storage backends the API suite runs on (``-m "not postgres"`` leaves PostgreSQL out)."""
 
 SHARED_SERVER_SETTINGS = {"signup_limit_per_address": 1000, "connect_burst": 1000}
-"""A server every test of a module shares signs up far more users than one person would."""
+"""A server that every test of a module shares signs up far more users than one client would."""
 
 
 @pytest.fixture(scope="session")
@@ -105,10 +105,6 @@ class Backend:
         self.template = template
         self.servers: list[ServerProcess] = []
         self.databases: dict[int, Database] = {}
-
-    @property
-    def is_postgres(self) -> bool:
-        return self.name == "postgres"
 
     def server(self, data_dir: Path, **settings: Any) -> ServerProcess:
         """An unstarted server on a fresh database of this backend, stopped by :meth:`close`."""

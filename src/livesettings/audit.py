@@ -16,10 +16,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
-__all__ = ["AUDIT_LOGGER", "audit", "close_audit_file", "open_audit_file"]
+__all__ = ["AUDIT_LOGGER", "audit", "audit_trail", "close_audit_file", "open_audit_file"]
 
 AUDIT_LOGGER: Final = "livesettings.audit"
 _log = logging.getLogger(AUDIT_LOGGER)
@@ -88,3 +91,20 @@ def close_audit_file(handler: logging.Handler | None) -> None:
     if handler is not None:
         _log.removeHandler(handler)
         handler.close()
+
+
+@contextmanager
+def audit_trail(path: str | os.PathLike[str] | None) -> Iterator[None]:
+    """For a CLI command: audit lines go to ``path`` meanwhile, or to stderr without one."""
+    level = _log.level
+    handler = open_audit_file(path)
+    if handler is None:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_MessageOnly())
+        _log.addHandler(handler)
+    _log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        _log.setLevel(level)
+        close_audit_file(handler)

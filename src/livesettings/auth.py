@@ -476,6 +476,8 @@ def _check_secret(secret: bytes) -> bytes:
 
 def load_public_key(source: Any) -> PublicKey:
     """A configured verification key with the one algorithm its type allows."""
+    if isinstance(source, PublicKey):
+        return source
     kid: str | None = None
     declared: str | None = None
     key: Any = source

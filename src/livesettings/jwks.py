@@ -201,18 +201,20 @@ class JwksCache:
 
     async def _fetch_async(self) -> Any:
         assert self.url is not None
+        raw = bytearray()
         try:
-            async with asyncio.timeout(self.timeout):
-                async with httpx.AsyncClient(
+            async with (
+                asyncio.timeout(self.timeout),
+                httpx.AsyncClient(
                     timeout=self.timeout, transport=self._transport, follow_redirects=False
-                ) as client:
-                    async with client.stream("GET", self.url, headers=_ACCEPT) as response:
-                        _check_status(response, self.url)
-                        raw = bytearray()
-                        async for chunk in response.aiter_bytes():
-                            raw += chunk
-                            if len(raw) > MAX_JWKS_BYTES:
-                                break
+                ) as client,
+                client.stream("GET", self.url, headers=_ACCEPT) as response,
+            ):
+                _check_status(response, self.url)
+                async for chunk in response.aiter_bytes():
+                    raw += chunk
+                    if len(raw) > MAX_JWKS_BYTES:
+                        break  # _decode refuses it
         except TimeoutError as exc:
             raise ConfigError(f"cannot fetch {self.url}: timed out") from exc
         except httpx.HTTPError as exc:
@@ -221,15 +223,17 @@ class JwksCache:
 
     def _fetch_sync(self) -> Any:
         assert self.url is not None
+        raw = bytearray()
         try:
-            with httpx.Client(timeout=self.timeout, follow_redirects=False) as client:
-                with client.stream("GET", self.url, headers=_ACCEPT) as response:
-                    _check_status(response, self.url)
-                    raw = bytearray()
-                    for chunk in response.iter_bytes():
-                        raw += chunk
-                        if len(raw) > MAX_JWKS_BYTES:
-                            break
+            with (
+                httpx.Client(timeout=self.timeout, follow_redirects=False) as client,
+                client.stream("GET", self.url, headers=_ACCEPT) as response,
+            ):
+                _check_status(response, self.url)
+                for chunk in response.iter_bytes():
+                    raw += chunk
+                    if len(raw) > MAX_JWKS_BYTES:
+                        break
         except httpx.HTTPError as exc:
             raise ConfigError(f"cannot fetch {self.url}: {_describe(exc)}") from exc
         return self._decode(bytes(raw))

@@ -36,8 +36,16 @@ class _Server(uvicorn.Server):
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         if ":" in shown:
             shown = f"[{shown}]"
-        url = self._public_url or f"http://{shown}:{port}/"
-        print(f"livesettings is running: open {url}", flush=True)
+        local = f"http://{shown}:{port}/"
+        if self._public_url:
+            # Behind a reverse proxy users open the public URL; operators still need the
+            # address the proxy should forward to.
+            print(
+                f"livesettings is running: open {self._public_url} (listening on {local})",
+                flush=True,
+            )
+        else:
+            print(f"livesettings is running: open {local}", flush=True)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for server in self.servers:

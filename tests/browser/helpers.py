@@ -119,7 +119,9 @@ def open_page(context: BrowserContext, url: str, query: str = "", *, synced: boo
     """The settings page, waited for until it is in sync with the server."""
     page = context.new_page()
     errors: list[str] = []
+    # Uncaught exceptions and console errors (a CSP violation is one).
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
     page.errors = errors  # type: ignore[attr-defined]
     page.goto(f"{url}/{'?' + query if query else ''}")
     if synced:
@@ -145,8 +147,14 @@ def wait_status(page: Page, prefix: str, timeout: float = 10.0) -> None:
         ) from exc
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
-    """Poll `predicate` (outside the browser) until it returns something truthy."""
+def wait_until(
+    predicate: Callable[[], Any], timeout: float = 10.0, what: str = "", page: Page | None = None
+) -> Any:
+    """Poll `predicate` until it returns something truthy.
+
+    Give `page` when the predicate reads a `FrameLog`: Playwright's sync API delivers events
+    only while a Playwright call runs, so the wait must be one (`wait_for_timeout`).
+    """
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -154,7 +162,10 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = 
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met in {timeout} s: {what}")
-        time.sleep(0.05)
+        if page is not None:
+            page.wait_for_timeout(50)
+        else:
+            time.sleep(0.05)
 
 
 def api_get(server: ServerProcess, token: str) -> dict[str, Any]:

@@ -161,6 +161,13 @@ def test_a_reload_while_offline_renders_the_cached_settings(
     context = open_context(browser, contexts, url, user.session)
     page = open_page(context, url, FAST)
     assert page.evaluate("navigator.serviceWorker.ready.then((r) => Boolean(r.active))") is True
+    # Online, the worker serves the network's page and refreshes its copy (network first).
+    page.evaluate(STALE_COPY)
+    page.reload()
+    wait_status(page, "Synced")
+    assert page.evaluate("navigator.serviceWorker.controller !== null") is True
+    assert page.title() == "Settings — livesettings"
+    assert "<title>Settings — livesettings</title>" in page.evaluate(CACHED_PAGE)
     page.get_by_label("Language").fill("de")
     page.get_by_label("Language").press("Enter")
     page.get_by_label("Model").fill("cached-model")
@@ -183,6 +190,18 @@ def test_a_reload_while_offline_renders_the_cached_settings(
         "openai": {"model": "cached-model", "max_tokens": 4096},
     }
     assert len(changes_since(shared_server, user.token, revision)) == 1
+
+
+STALE_COPY = """async () => {
+  const cache = await caches.open("livesettings-shell-v1");
+  await cache.put("/", new Response("<!doctype html><title>stale</title>", {
+    headers: { "Content-Type": "text/html" },
+  }));
+}"""
+CACHED_PAGE = """async () => {
+  const cache = await caches.open("livesettings-shell-v1");
+  return (await cache.match("/")).text();
+}"""
 
 
 def _expect_rendered(page: Page, *, language: str, model: str, max_tokens: str) -> None:

@@ -121,6 +121,7 @@ def test_screenshots_light_dark_and_phone(
     phone.screenshot(path=str(ARTIFACTS / "settings-phone-dark.png"), full_page=True)
     for name in ("settings-light.png", "settings-dark.png", "settings-phone-dark.png"):
         assert (ARTIFACTS / name).stat().st_size > 20_000
+    assert page.errors == [] and phone.errors == []  # type: ignore[attr-defined]
 
 
 def test_every_control_is_labelled_and_the_page_works_with_the_keyboard(
@@ -165,11 +166,11 @@ def test_every_control_is_labelled_and_the_page_works_with_the_keyboard(
     # Refresh asks the server for a fresh snapshot.
     snapshots = sum('"type":"snapshot"' in f for f in frames.received)
     page.get_by_role("button", name="Refresh").click()
-    try:
-        wait_until(lambda: sum('"type":"snapshot"' in f for f in frames.received) == snapshots + 1)
-    except AssertionError:
-        print("DEBUG", snapshots, frames.sent[-6:], frames.received[-6:], page.evaluate("livesettings.status"))
-        raise
+    wait_until(
+        lambda: sum('"type":"snapshot"' in f for f in frames.received) == snapshots + 1,
+        what="a new snapshot",
+        page=page,
+    )
     wait_status(page, "Synced")
     expect(page.get_by_label("Model")).to_have_value("typed-by-keyboard")
 

@@ -81,6 +81,7 @@ def test_an_api_key_typed_into_the_page_is_never_readable_afterwards(
     assert masked["set"] is True and masked["last4"] == "Q9zX"
 
     for tab in (page, other_tab):
+        tab.wait_for_timeout(200)  # lets Playwright deliver the frames logged so far
         readable = _everything_readable(tab)
         assert secret not in readable
         assert secret[-12:] not in readable  # not even a longer tail than the last 4

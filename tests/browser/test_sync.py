@@ -112,6 +112,7 @@ def test_two_devices_of_one_user_sync_through_the_server(
     wait_status(device_b, "Synced")
     stored = api_get(shared_server, user.token)["settings"]
     assert stored["language"] == "fr"
+    assert device_a.errors == [] and device_b.errors == []  # type: ignore[attr-defined]
     assert stored["ai_providers"] == {
         "default": "anthropic",
         "anthropic": {"model": "claude-sonnet-4", "temperature": 0.3, "max_tokens": 2048},

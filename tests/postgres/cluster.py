@@ -11,25 +11,11 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-
 from livesettings.crypto import Keyring
 from livesettings.store.postgres import PostgresStore
+from tests.support.postgres import HOST, superuser, url
 
 __all__ = ["HOST", "Scratch", "drop_scratch", "scratch_for", "superuser", "url"]
-
-HOST = "127.0.0.1:5432"
-SUPERUSER = "postgres"
-
-
-def url(role: str, database: str, password: str | None = None) -> str:
-    secret = f":{password}" if password else ""
-    return f"postgresql://{role}{secret}@{HOST}/{database}"
-
-
-async def superuser(database: str = "postgres") -> Any:
-    """A superuser connection (trust authentication on this machine)."""
-    return await asyncpg.connect(url(SUPERUSER, database))
 
 
 class Scratch:

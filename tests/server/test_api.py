@@ -13,6 +13,13 @@ from tests.support.users import User, signup
 from tests.support.ws import WsClient
 
 
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in metrics")
+
+
 @pytest.fixture
 def http(server: ServerProcess) -> httpx.Client:
     with server.client() as client:
@@ -288,9 +295,10 @@ def test_service_routes(server: ServerProcess, http: httpx.Client, user: User) -
 def test_operations_routes(http: httpx.Client, user: User) -> None:
     assert http.get("/healthz").json() == {"status": "ok"}
     assert http.get("/readyz").json() == {"status": "ready"}
+    changes = _metric(http.get("/metrics").text, "livesettings_changes_total")
     http.patch("/v1/settings", json={"theme": "dark"}, headers=user.headers)
     metrics = http.get("/metrics").text
-    assert "livesettings_changes_total 1" in metrics
+    assert _metric(metrics, "livesettings_changes_total") == changes + 1
     assert "livesettings_commit_batch_size_count" in metrics
     openapi = http.get("/openapi.json").json()
     for path in ("/v1/settings", "/v1/settings/changes", "/v1/auth/token", "/v1/settings/revert"):

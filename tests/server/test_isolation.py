@@ -11,6 +11,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from livesettings.auth import TokenIssuer
+from tests.conftest import Backend
 from tests.server.test_sync import SseReader
 from tests.support.server import TEST_JWT_SECRET, ServerProcess
 from tests.support.users import User, signup
@@ -77,8 +78,8 @@ def test_user_b_cannot_reach_user_a(server: ServerProcess) -> None:
         assert http.get("/v1/settings", headers=alice.headers).json()["revision"] == 1
 
 
-def test_a_canary_secret_never_leaves_in_clear(tmp_path: Path) -> None:
-    server = ServerProcess(tmp_path / "data", log_level="DEBUG", access_log="true")
+def test_a_canary_secret_never_leaves_in_clear(backend: Backend, tmp_path: Path) -> None:
+    server = backend.server(tmp_path / "data", log_level="DEBUG", access_log="true")
     server.start()
     seen: list[str] = []
     stack = contextlib.ExitStack()
@@ -148,9 +149,10 @@ def test_a_canary_secret_never_leaves_in_clear(tmp_path: Path) -> None:
         assert CANARY not in text and CANARY[:-4] not in text, text
     assert "DEBUG" in server.log_text()
     assert CANARY not in server.log_text()
-    for path in (tmp_path / "data").iterdir():
-        if path.is_file():
-            assert CANARY.encode() not in path.read_bytes(), path.name
+    stored = backend.stored(server)  # SQLite's files, or every PostgreSQL row
+    assert stored.get("livesettings.db") or stored.get("user_preferences"), sorted(stored)
+    for name, content in stored.items():
+        assert CANARY.encode() not in content and CANARY[:-4].encode() not in content, name
 
 
 @pytest.mark.parametrize(

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import threading
+from pathlib import Path
 from typing import Any
 
 import httpx
 
+from tests.conftest import Backend
 from tests.support.server import ServerProcess
 from tests.support.users import signup
 from tests.support.ws import WsClient
@@ -145,8 +147,8 @@ def test_reconnect_with_since_gets_exactly_the_missed_changes(server: ServerProc
         assert page == {"changes": [], "revision": 5, "reset": True}
 
 
-def test_catch_up_older_than_the_log_is_a_snapshot(tmp_path: Any) -> None:
-    server = ServerProcess(tmp_path / "data", changelog_retain=3)
+def test_catch_up_older_than_the_log_is_a_snapshot(backend: Backend, tmp_path: Path) -> None:
+    server = backend.server(tmp_path / "data", changelog_retain=3)
     server.start()
     try:
         with server.client() as http:

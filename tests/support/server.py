@@ -15,7 +15,8 @@ from typing import Any
 import httpx
 
 TEST_JWT_SECRET = "test-secret-for-livesettings-tests-0123456789abcdef"
-_URL = re.compile(r"livesettings is running: open (http://\S+)")
+# With PUBLIC_URL the line names the public URL and, in brackets, the local address.
+_URL = re.compile(r"livesettings is running: open (\S+)(?: \(listening on (http://[^\s)]+)\))?")
 
 
 class ServerProcess:
@@ -26,6 +27,7 @@ class ServerProcess:
         self.settings = settings
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
+        self.public_url = ""  # what the server printed for users to open
         self.port = 0
         self.output: list[str] = []
 
@@ -62,7 +64,8 @@ class ServerProcess:
                 self.output.append(line)
                 match = _URL.search(line)
                 if match and not found.is_set():
-                    self.url = match.group(1).rstrip("/")
+                    self.public_url = match.group(1)
+                    self.url = (match.group(2) or match.group(1)).rstrip("/")
                     self.port = int(self.url.rsplit(":", 1)[1])
                     found.set()
 

@@ -87,7 +87,11 @@ def _target(url: str) -> tuple[str, int, str]:
     """(host, port, database) of a PostgreSQL URL: notifications are per database."""
     parts = urlsplit(url)
     database = unquote(parts.path.lstrip("/")) or unquote(parts.username or "")
-    return (parts.hostname or "localhost", parts.port or 5432, database)
+    try:
+        port = parts.port
+    except ValueError as exc:  # a port that is not a number: say so, not a traceback
+        raise ConfigError(f"the database URL {_redacted(url)!r} is malformed: {exc}") from exc
+    return (parts.hostname or "localhost", port or 5432, database)
 
 
 def _default_name() -> str:

@@ -13,6 +13,7 @@ from typing import BinaryIO
 
 import click
 
+from ..audit import audit, audit_trail
 from ..backup import ExportResult, ImportResult, export_users, import_users
 from ..config import Config
 from ..crypto import Keyring
@@ -73,6 +74,15 @@ def keys_rotate(
     )
     report = Report()
     active = keyring.active.id
+    with audit_trail(config.resolved_audit_log):
+        audit(
+            "keys_rotated",
+            active=active,
+            rewrapped=result.rewrapped,
+            remaining=result.remaining,
+            failed=len(result.failed),
+            retired=",".join(result.retired(keyring)) or None,
+        )
     report.fact("active master key", active)
     report.ok("re-wrapped", f"{plural(result.rewrapped, 'data key')} under {active}")
     counts = ", ".join(f"{key_id}: {n}" for key_id, n in result.counts.items())

@@ -6,10 +6,10 @@ create the file it checks.
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import UTC, datetime
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import click
 import jwt
@@ -17,13 +17,13 @@ import jwt
 from ..auth import TokenVerifier, load_or_create_jwt_secret
 from ..config import Config
 from ..errors import ConfigError, TokenExpired, Unauthorized
+from ..jwks import JwksCache
 from ._common import Report, exits, load_config, plural
 
 __all__ = ["JWT_SECRET_FILE", "PEM_SOURCE", "check_auth", "hs256_secret", "public_keys"]
 
 JWT_SECRET_FILE: Final = "jwt.secret"  # the embedded default's generated HS256 secret
 PEM_SOURCE: Final = "LIVESETTINGS_JWT_PUBLIC_KEY"
-_FETCH_TIMEOUT: Final = 5.0
 
 
 def hs256_secret(config: Config) -> tuple[bytes | None, str]:
@@ -35,11 +35,17 @@ def hs256_secret(config: Config) -> tuple[bytes | None, str]:
     path = config.data_dir / JWT_SECRET_FILE
     if path.exists():
         return load_or_create_jwt_secret(path), f"file {path}"
+    if _external(config):
+        return None, "not configured (identity provider only; no built-in users)"
     return None, f"not generated yet; `livesettings setup` or `serve` creates {path}"
 
 
+def _external(config: Config) -> bool:
+    return bool(config.jwt_public_key or config.jwks_file or config.jwks_url)
+
+
 def public_keys(config: Config) -> list[tuple[str, Any]]:
-    """``(source, key)`` for the PEM public key and each key of the JWKS file.
+    """``(source, key)`` for the PEM public key and each usable key of the JWKS file.
 
     ``ConfigError`` when one cannot be read. A JWKS URL is not fetched here.
     """
@@ -54,29 +60,9 @@ def public_keys(config: Config) -> list[tuple[str, Any]]:
                 raise ConfigError(f"cannot read {PEM_SOURCE}: {exc}") from exc
         keys.append((PEM_SOURCE, text))
     if config.jwks_file:
-        try:
-            with open(config.jwks_file, encoding="utf-8") as fh:
-                found = json.load(fh)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot read LIVESETTINGS_JWKS_FILE: {exc}") from exc
-        listed = found.get("keys") if isinstance(found, dict) else None
-        if not isinstance(listed, list):
-            raise ConfigError('LIVESETTINGS_JWKS_FILE holds no "keys" list')
-        keys += [(f"JWKS file {config.jwks_file}", key) for key in listed]
-    return keys
-
-
-def _fetch_jwks(url: str) -> list[Any]:
-    import httpx
-
-    try:
-        response = httpx.get(url, timeout=_FETCH_TIMEOUT, follow_redirects=False)
-        response.raise_for_status()
-        keys = response.json().get("keys")
-    except (httpx.HTTPError, ValueError, AttributeError) as exc:
-        raise ConfigError(f"cannot fetch {url}: {exc}") from exc
-    if not isinstance(keys, list):
-        raise ConfigError(f'{url} serves no "keys" list')
+        from_file = JwksCache(path=config.jwks_file)
+        from_file.load()
+        keys += [(f"JWKS file {config.jwks_file}", key) for key in from_file.keys]
     return keys
 
 
@@ -85,7 +71,7 @@ def _fetch_jwks(url: str) -> list[Any]:
 @click.option("--data-dir", envvar="LIVESETTINGS_DATA_DIR", help="Where generated secrets live.")
 @click.pass_context
 def check_auth(ctx: click.Context, token: str | None, data_dir: str | None) -> None:
-    """Show how tokens are verified; check one with --token."""
+    """Show how tokens are verified (fetching the JWKS); check one with --token."""
     config = load_config(ctx, data_dir=data_dir)
     report = Report()
     with exits():
@@ -101,41 +87,69 @@ def _modes(report: Report, config: Config) -> TokenVerifier | None:
         report.ok("HS256 secret", f"{source} (built-in users, `token issue`)")
     elif config.is_postgres:
         report.fact("HS256 secret", "not configured (no built-in users)")
+    elif _external(config):
+        report.fact("HS256 secret", source)
     else:
         report.warn("HS256 secret", source)
-    keys = public_keys(config)
-    pem = any(source == PEM_SOURCE for source, _ in keys)
+    pem: list[Any] = [key for where, key in public_keys(config) if where == PEM_SOURCE]
     report.fact("public key", PEM_SOURCE if pem else "not configured")
+    key_sets: list[JwksCache] = []
     if config.jwks_file:
-        in_file = sum(source != PEM_SOURCE for source, _ in keys)
-        report.fact("JWKS file", f"{config.jwks_file} ({plural(in_file, 'key')})")
+        from_file = JwksCache(path=config.jwks_file)
+        from_file.load()  # public_keys() above has read it once: a ConfigError came there
+        report.fact("JWKS file", f"{config.jwks_file} ({plural(len(from_file.keys), 'key')})")
+        _skipped(report, "JWKS file", from_file)
+        key_sets.append(from_file)
     if config.jwks_url:
+        fetched = JwksCache(url=config.jwks_url, timeout=config.jwks_timeout)
         try:
-            fetched = _fetch_jwks(config.jwks_url)
+            fetched.load()
         except ConfigError as exc:
             report.fail("JWKS URL", exc.message)
         else:
-            report.ok("JWKS URL", f"{config.jwks_url} ({plural(len(fetched), 'key')})")
-            keys += [(config.jwks_url, key) for key in fetched]
+            report.ok("JWKS URL", f"{config.jwks_url} ({plural(len(fetched.keys), 'key')})")
+            _skipped(report, "JWKS URL", fetched)
+            key_sets.append(fetched)
+        if urlsplit(config.jwks_url).scheme == "http" and not _loopback(config.jwks_url):
+            report.warn("JWKS URL", "plain http: anyone on the path can swap the keys; use https")
+        report.fact(
+            "JWKS refetch",
+            f"on an unknown key id, at most every {config.jwks_refresh_interval:g} s; "
+            f"every {config.jwks_max_age:g} s in any case",
+        )
     if not config.jwks_file and not config.jwks_url:
         report.fact("JWKS", "not configured")
     report.fact("audience", config.jwt_audience or "not checked")
     report.fact("issuer", config.jwt_issuer or "not checked")
-    if secret is None and not keys:
+    if config.jwt_leeway:
+        report.fact("leeway", f"{config.jwt_leeway} s of clock skew on exp and nbf")
+    if secret is None and not pem and not any(k.keys for k in key_sets):
         report.fail("verification", "no JWT secret or public key is configured")
         return None
     try:
         verifier = TokenVerifier(
             hs256_secret=secret,
-            public_keys=[key for _, key in keys],
+            public_keys=pem,
+            key_sets=key_sets,
             audience=config.jwt_audience,
             issuer=config.jwt_issuer,
+            leeway=config.jwt_leeway,
         )
     except ConfigError as exc:
         report.fail("verification", exc.message)
         return None
     report.ok("algorithms", ", ".join(verifier.algorithms))
     return verifier
+
+
+def _skipped(report: Report, label: str, key_set: JwksCache) -> None:
+    for why in key_set.skipped:
+        report.warn(label, f"skipped {why}")
+
+
+def _loopback(url: str) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    return host == "localhost" or host.startswith("127.") or host == "::1"
 
 
 def _check_token(report: Report, verifier: TokenVerifier | None, token: str) -> None:

@@ -13,8 +13,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import Match, Route
 from starlette.staticfiles import StaticFiles
 
 from .. import __version__
@@ -29,6 +29,7 @@ from ..errors import (
 )
 from ..paths import to_pointer
 from .http import router
+from .openapi import install_openapi
 from .realtime import realtime_endpoint
 from .security import SecurityHeaders, origin_allowed
 from .services import Services
@@ -60,12 +61,10 @@ def create_app(config: Config | None = None, *, services: Services | None = None
         version=__version__,
         description="Real-time settings synchronisation: one document per user, pushed live.",
         lifespan=lifespan,
-        # Every body is JSON of a few KiB at most (PATCH and PUT check max_patch_bytes
-        # themselves); a bigger one is refused while it streams in, before it fills memory.
-        max_body_size=body_limit,
     )
     app.state.services = services
     app.include_router(router)
+    install_openapi(app)
     app.add_api_websocket_route("/v1/realtime", realtime_endpoint)
 
     @app.get("/", include_in_schema=False)
@@ -85,7 +84,9 @@ def create_app(config: Config | None = None, *, services: Services | None = None
 
     _install_error_handlers(app, services)
     app.add_middleware(_OriginGuard, config=config)
-    app.add_middleware(_DeclaredBodyLimit, limit=body_limit)
+    # Every body is JSON of a few KiB at most (PATCH and PUT check max_patch_bytes
+    # themselves); a bigger one is refused before it fills memory.
+    app.add_middleware(_BodyLimit, limit=body_limit)
     if config.allowed_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -125,31 +126,48 @@ class _OriginGuard:
         await self.app(scope, receive, send)
 
 
-class _DeclaredBodyLimit:
-    """A ``Content-Length`` over the limit gets the JSON 413 at once, body unread.
+class _BodyTooLarge(StarletteHTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body is over the limit of {limit} bytes")
+        self.limit = limit
 
-    (FastAPI's own limit catches bodies that grow past it while streaming, and answers
-    through the error handlers; for a declared length it would answer in plain text.)
-    """
+
+class _BodyLimit:
+    """413 for a body over ``limit`` bytes: at once for a ``Content-Length`` over it, or as
+    soon as a streamed body grows past it (an HTTPException, which FastAPI's body parsing
+    lets through to the error handlers)."""
 
     def __init__(self, app: Any, limit: int) -> None:
         self.app = app
         self.limit = limit
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            for key, value in scope["headers"]:
-                if key == b"content-length" and value.isdigit() and int(value) > self.limit:
-                    size = int(value)
-                    response = _error_response(
-                        TooLarge(
-                            f"the request body is {size} bytes; the limit is {self.limit}",
-                            details={"size": size, "limit": self.limit},
-                        )
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for key, value in scope["headers"]:
+            if key == b"content-length" and value.isdigit() and int(value) > self.limit:
+                size = int(value)
+                response = _error_response(
+                    TooLarge(
+                        f"the request body is {size} bytes; the limit is {self.limit}",
+                        details={"size": size, "limit": self.limit},
                     )
-                    await response(scope, receive, send)
-                    return
-        await self.app(scope, receive, send)
+                )
+                await response(scope, receive, send)
+                return
+        received = 0
+
+        async def limited() -> Any:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise _BodyTooLarge(self.limit)
+            return message
+
+        await self.app(scope, limited, send)
 
 
 def _error_response(exc: LiveSettingsError) -> JSONResponse:
@@ -194,17 +212,26 @@ def _install_error_handlers(app: FastAPI, services: Services) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        if exc.status_code == 413:  # the app-wide body limit
-            limit = request.scope.get(MAX_BODY_SIZE_SCOPE_KEY)
-            return _error_response(
-                TooLarge(
-                    f"the request body is over the limit of {limit} bytes",
-                    details={"limit": limit},
-                )
-            )
+        if isinstance(exc, _BodyTooLarge):
+            return _error_response(TooLarge(str(exc.detail), details={"limit": exc.limit}))
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route that matched the path only;
+            # GET, PATCH and PUT /v1/settings are three routes.
+            headers["Allow"] = ", ".join(_allowed_methods(app, request.scope))
         return JSONResponse(
             {"error": {"code": code, "message": str(exc.detail)}},
             status_code=exc.status_code,
-            headers=getattr(exc, "headers", None),
+            headers=headers or None,
         )
+
+
+def _allowed_methods(app: FastAPI, scope: Any) -> list[str]:
+    methods: set[str] = set()
+    for route in app.router.routes:
+        if isinstance(route, Route) and route.methods:
+            match, _ = route.matches({**scope, "method": next(iter(route.methods))})
+            if match == Match.FULL:
+                methods |= route.methods
+    return sorted(methods)

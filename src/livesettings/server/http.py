@@ -39,6 +39,7 @@ from ..errors import (
     ValidationError,
 )
 from ..merge import Mutation, parse_if_match
+from ..paths import to_pointer
 from ..store.base import CommitOutcome, PendingMutation
 from ..store.planning import body_hash
 from .models import (
@@ -50,9 +51,10 @@ from .models import (
     RefreshRequest,
     RevertRequest,
     SecretResponse,
-    SettingsDocument,
     SettingsPatch,
+    SettingsReplacement,
     SettingsResponse,
+    SignupRequest,
     TokenResponse,
 )
 from .security import forwarded_address
@@ -76,7 +78,7 @@ _PATCH_BODY = {
 _PUT_BODY = {
     "requestBody": {
         "required": True,
-        "content": {"application/json": {"schema": SettingsDocument.model_json_schema()}},
+        "content": {"application/json": {"schema": SettingsReplacement.model_json_schema()}},
     }
 }
 
@@ -113,9 +115,7 @@ async def bearer_claims(
     token = credentials.credentials.strip() if credentials is not None else ""
     if not token:
         raise Unauthorized("send the access token as 'Authorization: Bearer <token>'")
-    return await services.authenticate(
-        token, address=client_address(request, services), via="http"
-    )
+    return await services.authenticate(token, address=client_address(request, services), via="http")
 
 
 ClaimsDep = Annotated[Claims, Depends(bearer_claims)]
@@ -181,19 +181,23 @@ def _int_header(value: str | None, name: str) -> int | None:
     return int(text)
 
 
+def _has_control(value: str) -> bool:
+    return any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in value)
+
+
 def _client_id(value: str | None) -> str:
     if value is None or value == "":
         return "http"
-    if len(value) > 128 or not value.isprintable():
-        raise BadRequest("X-Client-Id must be 1 to 128 printable characters")
+    if len(value) > 128 or _has_control(value):
+        raise BadRequest("X-Client-Id must be 1 to 128 characters without control characters")
     return value
 
 
 def _mutation_id(value: str | None) -> str:
     if value is None or value == "":
         return "http-" + uuid.uuid4().hex
-    if len(value) > 128 or not value.isprintable():
-        raise BadRequest("Idempotency-Key must be 1 to 128 printable characters")
+    if len(value) > 128 or _has_control(value):
+        raise BadRequest("Idempotency-Key must be 1 to 128 characters without control characters")
     return value
 
 
@@ -295,7 +299,7 @@ def _token_body(
 
 
 @router.post("/v1/auth/signup", response_model=TokenResponse, responses=_ERRORS, tags=["auth"])
-async def signup(credentials: Credentials, request: Request, services: ServicesDep) -> Any:
+async def signup(credentials: SignupRequest, request: Request, services: ServicesDep) -> Any:
     """Create a built-in user (when sign-up is allowed) and sign it in."""
     _builtin(services)
     if not services.config.signup_allowed:
@@ -483,6 +487,7 @@ async def put_settings(
     if isinstance(keys, dict):
         for name, value in keys.items():
             if isinstance(value, dict) and value.get("set") is True:
+                _check_kept(name, value)
                 kept[name] = value  # a masked secret: keep what is stored
             else:
                 plain_keys[name] = value
@@ -500,6 +505,22 @@ async def put_settings(
         claims.sub, mutation, body_hash("put", body), kind="put", expected_revision=expected
     )
     return await _mutation_response(services, await _write(services, pending))
+
+
+def _check_kept(name: str, value: dict[str, Any]) -> None:
+    """A secret sent back as read (``{"set": true, "last4", "updated_at"}``), nothing else."""
+    if (
+        value.keys() <= {"set", "last4", "updated_at"}
+        and (value.get("last4") is None or isinstance(value["last4"], str))
+        and isinstance(value.get("updated_at", ""), str)
+    ):
+        return
+    pointer = to_pointer(("api_keys", name))
+    raise ValidationError(
+        f"{pointer}: a kept secret is the object read back ({{set, last4, updated_at}})",
+        path=pointer,
+        code="invalid_value",
+    )
 
 
 @router.get(

@@ -16,6 +16,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..bus import BusEvent
 from ..document import mask_document
@@ -54,8 +55,16 @@ def change_frame(row: ChangeRow, with_user_id: bool) -> str:
 
 
 class Hub:
-    def __init__(self, store: Store, metrics: Metrics, *, replay_limit: int = 1000) -> None:
+    def __init__(
+        self,
+        store: Store,
+        metrics: Metrics,
+        *,
+        replay_limit: int = 1000,
+        view: Callable[[dict[str, Any]], dict[str, Any]] = mask_document,
+    ) -> None:
         self._store = store
+        self._view = view
         self._metrics = metrics
         self._replay_limit = replay_limit
         self._subs: dict[str, set[Subscriber]] = {}
@@ -111,7 +120,7 @@ class Hub:
             self._metrics.changelog_reads.inc()
             uid = sub.user_id if sub.with_user_id else None
             if doc is not None:
-                settings = mask_document(doc.settings)
+                settings = self._view(doc.settings)
                 sub.send(SnapshotFrame(doc.revision, settings, user_id=uid).to_json())
                 revision = doc.revision
             else:
@@ -228,7 +237,7 @@ class Hub:
     async def _reset_all(self, user_id: str) -> None:
         """The log no longer reaches back: every subscriber of the user gets a snapshot."""
         doc = await self._store.get_document(user_id)
-        settings = mask_document(doc.settings)
+        settings = self._view(doc.settings)
         for sub in list(self._subs.get(user_id, ())):
             uid = sub.user_id if sub.with_user_id else None
             sub.send(SnapshotFrame(doc.revision, settings, user_id=uid).to_json())

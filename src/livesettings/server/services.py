@@ -20,7 +20,7 @@ from ..auth import Claims, PasswordHasher, TokenIssuer, TokenVerifier, load_or_c
 from ..bus import Bus, open_bus
 from ..config import Config
 from ..crypto import Keyring
-from ..document import PreferencesSchema
+from ..document import PreferencesSchema, mask_document
 from ..errors import ConfigError, LiveSettingsError, TokenExpired, Unauthorized
 from ..jwks import JwksCache
 from ..store import Store, open_store
@@ -221,7 +221,7 @@ class Services:
                 read=lambda: float(getattr(self.bus, "reconnects", 0)),
             )
         )
-        self.hub = Hub(self.store, self.metrics, replay_limit=config.max_replay)
+        self.hub = Hub(self.store, self.metrics, replay_limit=config.max_replay, view=self.view)
         self.writer = Writer(
             self.store,
             self.bus,
@@ -290,6 +290,13 @@ class Services:
         close_audit_file(self._audit_file)
         self._audit_file = None
         self.started = False
+
+    def view(self, settings: dict[str, Any]) -> dict[str, Any]:
+        """Stored settings as a user may see them: secrets masked, schema defaults filled."""
+        shown = mask_document(settings)
+        if self.schema is not None and isinstance(shown.get("preferences"), dict):
+            shown["preferences"] = self.schema.fill_defaults(shown["preferences"])
+        return shown
 
     # -- tokens ---------------------------------------------------------------------------
     def verify_token(self, token: str) -> Claims:

@@ -478,10 +478,7 @@ class PostgresStore:
                 )
             columns = await inspect_columns(conn)
         except asyncpg.InsufficientPrivilegeError as exc:
-            raise ConfigError(
-                f"the role of LIVESETTINGS_DATABASE_URL may not read the livesettings tables "
-                f"({exc}); run `livesettings setup`, which grants the app role what it needs"
-            ) from exc
+            raise _lacks_rights(exc) from exc
         except _DRIVER_ERRORS as exc:
             raise _translate(exc, self._command_timeout) from exc
         if columns is None:
@@ -539,6 +536,9 @@ class PostgresStore:
             conn = await self._connect(self.url)
             try:
                 return await read_schema_version(conn)
+            except asyncpg.InsufficientPrivilegeError as exc:
+                # A role without rights is a configuration to fix, as in open(): not an outage.
+                raise _lacks_rights(exc) from exc
             except _DRIVER_ERRORS as exc:
                 raise _translate(exc, self._command_timeout) from exc
             finally:
@@ -1412,6 +1412,14 @@ def _translate(exc: BaseException, timeout: float | None) -> LiveSettingsError:
         return StorageError(f"PostgreSQL refused a statement: {exc}")
     logger.error("a database call failed unexpectedly", exc_info=exc)
     return LiveSettingsError("the database call failed on the server", code="internal_error")
+
+
+def _lacks_rights(exc: BaseException) -> ConfigError:
+    """The role connected as may not read the livesettings tables."""
+    return ConfigError(
+        f"the role of LIVESETTINGS_DATABASE_URL may not read the livesettings tables "
+        f"({exc}); run `livesettings setup`, which grants the app role what it needs"
+    )
 
 
 def _connect_error(exc: BaseException, url: str) -> LiveSettingsError:

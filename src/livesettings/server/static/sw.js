@@ -54,8 +54,9 @@ self.addEventListener("fetch", (event) => {
 
 async function networkFirst(request, key) {
   const cache = await caches.open(CACHE);
-  const controller = new AbortController();
-  const network = fetch(request, { signal: controller.signal }).then((response) => {
+  // No RequestInit here: a navigation request cannot be copied with one (its mode would be
+  // rewritten, or older engines throw), and a throw would serve the cached page forever.
+  const network = fetch(request).then((response) => {
     if (response.ok && response.type === "basic") cache.put(key, response.clone());
     return response;
   });
@@ -70,6 +71,5 @@ async function networkFirst(request, key) {
   }
   const cached = await cache.match(key, { ignoreSearch: true });
   if (cached) return cached;
-  controller.abort();
   return network; // nothing cached: the network's own answer or failure
 }
