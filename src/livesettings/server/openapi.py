@@ -48,8 +48,8 @@ def install_openapi(app: FastAPI) -> None:
 
 
 def _refined(document: dict[str, Any]) -> dict[str, Any]:
-    document = link_schemas(document)
     document.setdefault("components", {}).setdefault("schemas", {}).update(EXTRA_SCHEMAS)
+    document = link_schemas(document)
     for path, operations in document.get("paths", {}).items():
         for method, operation in operations.items():
             for parameter in operation.get("parameters", []):
