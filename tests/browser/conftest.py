@@ -18,7 +18,7 @@ from tests.browser.helpers import CHROMIUM_ARGS, SERVER_SETTINGS
 from tests.support.server import ServerProcess
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(chromium_path: str) -> Iterator[Browser]:
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(
@@ -30,7 +30,7 @@ def browser(chromium_path: str) -> Iterator[Browser]:
             chromium.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def shared_server(
     tmp_path_factory: pytest.TempPathFactory, chromium_path: str
 ) -> Iterator[ServerProcess]:
