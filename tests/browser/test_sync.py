@@ -275,3 +275,19 @@ def test_another_tab_saves_what_a_closed_tab_left_unsaved(
     )
     wait_status(survivor, "Synced")
     assert len(changes_since(shared_server, user.token, revision)) == 1
+
+
+def test_zz_repro_split(
+    browser: Browser, contexts: list[BrowserContext], shared_server: ServerProcess
+) -> None:
+    url = shared_server.url
+    user = new_user(shared_server, "invalid")
+    page = open_page(open_context(browser, contexts, url, user.session), url, "autoSaveDelay=400")
+    page.get_by_label("Model").fill("kept-model")
+    page.wait_for_timeout(1000)
+    language = page.get_by_label("Language")
+    language.fill("english")
+    language.press("Enter")
+    expect(page.locator("#language-error")).to_contain_text("/language must be a BCP 47 language tag")
+    wait_until(lambda: _model(shared_server, user.token) == "kept-model", what="model saved")
+    wait_status(page, "Synced")

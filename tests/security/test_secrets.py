@@ -24,7 +24,7 @@ from tests.conftest import Backend
 from tests.security.conftest import audit_events
 from tests.server.test_sync import SseReader
 from tests.support.postgres import SUPERUSER, sql, url
-from tests.support.server import TEST_JWT_SECRET, ServerProcess
+from tests.support.server import TEST_JWT_SECRET
 from tests.support.users import signup
 from tests.support.ws import WsClient
 
@@ -178,7 +178,9 @@ def test_a_ciphertext_moved_to_another_user_or_name_does_not_decrypt(
         with server.client() as http:
             alice, bob = signup(http), signup(http)
             for user, secret in ((alice, CANARY), (bob, "bob-own-secret-0000")):
-                r = http.patch("/v1/settings", json={"api_keys": {"a": secret}}, headers=user.headers)
+                r = http.patch(
+                    "/v1/settings", json={"api_keys": {"a": secret}}, headers=user.headers
+                )
                 assert r.status_code == 200
             moves = [(alice.user_id, "moved"), (bob.user_id, "a"), (bob.user_id, "stolen")]
             db = backend.databases.get(id(server))

@@ -10,8 +10,10 @@ from websockets.sync.client import ClientConnection, connect
 
 
 class WsClient:
-    def __init__(self, url: str, *, origin: str | None = None) -> None:
-        extra = {"Origin": origin} if origin else None
+    def __init__(
+        self, url: str, *, origin: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
+        extra = {**({"Origin": origin} if origin else {}), **(headers or {})} or None
         self.conn: ClientConnection = connect(
             url, additional_headers=extra, open_timeout=5, max_size=4 * 1024 * 1024
         ).__enter__()

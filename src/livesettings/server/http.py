@@ -85,7 +85,7 @@ _PUT_BODY = {
 router = APIRouter()
 
 
-def services_of(request: Request) -> Services:
+async def services_of(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
@@ -121,7 +121,7 @@ async def bearer_claims(
 ClaimsDep = Annotated[Claims, Depends(bearer_claims)]
 
 
-def service_claims(claims: ClaimsDep) -> Claims:
+async def service_claims(claims: ClaimsDep) -> Claims:
     if not claims.is_service:
         raise Forbidden("this route needs a service token (role: service)")
     return claims
