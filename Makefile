@@ -33,6 +33,10 @@ soak: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
+.PHONY: bench-multinode
+bench-multinode: $(STAMP)
+	$(BIN)/python bench/multinode.py
+
 fmt: $(STAMP)
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench

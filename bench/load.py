@@ -15,8 +15,14 @@ What it does, in order:
    once and in revision order, and every ``PATCH`` was answered 200.
 4. Writes one JSON document of results (``--out``) and exits.
 
+Several nodes (``--url`` given once per node, as ``bench/multinode.py`` does): users are dealt
+to the nodes round-robin, user *u* writing through node *u* mod *n*, and each of its devices
+connects to one of the *other* nodes (device *d* to the *(1 + d mod (n - 1))*-th node after the
+writer's), so every delivery measured is cross-node: written on one server, pushed by another.
+With one ``--url`` everything goes to that server, as before.
+
 Everything is bounded: the schedule has a fixed count, the drain after it has a deadline, and
-all traffic goes to the ``--url`` given (127.0.0.1 in the benchmark).
+all traffic goes to the URLs given (127.0.0.1 in the benchmark).
 
 The HTTP client is a deliberately minimal keep-alive HTTP/1.1 ``asyncio.Protocol`` (one
 request in flight per connection, a pool that grows to ``--max-conns``): it costs a fraction of
@@ -61,7 +67,7 @@ _PERF = time.perf_counter
 class Plan:
     """What one run does."""
 
-    url: str
+    urls: tuple[str, ...]  # one per node; a single one for a single server
     users: int
     devices: int
     rate: float
@@ -71,7 +77,7 @@ class Plan:
     seed: int = 1
     max_conns: int = 256
     drain_timeout: float = 10.0
-    server_pid: int | None = None
+    server_pids: tuple[int, ...] = ()  # whose CPU to report (every node's)
     prefix: str = "bench"
     spin: bool = False
     timeline: str | None = None
@@ -96,22 +102,27 @@ class _Counters:
 
 @dataclass
 class _Snapshot:
-    """CPU counters at one instant: this process, the server, and each core of the machine."""
+    """CPU counters at one instant: this process, the server(s), and each core of the machine."""
 
     wall: float
     own_cpu: float
-    server_cpu: float | None
+    server_cpus: list[float | None]  # one per server process
     server_runq: dict[str, int] | None
     cores: list[tuple[int, int]]
 
     @classmethod
-    def take(cls, server_pid: int | None) -> _Snapshot:
+    def take(cls, server_pids: tuple[int, ...]) -> _Snapshot:
         usage = resource.getrusage(resource.RUSAGE_SELF)
+        runq: dict[str, int] | None = None
+        for pid in server_pids:  # thread ids are unique machine-wide: one dict holds them all
+            waits = _runq_wait(pid)
+            if waits is not None:
+                runq = {**(runq or {}), **waits}
         return cls(
             _PERF(),
             usage.ru_utime + usage.ru_stime,
-            _proc_cpu(server_pid),
-            _runq_wait(server_pid),
+            [_proc_cpu(pid) for pid in server_pids],
+            runq,
             _cores(),
         )
 
@@ -165,8 +176,12 @@ def _cores() -> list[tuple[int, int]]:
 def _usage(start: _Snapshot, end: _Snapshot) -> dict[str, Any]:
     wall = max(1e-9, end.wall - start.wall)
     server = runq = None
-    if start.server_cpu is not None and end.server_cpu is not None:
-        server = (end.server_cpu - start.server_cpu) / wall
+    each = [
+        None if a is None or b is None else (b - a) / wall
+        for a, b in zip(start.server_cpus, end.server_cpus, strict=True)
+    ]
+    if each and None not in each:
+        server = sum(cast(list[float], each))
     if start.server_runq is not None and end.server_runq is not None:
         # Threads come and go (thread pools retire idle workers): count each thread's own
         # growth, from zero for one born in the window.
@@ -180,7 +195,8 @@ def _usage(start: _Snapshot, end: _Snapshot) -> dict[str, Any]:
     return {
         "wall_s": wall,
         "loadgen_cpu": (end.own_cpu - start.own_cpu) / wall,
-        "server_cpu": server,
+        "server_cpu": server,  # summed over the server processes: can pass 100%
+        "server_cpu_each": each,
         "server_runq_wait": runq,
         "core_busy": cores,
     }
@@ -405,10 +421,15 @@ class Run:
         self.done = asyncio.Event()
         self.dispatched = False
         self.closing = False  # set once the run is over: closed sockets are then expected
-        split = urlsplit(plan.url)
-        self.host = split.hostname or "127.0.0.1"
-        self.port = split.port or 80
-        self.ws_url = f"ws://{self.host}:{self.port}/v1/realtime"
+        self.nodes = [_address(url) for url in plan.urls]
+
+    # -- which node: see the module docstring --
+    def writer_node(self, u: int) -> int:
+        return u % len(self.nodes)
+
+    def device_node(self, u: int, d: int) -> int:
+        count, writer = len(self.nodes), self.writer_node(u)
+        return writer if count == 1 else (writer + 1 + d % (count - 1)) % count
 
     # -- setup --
     def tokens(self) -> list[str]:
@@ -424,8 +445,9 @@ class Run:
 
         async def one(u: int, d: int) -> None:
             async with gate:
+                host, port = self.nodes[self.device_node(u, d)]
                 ws = await connect(
-                    self.ws_url,
+                    f"ws://{host}:{port}/v1/realtime",
                     compression=None,
                     proxy=None,
                     ping_interval=None,  # the server pings; the library answers
@@ -508,9 +530,10 @@ class Run:
 
     # -- the writes --
     def requests(self, tokens: list[str]) -> Callable[[int], bytes]:
+        hosts = [self.nodes[self.writer_node(u)] for u in range(self.plan.users)]
         heads = [
             (
-                f"PATCH /v1/settings HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+                f"PATCH /v1/settings HTTP/1.1\r\nHost: {hosts[u][0]}:{hosts[u][1]}\r\n"
                 f"Authorization: Bearer {tokens[u]}\r\n"
                 "Content-Type: application/merge-patch+json\r\n"
                 f"X-Client-Id: {self.plan.prefix}-http-{u}\r\n"
@@ -547,8 +570,11 @@ class Run:
         if self.dispatched:
             self.check_done()
 
-    async def dispatch(self, pool: _HttpPool, start: float) -> None:
+    async def dispatch(self, pools: list[_HttpPool], start: float) -> None:
         plan = self.plan
+        # The pool of each user's node, looked up once per user rather than once per write.
+        pool_of = [pools[self.writer_node(u)] for u in range(plan.users)]
+        user_of = self.user_of
         spin = plan.spin
         sleep = asyncio.sleep
         perf = _PERF
@@ -558,7 +584,7 @@ class Run:
             t = start + offsets[job]
             sched[job] = t
             if self.measure_start is None and t >= measure_at:
-                self.measure_start = _Snapshot.take(plan.server_pid)
+                self.measure_start = _Snapshot.take(plan.server_pids)
                 print("MEASURE_START", flush=True)  # run.py starts the profiler on this
             now = perf()
             if t > now:
@@ -570,11 +596,12 @@ class Run:
                         await sleep(0)
             elif job % 32 == 0:
                 await sleep(0)  # behind schedule: still let responses and frames in
-            pool.submit(job)
+            pool_of[user_of[job]].submit(job)
         end_at = start + plan.warmup + plan.duration
         if perf() < end_at:
             await sleep(end_at - perf())
-        self.measure_end = _Snapshot.take(plan.server_pid)
+        self.measure_end = _Snapshot.take(plan.server_pids)
+        print("MEASURE_END", flush=True)  # multinode.py samples PostgreSQL's CPU on these two
         if self.measure_start is None:
             self.measure_start = self.measure_end
 
@@ -589,34 +616,33 @@ class Run:
         setup_started = _PERF()
         tokens = self.tokens()
         await self.open_devices(tokens)
-        pool = _HttpPool(
-            self.host,
-            self.port,
-            plan.max_conns,
-            self.requests(tokens),
-            self.on_answer,
-            self.sent,
-            self.counters,
-        )
-        await pool.open(min(plan.max_conns, 8 + int(plan.rate / 100)))
+        request = self.requests(tokens)
+        pools = [
+            _HttpPool(host, port, plan.max_conns, request, self.on_answer, self.sent, self.counters)
+            for host, port in self.nodes
+        ]
+        # Each node's pool starts with its share of the connections the rate will need.
+        warm = min(plan.max_conns, 8 + int(plan.rate / 100 / len(pools)))
+        await asyncio.gather(*(pool.open(warm) for pool in pools))
         setup_s = _PERF() - setup_started
-        before = _Snapshot.take(plan.server_pid)
+        before = _Snapshot.take(plan.server_pids)
         start = _PERF() + 0.2
-        await self.dispatch(pool, start)
+        await self.dispatch(pools, start)
         self.dispatched = True
         self.check_done()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.done.wait(), plan.drain_timeout)
-        finished = _Snapshot.take(plan.server_pid)
+        finished = _Snapshot.take(plan.server_pids)
         self.closing = True
-        pool.close()
+        for pool in pools:
+            pool.close()
         await self.close_devices()
         assert self.measure_start is not None and self.measure_end is not None
         return self.report(
             setup_s,
             _usage(self.measure_start, self.measure_end),
             _usage(before, finished),
-            queued_at_end=len(pool.queue),
+            queued_at_end=sum(len(pool.queue) for pool in pools),
         )
 
     async def close_devices(self) -> None:
@@ -675,6 +701,7 @@ class Run:
         return {
             "plan": {
                 "rate": plan.rate,
+                "nodes": len(plan.urls),
                 "users": plan.users,
                 "devices": plan.devices,
                 "warmup_s": plan.warmup,
@@ -710,6 +737,7 @@ class Run:
             "http_ack": ack.summary(),
             "dispatch_lag": lag.summary(),
             "histogram": log_buckets(e2e.values()),
+            "layout": self.layout(),
             "max_in_flight": c.max_in_flight,
             "max_queued": c.max_queued,
             "setup_s": setup_s,
@@ -717,6 +745,24 @@ class Run:
             "whole": whole,
             "notes": self.errors,
         }
+
+    def layout(self) -> dict[str, Any]:
+        """Which node took which writes and devices, and how many devices shared their
+        writer's node (0 with several nodes: every delivery is cross-node)."""
+        users, devices = self.plan.users, self.plan.devices
+        writes = [0] * len(self.nodes)
+        for u in self.user_of:
+            writes[self.writer_node(u)] += 1
+        placed = [0] * len(self.nodes)
+        for u in range(users):
+            for d in range(devices):
+                placed[self.device_node(u, d)] += 1
+        same = sum(
+            self.device_node(u, d) == self.writer_node(u)
+            for u in range(users)
+            for d in range(devices)
+        )
+        return {"writes_per_node": writes, "devices_per_node": placed, "same_node_devices": same}
 
     def write_timeline(self, path: str, start: float) -> None:
         """One CSV line per write, in ms from the start: to find stalls and what they hit."""
@@ -735,6 +781,11 @@ class Run:
                 )
 
 
+def _address(url: str) -> tuple[str, int]:
+    split = urlsplit(url)
+    return split.hostname or "127.0.0.1", split.port or 80
+
+
 async def run(plan: Plan) -> dict[str, Any]:
     """Carry out one run and return its results."""
     return await Run(plan).execute()
@@ -742,7 +793,12 @@ async def run(plan: Plan) -> dict[str, Any]:
 
 def _parse(argv: list[str] | None) -> tuple[Plan, str]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0] if __doc__ else None)
-    p.add_argument("--url", required=True, help="the server, e.g. http://127.0.0.1:8000")
+    p.add_argument(
+        "--url",
+        action="append",
+        required=True,
+        help="the server, e.g. http://127.0.0.1:8000; once per node for several (cross-node)",
+    )
     p.add_argument("--users", type=int, default=100)
     p.add_argument("--devices", type=int, default=3, help="WebSocket subscribers per user")
     p.add_argument("--rate", type=float, required=True, help="target writes per second")
@@ -752,7 +808,13 @@ def _parse(argv: list[str] | None) -> tuple[Plan, str]:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--max-conns", type=int, default=256, help="HTTP connections at most")
     p.add_argument("--drain-timeout", type=float, default=10.0)
-    p.add_argument("--server-pid", type=int, help="to report the server's CPU use")
+    p.add_argument(
+        "--server-pid",
+        type=int,
+        action="append",
+        default=[],
+        help="to report the server's CPU use; once per node",
+    )
     p.add_argument("--prefix", default="bench", help="user ids and mutation ids start with it")
     p.add_argument("--spin", action="store_true", help="yield-spin the last ms before a send")
     p.add_argument("--out", required=True, help="where to write the JSON results")
@@ -761,7 +823,7 @@ def _parse(argv: list[str] | None) -> tuple[Plan, str]:
     if not (a.rate > 0 and a.users > 0 and a.devices > 0 and a.duration > 0 and a.warmup >= 0):
         p.error("rate, users, devices and duration must be positive")
     plan = Plan(
-        url=a.url,
+        urls=tuple(a.url),
         users=a.users,
         devices=a.devices,
         rate=a.rate,
@@ -771,7 +833,7 @@ def _parse(argv: list[str] | None) -> tuple[Plan, str]:
         seed=a.seed,
         max_conns=a.max_conns,
         drain_timeout=a.drain_timeout,
-        server_pid=a.server_pid,
+        server_pids=tuple(a.server_pid),
         prefix=a.prefix,
         spin=a.spin,
         timeline=a.timeline,

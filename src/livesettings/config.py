@@ -171,6 +171,11 @@ class Config:
         return "postgres" if self.is_postgres else "memory://"
 
     @property
+    def external_auth(self) -> bool:
+        """True when an identity provider's keys are configured (public key or JWKS)."""
+        return bool(self.jwt_public_key or self.jwks_file or self.jwks_url)
+
+    @property
     def resolved_audit_log(self) -> Path | None:
         """The file audit lines are appended to: the setting, else ``<data dir>/audit.log``
         with SQLite; ``None`` with PostgreSQL or when set to ``-``."""

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.security.conftest import audit_events
+from tests.support.idp import audit_events
 from tests.support.server import ServerProcess
 from tests.support.users import User
 from tests.support.ws import WsClient

@@ -21,8 +21,8 @@ import httpx
 
 from livesettings.auth import TokenIssuer
 from tests.conftest import Backend
-from tests.security.conftest import audit_events
 from tests.server.test_sync import SseReader
+from tests.support.idp import audit_events
 from tests.support.postgres import SUPERUSER, sql, url
 from tests.support.server import TEST_JWT_SECRET
 from tests.support.users import signup

@@ -12,8 +12,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from livesettings.auth import TokenIssuer
 from tests.conftest import SHARED_SERVER_SETTINGS
-from tests.security.conftest import audit_events
 from tests.server.test_sync import SseReader
+from tests.support.idp import audit_events
 from tests.support.server import TEST_JWT_SECRET, ServerProcess
 from tests.support.users import signup
 from tests.support.ws import WsClient

@@ -106,7 +106,8 @@ def setup(
     async def go() -> tuple[list[str], Keyring]:
         # The keyring first: adopting a seed table seals its plaintext API keys.
         keyring = load_keys(config)
-        if not config.is_postgres and not config.jwt_secret:
+        # Built-in users get a generated secret unless an identity provider is configured.
+        if not config.is_postgres and not config.jwt_secret and not config.external_auth:
             load_or_create_jwt_secret(config.data_dir / JWT_SECRET_FILE)
         store = make_store(config, keyring, admin=True)
         try:

@@ -35,13 +35,9 @@ def hs256_secret(config: Config) -> tuple[bytes | None, str]:
     path = config.data_dir / JWT_SECRET_FILE
     if path.exists():
         return load_or_create_jwt_secret(path), f"file {path}"
-    if _external(config):
+    if config.external_auth:
         return None, "not configured (identity provider only; no built-in users)"
     return None, f"not generated yet; `livesettings setup` or `serve` creates {path}"
-
-
-def _external(config: Config) -> bool:
-    return bool(config.jwt_public_key or config.jwks_file or config.jwks_url)
 
 
 def public_keys(config: Config) -> list[tuple[str, Any]]:
@@ -87,7 +83,7 @@ def _modes(report: Report, config: Config) -> TokenVerifier | None:
         report.ok("HS256 secret", f"{source} (built-in users, `token issue`)")
     elif config.is_postgres:
         report.fact("HS256 secret", "not configured (no built-in users)")
-    elif _external(config):
+    elif config.external_auth:
         report.fact("HS256 secret", source)
     else:
         report.warn("HS256 secret", source)

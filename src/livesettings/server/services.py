@@ -106,16 +106,15 @@ def load_signing(config: Config) -> tuple[bytes | None, list[Any]]:
             except OSError as exc:
                 raise ConfigError(f"cannot read LIVESETTINGS_JWT_PUBLIC_KEY: {exc}") from exc
         public.append(text)
-    external = bool(public or config.jwks_file or config.jwks_url)
     secret: bytes | None = None
     if config.jwt_secret:
         secret = config.jwt_secret.encode()
     elif not config.is_postgres:
         path = config.data_dir / "jwt.secret"
-        if not external or path.exists():
+        if not config.external_auth or path.exists():
             config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             secret = load_or_create_jwt_secret(path)
-    if secret is None and not external:
+    if secret is None and not config.external_auth:
         raise ConfigError(
             "PostgreSQL needs an explicit LIVESETTINGS_JWT_SECRET or a public key "
             "(LIVESETTINGS_JWT_PUBLIC_KEY / LIVESETTINGS_JWKS_FILE / LIVESETTINGS_JWKS_URL)"

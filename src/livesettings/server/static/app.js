@@ -267,7 +267,7 @@ function keyRow(name) {
       element("label", { for: id, text: label }),
       element("span", { id: `${id}-state`, class: "key-state", text: "Not set" })),
     element("div", { class: "key-input" }, input, save, remove),
-    element("p", { id: `${id}-error`, class: "field-error" }),
+    element("p", { id: `${id}-error`, class: "field-error", "aria-live": "polite" }),
   );
   form.addEventListener("submit", (event) => {
     event.preventDefault();
@@ -390,7 +390,11 @@ async function loadSchema() {
     const response = await fetch("/v1/schema", { cache: "no-store" });
     if (!response.ok) return;
     const body = await response.json();
-    schema = body && typeof body.schema === "object" ? body.schema : null;
+    const loaded = body && typeof body.schema === "object" ? body.schema : null;
+    // Loaded again on every reconnect: rebuild the form only when the schema changed, else a
+    // control being typed into would be replaced under the user's fingers.
+    if (JSON.stringify(loaded) === JSON.stringify(schema)) return;
+    schema = loaded;
     localStorage.setItem(SCHEMA_KEY, JSON.stringify(schema));
     $("preferences-schema-form").replaceChildren();
     if (client) renderPreferences(client.settings.preferences);

@@ -595,8 +595,12 @@ export class LiveSettings extends EventTarget {
   /**
    * A copy of the status: `connection` (connecting | online | offline | error), `syncing`,
    * `unsaved` (pending edits), `lastSyncAt` (ms), `errorCount`, `syncsPerMinute`, `error`
-   * (the last error's message, cleared by the next successful sync), `transport` ("ws",
-   * "sse" or null) and `revision` (the confirmed revision).
+   * (the message of the last error about the connection or the client as a whole, cleared
+   * by the next successful sync), `transport` ("ws", "sse" or null) and `revision` (the
+   * confirmed revision). An edit the server refused is not such an error: it is dropped, told
+   * by the `error` event (with the path it names) and counted in `errorCount`, and leaves
+   * `error` alone, so the status says the same whichever order the server's answers to
+   * other edits arrive in.
    */
   get status() {
     return { ...this._status };
@@ -821,7 +825,7 @@ export class LiveSettings extends EventTarget {
         "API keys are never stored offline: retry when the connection is back",
         { details: { path: toPointer(["api_keys", ...Object.keys(keys).slice(0, 1)]) } },
       );
-      this._reportError(error);
+      this._reportError(error, { edit: true });
       throw error;
     }
     const viewKeys = {};
@@ -999,9 +1003,13 @@ export class LiveSettings extends EventTarget {
     this.dispatchEvent(new CustomEvent(type, { detail }));
   }
 
-  _reportError(error) {
+  // `edit`: the error is about one edit, which is dropped and told by the event; it is not a
+  // state of the client, so `status.error` stays as it is. (Were it set, the next ack would
+  // clear it: a refusal sent before the ack of an earlier edit would vanish, one sent after
+  // it would stay, depending only on how fast the server committed.)
+  _reportError(error, { edit = false } = {}) {
     this._status.errorCount += 1;
-    this._status.error = error.message;
+    if (!edit) this._status.error = error.message;
     this._refreshStatus();
     this._emit("error", {
       code: error.code,
@@ -1824,7 +1832,9 @@ export class LiveSettings extends EventTarget {
       }
       return;
     }
-    if (!SECRET_CODES.has(error.code)) this._reportError(error);
+    // An answer about an edit that is no longer pending here (already dropped) is no state.
+    if (SECRET_CODES.has(error.code)) return;
+    this._reportError(error, { edit: Boolean(frame.mutation_id) });
   }
 
   // The server refused an edit for what it says: drop it (never pending forever), and send
@@ -1842,7 +1852,7 @@ export class LiveSettings extends EventTarget {
     this._persistOwn();
     this._broadcastOwn();
     error.mutationId = entry.id;
-    this._reportError(error);
+    this._reportError(error, { edit: true });
     this._changed("rejected");
     this._flush();
   }

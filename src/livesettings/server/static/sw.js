@@ -49,15 +49,24 @@ self.addEventListener("fetch", (event) => {
   if (request.mode === "navigate" && url.pathname === "/") key = "/";
   else if (SHELL.includes(url.pathname) && url.pathname !== "/") key = url.pathname;
   if (key === null) return;
-  event.respondWith(networkFirst(request, key));
+  event.respondWith(networkFirst(event, request, key));
 });
 
-async function networkFirst(request, key) {
+async function networkFirst(event, request, key) {
   const cache = await caches.open(CACHE);
   // No RequestInit here: a navigation request cannot be copied with one (its mode would be
   // rewritten, or older engines throw), and a throw would serve the cached page forever.
   const network = fetch(request).then((response) => {
-    if (response.ok && response.type === "basic") cache.put(key, response.clone());
+    if (response.ok && response.type === "basic") {
+      const stored = cache.put(key, response.clone()).catch(() => {});
+      // The worker may be stopped once it has answered: keep it until the copy is stored.
+      // (After a timeout the page was answered already and waitUntil may throw.)
+      try {
+        event.waitUntil(stored);
+      } catch {
+        // the copy is stored all the same, if the worker lives long enough
+      }
+    }
     return response;
   });
   const timeout = new Promise((resolve) => {
