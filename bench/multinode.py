@@ -253,8 +253,9 @@ class Backends:
             except OSError:
                 self.failed += 1
 
-    def cpu(self) -> dict[int, float]:
-        return {pid: _cpu_seconds(pid) for pid in self.pids()}
+    def cpu(self) -> dict[int, tuple[float, float]]:
+        """Per backend: CPU seconds, and seconds spent runnable but waiting for a CPU."""
+        return {pid: (_cpu_seconds(pid), _runq_seconds(pid)) for pid in self.pids()}
 
     def watch(self) -> None:
         """Pin new backends every ``_SCAN_INTERVAL`` until :meth:`close`."""
@@ -409,6 +410,15 @@ def stop_nodes(nodes: list[Node]) -> None:
         stop_server(node.proc)
 
 
+def _runq_seconds(pid: int) -> float:
+    """Seconds a (single-threaded) process has waited runnable for a CPU (schedstat)."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as fh:
+            return int(fh.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def wait_idle(nodes: list[Node], limit: float = 20.0) -> float:
     """Wait until the nodes together use under 5 % of a core (a backlog may still drain)."""
     started = time.monotonic()
@@ -469,8 +479,8 @@ def run_load(
     watchdog.start()
     spy: subprocess.Popen[bytes] | None = None
     raw = bench.workdir / f"mn-profile-{bus}-{rate:g}.txt"
-    pg_start: tuple[float, dict[int, float]] | None = None
-    pg_end: tuple[float, dict[int, float]] | None = None
+    pg_start: tuple[float, dict[int, tuple[float, float]]] | None = None
+    pg_end: tuple[float, dict[int, tuple[float, float]]] | None = None
     assert proc.stdout is not None
     for line in proc.stdout:  # the generator prints when the window opens and closes
         if line.strip() == "MEASURE_START":
@@ -498,8 +508,12 @@ def run_load(
     if pg_start is not None and pg_end is not None:
         (t0, before), (t1, after) = pg_start, pg_end
         # A backend born inside the window counts from zero: its whole life is in it.
-        used = sum(after[pid] - before.get(pid, 0.0) for pid in after)
-        result["pg_cpu"] = used / max(1e-9, t1 - t0)
+        wall = max(1e-9, t1 - t0)
+        for index, key in ((0, "pg_cpu"), (1, "pg_runq_wait")):
+            grown = sum(
+                now[index] - before.get(pid, (0.0, 0.0))[index] for pid, now in after.items()
+            )
+            result[key] = grown / wall
         result["pg_backends"] = len(after)
     result["idle_wait_s"] = wait_idle(nodes) if result["nodes_alive"] else 0.0
     if result["nodes_alive"]:  # after the drain: every write of the run is in the counts
@@ -792,11 +806,15 @@ def _server_side_lines(runs: list[dict[str, Any]]) -> list[str]:
         "(`livesettings_write_latency_seconds`: queueing for the writer plus the PostgreSQL "
         "transaction); *push*: commit → frame queued on the node of a device "
         "(`livesettings_push_latency_seconds`: NOTIFY or Redis, then the change-log read). "
-        "Means, and the upper bound of the histogram bucket holding the p99.",
+        "Means, and the upper bound of the histogram bucket holding the p99. *pool waits*: "
+        "times a node had to wait for one of its 10 database connections (the devices' "
+        "subscriptions at the start of a run included). *nodes runq*, *PG runq*: time the "
+        "nodes' threads and the bench's PostgreSQL backends were runnable but waited for a "
+        "CPU, over the measured window, summed over threads and backends (can pass 100 %).",
         "",
         "| bus | rate /s | commits | writes/commit | log reads/write | commit mean | "
-        "commit p99 ≤ | push mean | push p99 ≤ | pool waits |",
-        "|" + "---|" * 10,
+        "commit p99 ≤ | push mean | push p99 ≤ | pool waits | nodes runq | PG runq |",
+        "|" + "---|" * 12,
     ]
     for run in runs:
         side = run.get("server_side")
@@ -809,7 +827,8 @@ def _server_side_lines(runs: list[dict[str, Any]]) -> list[str]:
             f"{side['changelog_reads'] / side['changes']:.2f} | "
             f"{format_ms(side['commit_mean'])} | {_bound(side['commit_p99_bound'])} | "
             f"{format_ms(side['push_mean'])} | {_bound(side['push_p99_bound'])} | "
-            f"{side['pool_waits']:.0f} |"
+            f"{side['pool_waits']:.0f} | {_pct(run['measured'].get('server_runq_wait'))} | "
+            f"{_pct(run.get('pg_runq_wait'))} |"
         )
     return lines
 
@@ -1163,6 +1182,10 @@ def _measure(bench: Bench, rates: list[float]) -> None:
                 _say(run)
     finally:
         stop_nodes(nodes)
+        if bench.free:  # the next nodes and their backends are pinned again
+            bench.free = False
+            assert bench.backends is not None
+            bench.backends.core = bench.core("pg")
     if args.redis == "off":
         return
     if not _reachable(REDIS_HOST, REDIS_PORT):
@@ -1211,6 +1234,8 @@ def _say(run: dict[str, Any]) -> None:
         f"{run['bus']:>8} {run['plan']['rate']:>6g}/s  sent {run['sent_rate']:5.0f}/s  "
         f"done {run['done_rate']:5.0f}/s  p50 {format_ms(lat.get('p50'))} ms  "
         f"p99 {format_ms(lat.get('p99'))} ms  lost {run['lost']}  "
+        f"nodes runq {_pct(measured.get('server_runq_wait'))}  "
+        f"PG runq {_pct(run.get('pg_runq_wait'))}  "
         f"unanswered {run['unanswered']}  nodes CPU {each}  PG CPU {_pct(run.get('pg_cpu'))}  "
         f"loadgen CPU {_pct(measured['loadgen_cpu'])}  load {run['loadavg_before'][0]:.2f}  "
         f"{'≤10ms' if meets_target(run) else '>10ms'} "

@@ -128,7 +128,7 @@ def test_the_verifier_refetches_a_rotated_key_and_fails_closed_when_unreachable(
         clock = Clock()
         cache = JwksCache(url=server.url, clock=clock)
         verifier = TokenVerifier(key_sets=[cache])
-        assert verifier.algorithms == ()  # nothing loaded yet...
+        assert not verifier.algorithms  # nothing loaded yet...
         assert asyncio.run(verifier.verify_async(_token(RSA, "RS256", "r1"))).sub == "idp-user"
         assert verifier.algorithms == ("RS256",)  # ...fetched on the first token
         with pytest.raises(Unauthorized, match="no configured key matches"):

@@ -259,6 +259,8 @@ _BY_CODE.update(
         "invalid_revision": ValidationError,
         "username_taken": Conflict,
         "signup_disabled": Forbidden,
+        "builtin_users_disabled": Forbidden,
+        "jwks_unavailable": Unauthorized,
         "decrypt_failed": CryptoError,
     }
 )

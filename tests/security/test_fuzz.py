@@ -8,6 +8,7 @@ no error — as if nothing were happening.
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import threading
@@ -181,12 +182,17 @@ class Attacker:
             if self.late():
                 break
             pre = self.fresh(authenticate=False)
-            self.attempt(lambda pre=pre, frame=frame: (pre.conn.send(frame), pre.recv(timeout=2)))
+
+            def refused(pre: WsClient = pre, frame: str | bytes = frame) -> None:
+                pre.conn.send(frame)
+                pre.recv(timeout=2)
+
+            self.attempt(refused)
             pre.conn.close_socket()
         # 3. Huge frames: each closes its socket with 1009.
         for frame in _huge(rng):
             big = self.fresh()
-            self.attempt(lambda big=big, frame=frame: big.conn.send(frame))
+            self.attempt(functools.partial(big.conn.send, frame))
             with pytest.raises(ConnectionClosed):
                 while True:
                     big.recv(timeout=5)
@@ -196,14 +202,15 @@ class Attacker:
         for n in range(1000):
             if self.late():
                 break
-            frame = [
+            flood_frames: list[dict[str, Any]] = [
                 {"type": "ping"},
                 {"type": "subscribe", "since": None},
                 {"type": "auth", "token": self.token},
                 {"type": "update", "mutation_id": uuid.uuid4().hex, "patch": {"theme": "dark"}},
-            ][n % 4]
+            ]
+            message = flood_frames[n % 4]
             try:
-                flood.send(frame)
+                flood.send(message)
             except ConnectionClosed:
                 flood = self.fresh()
         # 5. Connection churn: sockets opened and dropped, some idle without auth.

@@ -14,7 +14,7 @@ from livesettings.auth import TokenIssuer
 from tests.conftest import SHARED_SERVER_SETTINGS
 from tests.server.test_sync import SseReader
 from tests.support.idp import audit_events
-from tests.support.server import TEST_JWT_SECRET, ServerProcess
+from tests.support.server import TEST_JWT_SECRET, ServerProcess, wait_for
 from tests.support.users import signup
 from tests.support.ws import WsClient
 
@@ -177,10 +177,16 @@ def test_limits_count_the_forwarded_address_of_a_trusted_proxy_only(
         assert _failed_signin(http, "nobody9", "203.0.113.7, 10.1.2.3").status_code == 429
         assert _failed_signin(http, "nobody9", "203.0.113.8").status_code == 401
         assert _failed_signin(http, "nobody9", "2001:db8::1").status_code == 401
-    events = audit_events(proxied.log_text())
-    addresses = [e["address"] for e in events if e["event"] in ("signin_failed", "signin_blocked")]
-    assert addresses[:4] == ["203.0.113.7"] * 4
-    assert set(addresses) == {"203.0.113.7", "203.0.113.8", "2001:db8::1"}
+
+    def addresses() -> list[str]:
+        events = audit_events(proxied.log_text())
+        wanted = ("signin_failed", "signin_blocked")
+        return [e["address"] for e in events if e["event"] in wanted]
+
+    # The server's log reaches the test through a pipe: wait for the last lines.
+    wait_for(lambda: len(addresses()) >= 8, timeout=10)
+    assert addresses()[:4] == ["203.0.113.7"] * 4
+    assert set(addresses()) == {"203.0.113.7", "203.0.113.8", "2001:db8::1"}
 
     # Without TRUSTED_PROXIES the header is the client's own word, and changes nothing.
     direct = ServerProcess(tmp_path_factory.mktemp("direct") / "data", signin_limit_per_address=3)

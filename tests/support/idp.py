@@ -17,6 +17,8 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from livesettings.auth import TokenIssuer
@@ -30,10 +32,10 @@ ISSUER = "https://idp.example.test"
 class Keys:
     """An identity provider's signing keys (and a stranger's, for forgeries)."""
 
-    rsa: rsa.RSAPrivateKey  # LIVESETTINGS_JWT_PUBLIC_KEY
-    ec: ec.EllipticCurvePrivateKey  # in the JWKS file, kid "ec-file"
-    rsa_url: rsa.RSAPrivateKey  # served by the JWKS URL, kid "rsa-url"
-    stranger: rsa.RSAPrivateKey  # nobody's
+    rsa: RSAPrivateKey  # LIVESETTINGS_JWT_PUBLIC_KEY
+    ec: EllipticCurvePrivateKey  # in the JWKS file, kid "ec-file"
+    rsa_url: RSAPrivateKey  # served by the JWKS URL, kid "rsa-url"
+    stranger: RSAPrivateKey  # nobody's
 
     def rsa_pem(self) -> bytes:
         return self.rsa.public_key().public_bytes(

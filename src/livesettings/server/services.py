@@ -11,6 +11,7 @@ import contextlib
 import functools
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,8 @@ from .writer import Writer
 __all__ = ["Connections", "Services", "load_key_sets", "load_keyring", "load_signing"]
 
 log = logging.getLogger("livesettings.server")
+
+_VERIFIED_CACHE = 10_000
 
 CloseFn = Callable[[int, str], Awaitable[None]]
 
@@ -238,6 +241,7 @@ class Services:
             config.signup_limit_per_address, config.signup_window
         )
         self.revoked_before: dict[str, int] = {}
+        self._verified: OrderedDict[str, Claims] = OrderedDict()
         self._revocation_cursor = 0
         self._tasks: list[asyncio.Task[None]] = []
         self.draining = False
@@ -309,7 +313,15 @@ class Services:
         ``jwks_refresh_interval``); ``via`` says where the token came from (http, websocket).
         """
         try:
-            return self._unrevoked(await self.verifier.verify_async(token))
+            claims = self._verified.get(token)
+            if claims is None or claims.exp <= time.time():
+                claims = await self.verifier.verify_async(token)
+                # Verifying a signature costs more than the rest of a small write; a token
+                # verified once stays valid until its exp (revocations are checked each time).
+                self._verified[token] = claims
+                if len(self._verified) > _VERIFIED_CACHE:
+                    self._verified.popitem(last=False)
+            return self._unrevoked(claims)
         except Unauthorized as exc:
             audit("token_rejected", code=exc.code, reason=exc.message, via=via, address=address)
             if exc.code == "jwks_unavailable":
