@@ -425,9 +425,11 @@ class Run:
 
     # -- which node: see the module docstring --
     def writer_node(self, u: int) -> int:
+        """The node user ``u`` writes through."""
         return u % len(self.nodes)
 
     def device_node(self, u: int, d: int) -> int:
+        """The node device ``d`` of user ``u`` listens on: never the writer's, if others exist."""
         count, writer = len(self.nodes), self.writer_node(u)
         return writer if count == 1 else (writer + 1 + d % (count - 1)) % count
 

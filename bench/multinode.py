@@ -17,8 +17,11 @@ What it does, in order, every step bounded in count and time (all traffic on loo
    rates in a row that are not sustained only the target rate is still run), pinned to
    ``--gen-core``, with every node's URL: each user writes through one node and its devices
    listen on the other two, so every latency sample is cross-node. The 1-minute load average
-   before each run, the generator's CPU, every node's CPU and the CPU of the PostgreSQL
-   backends over the measured window are recorded with it.
+   before each run, the generator's CPU, every node's CPU, the CPU of the PostgreSQL backends
+   and how long both waited for a CPU over the measured window are recorded with it, and the
+   nodes' own ``/metrics`` (commit and push latency, batch sizes, change-log reads) around it.
+   With a ``--nice`` (default -10 as root) and kernel autogroups on, the bench first re-runs
+   itself in a session of its own so that the niceness counts (see ``_SESSION_ENV``).
 5. Profiles node 1 with py-spy (when installed in the venv) during one more run at the target
    rate; runs the target rate once more with the nodes and the backends allowed on every core
    (how far the whole machine goes); then, if Redis answers on 127.0.0.1:6379, restarts the
@@ -160,10 +163,12 @@ class Database:
 
     @property
     def owner_url(self) -> str:
+        """The owner's URL (trust authentication: no password)."""
         return _pg_url(self.owner, self.name)
 
     @property
     def app_url(self) -> str:
+        """The app role's URL, which the nodes use."""
         return _pg_url(self.app_role, self.name)
 
 
@@ -227,6 +232,7 @@ class Backends:
         self._thread: threading.Thread | None = None
 
     def pids(self) -> list[int]:
+        """The pids of the backends connected to the database now."""
         out: list[int] = []
         for entry in os.scandir("/proc"):
             if not entry.name.isdigit():
@@ -241,6 +247,7 @@ class Backends:
         return out
 
     def pin_new(self) -> None:
+        """Pin and renice the backends not seen before."""
         for pid in self.pids():
             if pid in self.seen:
                 continue
@@ -269,6 +276,7 @@ class Backends:
         self._thread.start()
 
     def close(self) -> None:
+        """Stop the watcher."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
@@ -317,14 +325,17 @@ class Bench:
         return core if self.pin else None
 
     def pinned(self, which: str, command: list[str], nice: int = 0) -> list[str]:
+        """``command`` wrapped in ``taskset`` (and ``nice``) for where ``which`` runs."""
         core = self.core(which)
         return _pinned(core or 0, command, core is not None, nice)
 
     def left(self) -> float:
+        """Seconds left of the time budget."""
         return float(self.args.budget) - (time.monotonic() - self.started)
 
 
 def node_env(bench: Bench, index: int, bus_url: str) -> dict[str, str]:
+    """The environment of node ``index``: the app role, the bus, the shared secret and keys."""
     env = _python_env()
     env.update({f"LIVESETTINGS_{k.upper()}": v for k, v in bench.overrides.items()})
     env.update(
@@ -403,6 +414,7 @@ def start_nodes(bench: Bench, bus_url: str) -> list[Node]:
 
 
 def stop_nodes(nodes: list[Node]) -> None:
+    """SIGTERM to every node at once, then wait for each (killed after 20 s)."""
     for node in nodes:
         if node.proc.poll() is None:
             node.proc.send_signal(signal.SIGTERM)  # all at once: they drain in parallel
@@ -525,6 +537,7 @@ def run_load(
 
 
 def start_profiler(bench: Bench, node: Node, raw: Path) -> subprocess.Popen[bytes] | None:
+    """py-spy on ``node`` for the measured window, in raw (folded) format; ``None`` if absent."""
     spy = _py_spy()
     if spy is None:
         return None
@@ -615,6 +628,7 @@ def _bucket_bound(delta: dict[str, float], name: str, q: float) -> float | None:
 
 
 def meets_target(run: dict[str, Any]) -> bool:
+    """p99 within the target and nothing lost."""
     p99 = run["latency"].get("p99")
     return bool(run["nothing_lost"]) and p99 is not None and p99 <= P99_TARGET
 
@@ -663,6 +677,7 @@ def _layout(bench: Bench) -> str:
 
 
 def render(bench: Bench, elapsed: float, started: dt.datetime) -> str:
+    """Our section of RESULTS.md, markers included."""
     args = bench.args
     runs = [r for r in bench.runs if not r.get("profiled")]
     pg_runs = [r for r in runs if r["bus"] == "postgres"]
@@ -1076,6 +1091,7 @@ def _set_autogroup_nice(nice: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the whole bench (see the module docstring); 0 once the section is written."""
     args = _parse(argv)
     if not _reachable(PG_HOST, PG_PORT):
         raise SystemExit(f"PostgreSQL is not reachable on {PG_HOST}:{PG_PORT}")

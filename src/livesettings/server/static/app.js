@@ -30,6 +30,7 @@ let fieldErrors = new Map(); // control id -> message (the control keeps what wa
 let schema = null;
 let preferencesDirty = false;
 let historyTimer = null;
+let historyRequest = 0; // the latest history request: an older answer arriving later is stale
 
 // Short timings for tests and demos: /?autoSaveDelay=200&heartbeatTimeout=1500&transport=sse
 function clientOptions() {
@@ -480,13 +481,19 @@ async function loadHistory() {
     message.textContent = "Recent changes are shown when you are online.";
     return;
   }
+  const current = client;
+  const request = ++historyRequest;
   let changes;
   try {
-    changes = await client.history({ limit: 10 });
+    changes = await current.history({ limit: 10 });
   } catch (err) {
-    message.textContent = `Recent changes cannot be loaded: ${err.message}`;
+    if (request === historyRequest && current === client) {
+      message.textContent = `Recent changes cannot be loaded: ${err.message}`;
+    }
     return;
   }
+  // A slow answer to an earlier request must not replace a newer list (nor another user's).
+  if (request !== historyRequest || current !== client) return;
   message.textContent = changes.length ? "" : "No changes yet.";
   list.replaceChildren(
     ...changes.map((change) => {
@@ -747,6 +754,7 @@ function stop() {
   stopListening = [];
   if (client) client.close();
   client = null;
+  clearTimeout(historyTimer);
   fieldErrors = new Map();
   for (const slot of document.querySelectorAll(".field-error")) slot.textContent = "";
   $("notices").replaceChildren();

