@@ -969,7 +969,7 @@ def write_section(path: Path, section: str) -> None:
         text = path.read_text()
     except FileNotFoundError:
         text = ""
-    start, end = text.find(SECTION_START), text.find(SECTION_END)
+    start, end = text.find(SECTION_START), text.rfind(SECTION_END)
     if start >= 0 and end > start:
         text = text[:start] + section.rstrip("\n") + text[end + len(SECTION_END) :]
     else:

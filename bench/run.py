@@ -677,6 +677,21 @@ def _env_prefix(bench: Bench) -> str:
     return " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " "
 
 
+MULTINODE_START, MULTINODE_END = "<!-- multinode:start -->", "<!-- multinode:end -->"
+
+
+def _kept_multinode(path: Path) -> str:
+    """The section ``bench/multinode.py`` writes, carried over unchanged (or nothing)."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return "\n"
+    start, end = text.find(MULTINODE_START), text.find(MULTINODE_END)
+    if start < 0 or end < start:
+        return "\n"
+    return "\n\n" + text[start : end + len(MULTINODE_END)] + "\n"
+
+
 def _kept_analysis(path: Path) -> str:
     try:
         text = path.read_text()
@@ -779,7 +794,7 @@ def main(argv: list[str] | None = None) -> int:
         for extra in Path(tmp).glob("*"):  # keep the raw files of the last bench next to it
             if extra.is_file():
                 shutil.copy2(extra, workdir / extra.name)
-    Path(args.results).write_text(text)
+    Path(args.results).write_text(text.rstrip("\n") + _kept_multinode(Path(args.results)))
     if args.json:
         Path(args.json).write_text(json.dumps(bench.runs, indent=1))
     print(f"wrote {args.results} ({elapsed:.0f} s)")

@@ -111,34 +111,6 @@ def test_a_silent_network_is_noticed_by_the_heartbeat(
         proxy.close()
 
 
-# A ping sent just before the page stands still for longer than the heartbeat's timeout (a
-# starved CPU): its pong arrives meanwhile and waits to be read.
-STALL = """() => {
-  const conn = livesettings._conn;
-  conn.pingAt = Date.now();
-  conn.ws.send('{"type":"ping"}');
-  const end = Date.now() + 2500;
-  while (Date.now() < end);
-  return conn.id;
-}"""
-
-
-def test_a_page_that_stood_still_reads_its_pong_before_judging_the_connection(
-    browser: Browser, contexts: list[BrowserContext], shared_server: ServerProcess
-) -> None:
-    url = shared_server.url
-    user = new_user(shared_server, "stall")
-    page = open_context(browser, contexts, url, user.session).new_page()
-    frames = FrameLog(page)
-    page.goto(f"{url}/?{FAST}")
-    wait_status(page, "Synced")
-    conn = page.evaluate(STALL)
-    page.wait_for_timeout(1000)  # ten heartbeat ticks
-    assert page.evaluate("livesettings._conn && livesettings._conn.id") == conn
-    assert frames.sockets == 1
-    expect(page.locator("#status-text")).to_have_text("Synced")
-
-
 def test_edits_made_while_the_server_is_down_survive_a_reload_and_are_saved_once_back(
     browser: Browser, contexts: list[BrowserContext], tmp_path: Path
 ) -> None:

@@ -1005,8 +1005,8 @@ export class LiveSettings extends EventTarget {
 
   // `edit`: the error is about one edit, which is dropped and told by the event; it is not a
   // state of the client, so `status.error` stays as it is. (Were it set, the next ack would
-  // clear it: a refusal sent before the ack of an earlier edit would vanish, one sent after
-  // it would stay, depending only on how fast the server committed.)
+  // clear it. The server refuses an invalid edit at once but acks an earlier valid one only
+  // once committed, so the status would end red or green depending on the disk's speed.)
   _reportError(error, { edit = false } = {}) {
     this._status.errorCount += 1;
     if (!edit) this._status.error = error.message;
@@ -1570,23 +1570,12 @@ export class LiveSettings extends EventTarget {
     clearInterval(this._timers.heartbeat);
     const { heartbeatInterval, heartbeatTimeout } = this._opts;
     const tick = Math.max(50, Math.min(heartbeatInterval, heartbeatTimeout) / 4);
-    let lastTick = Date.now();
-    let waited = false;
     this._timers.heartbeat = setInterval(() => {
       if (conn !== this._conn) {
         clearInterval(this._timers.heartbeat);
         return;
       }
       const now = Date.now();
-      // After this page stood still (a starved CPU, a throttled tab) the first tick can run
-      // before the frames that arrived meanwhile are read: judge at the next tick instead.
-      const stalled = now - lastTick > Math.max(4 * tick, 1000);
-      lastTick = now;
-      if (false && stalled && !waited) {
-        waited = true;
-        return;
-      }
-      waited = false;
       if (!conn.opened) {
         if (now - conn.startedAt > heartbeatTimeout) this._dropConnection("no answer from the server");
         return;
