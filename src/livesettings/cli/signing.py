@@ -18,6 +18,7 @@ from ..auth import TokenVerifier, load_or_create_jwt_secret
 from ..config import Config
 from ..errors import ConfigError, TokenExpired, Unauthorized
 from ..jwks import JwksCache
+from ..server.services import read_jwt_public_key
 from ._common import Report, exits, load_config, plural
 
 __all__ = ["JWT_SECRET_FILE", "PEM_SOURCE", "check_auth", "hs256_secret", "public_keys"]
@@ -46,15 +47,9 @@ def public_keys(config: Config) -> list[tuple[str, Any]]:
     ``ConfigError`` when one cannot be read. A JWKS URL is not fetched here.
     """
     keys: list[tuple[str, Any]] = []
-    if config.jwt_public_key:
-        text = config.jwt_public_key
-        if not text.lstrip().startswith("-----BEGIN"):
-            try:
-                with open(text, encoding="utf-8") as fh:
-                    text = fh.read()
-            except OSError as exc:
-                raise ConfigError(f"cannot read {PEM_SOURCE}: {exc}") from exc
-        keys.append((PEM_SOURCE, text))
+    pem = read_jwt_public_key(config)
+    if pem is not None:
+        keys.append((PEM_SOURCE, pem))
     if config.jwks_file:
         from_file = JwksCache(path=config.jwks_file)
         from_file.load()

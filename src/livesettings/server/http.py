@@ -24,7 +24,7 @@ from ..auth import (
     validate_username,
 )
 from ..crypto import open_secret, unwrap_data_key
-from ..document import mask_document, validate_document, validate_patch
+from ..document import validate_document, validate_patch
 from ..errors import (
     BadRequest,
     Conflict,
@@ -166,10 +166,7 @@ def _too_large(size: int, limit: int) -> LiveSettingsError:
 
 def settings_view(services: Services, settings: dict[str, Any]) -> dict[str, Any]:
     """Stored settings as a user may see them: secrets masked, schema defaults filled."""
-    view = mask_document(settings)
-    if services.schema is not None and isinstance(view.get("preferences"), dict):
-        view["preferences"] = services.schema.fill_defaults(view["preferences"])
-    return view
+    return services.view(settings)
 
 
 def _int_header(value: str | None, name: str) -> int | None:

@@ -30,7 +30,14 @@ from .metrics import Gauge, Metrics
 from .ratelimit import RateLimiter, WindowCounter
 from .writer import Writer
 
-__all__ = ["Connections", "Services", "load_key_sets", "load_keyring", "load_signing"]
+__all__ = [
+    "Connections",
+    "Services",
+    "load_key_sets",
+    "load_keyring",
+    "load_signing",
+    "read_jwt_public_key",
+]
 
 log = logging.getLogger("livesettings.server")
 
@@ -92,6 +99,20 @@ def load_keyring(config: Config) -> Keyring:
     return Keyring.load_or_create_file(config.data_dir / "master.keys")
 
 
+def read_jwt_public_key(config: Config) -> str | None:
+    """``LIVESETTINGS_JWT_PUBLIC_KEY``: the PEM text itself, or a file holding it."""
+    text = config.jwt_public_key
+    if not text:
+        return None
+    if not text.lstrip().startswith("-----BEGIN"):
+        try:
+            with open(text, encoding="utf-8") as fh:
+                text = fh.read()
+        except OSError as exc:
+            raise ConfigError(f"cannot read LIVESETTINGS_JWT_PUBLIC_KEY: {exc}") from exc
+    return text
+
+
 def load_signing(config: Config) -> tuple[bytes | None, list[Any]]:
     """The HS256 secret and the public keys tokens are verified with.
 
@@ -100,15 +121,9 @@ def load_signing(config: Config) -> tuple[bytes | None, list[Any]]:
     before: then the server accepts external tokens alone until a secret is set.
     """
     public: list[Any] = []
-    if config.jwt_public_key:
-        text = config.jwt_public_key
-        if not text.lstrip().startswith("-----BEGIN"):
-            try:
-                with open(text, encoding="utf-8") as fh:
-                    text = fh.read()
-            except OSError as exc:
-                raise ConfigError(f"cannot read LIVESETTINGS_JWT_PUBLIC_KEY: {exc}") from exc
-        public.append(text)
+    pem = read_jwt_public_key(config)
+    if pem is not None:
+        public.append(pem)
     secret: bytes | None = None
     if config.jwt_secret:
         secret = config.jwt_secret.encode()
