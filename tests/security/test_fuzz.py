@@ -196,7 +196,11 @@ class Attacker:
             with pytest.raises(ConnectionClosed):
                 while True:
                     big.recv(timeout=5)
-            assert big.conn.close_code == 1009
+            # The server answers with close 1009; a client still writing the rest of its
+            # frame may see the TCP connection reset before that close frame arrives (1006).
+            received = big.conn.protocol.close_rcvd
+            assert received is None or received.code == 1009, received
+            assert big.conn.close_code in (1009, 1006)
         # 4. Floods: pings, subscriptions, re-auths and updates as fast as the socket takes.
         flood = self.fresh()
         for n in range(1000):
