@@ -6,11 +6,14 @@ far under any transport's size limit and no secret ever crosses it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Bus", "BusEvent", "OnEvents", "OnResync"]
+__all__ = ["Bus", "BusEvent", "Listeners", "OnEvents", "OnResync"]
+
+log = logging.getLogger("livesettings.bus")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,3 +44,27 @@ class Bus(Protocol):
         """Raise ``StorageError`` when the bus is unreachable."""
 
     async def close(self) -> None: ...
+
+
+class Listeners:
+    """The hub's two callbacks as a networked bus holds them; a failing one is logged, never
+    allowed to stop the bus's listening loop."""
+
+    _on_events: OnEvents | None = None
+    _on_resync: OnResync | None = None
+
+    def _deliver(self, events: Sequence[BusEvent]) -> None:
+        if self._on_events is None:
+            return
+        try:
+            self._on_events(events)
+        except Exception:
+            log.exception("a bus listener failed")
+
+    def _resync(self) -> None:
+        if self._on_resync is None:
+            return
+        try:
+            self._on_resync()
+        except Exception:
+            log.exception("a bus resync listener failed")

@@ -50,7 +50,7 @@ from ..store.postgres import (  # the store's payload format: one codec for both
     notify_payloads,
     parse_notify_payload,
 )
-from .base import BusEvent, OnEvents, OnResync
+from .base import BusEvent, Listeners, OnEvents, OnResync
 
 __all__ = [
     "NOTIFY_CHANNEL",
@@ -107,7 +107,7 @@ def _redacted(url: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
-class PostgresBus:
+class PostgresBus(Listeners):
     """LISTEN/NOTIFY on a dedicated connection; see the module docstring.
 
     ``url`` is ``postgres`` (listen on ``database_url``) or a ``postgresql://`` URL of its own.
@@ -160,8 +160,6 @@ class PostgresBus:
         self._probe_interval = probe_interval
         self._probe_timeout = probe_timeout
         self._connect_timeout = connect_timeout
-        self._on_events: OnEvents | None = None
-        self._on_resync: OnResync | None = None
         self._conn: Any = None
         self._lock = asyncio.Lock()  # one query at a time on the listening connection
         self._lost = asyncio.Event()
@@ -266,22 +264,6 @@ class PostgresBus:
             self._resync()
             return
         self._deliver(events)
-
-    def _deliver(self, events: Sequence[BusEvent]) -> None:
-        if self._on_events is None:
-            return
-        try:
-            self._on_events(events)
-        except Exception:
-            log.exception("a bus listener failed")
-
-    def _resync(self) -> None:
-        if self._on_resync is None:
-            return
-        try:
-            self._on_resync()
-        except Exception:
-            log.exception("a bus resync listener failed")
 
     async def _supervise(self) -> None:
         """Probe the idle connection; on loss reconnect with backoff, listen, then resync."""

@@ -33,7 +33,7 @@ from typing import Any, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from ..errors import ConfigError, StorageError
-from .base import BusEvent, OnEvents, OnResync
+from .base import BusEvent, Listeners, OnEvents, OnResync
 
 try:
     import redis.asyncio as aioredis
@@ -110,7 +110,7 @@ class _Lost(Exception):
     """The subscriber connection stopped answering."""
 
 
-class RedisBus:
+class RedisBus(Listeners):
     """Redis pub/sub; see the module docstring.
 
     ``channel`` overrides the URL's ``?channel=``; ``client_name`` is what ``CLIENT LIST``
@@ -141,8 +141,6 @@ class RedisBus:
         self._probe_interval = probe_interval
         self._probe_timeout = probe_timeout
         self._connect_timeout = connect_timeout
-        self._on_events: OnEvents | None = None
-        self._on_resync: OnResync | None = None
         self._pub: Any = None
         self._sub: Any = None
         self._pubsub: Any = None
@@ -290,19 +288,3 @@ class RedisBus:
         # Subscribed (and confirmed) before resyncing: what is published from now on arrives,
         # what was committed before is in the change log the hub now reads.
         self._resync()
-
-    def _deliver(self, events: Sequence[BusEvent]) -> None:
-        if self._on_events is None:
-            return
-        try:
-            self._on_events(events)
-        except Exception:
-            log.exception("a bus listener failed")
-
-    def _resync(self) -> None:
-        if self._on_resync is None:
-            return
-        try:
-            self._on_resync()
-        except Exception:
-            log.exception("a bus resync listener failed")
