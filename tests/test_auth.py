@@ -197,7 +197,15 @@ def test_issue_verify_round_trip(verifier: TokenVerifier) -> None:
     assert exp == NOW + 900
     assert jwt.get_unverified_header(token) == {"alg": "HS256", "typ": "JWT"}
     claims = verifier.verify(token, now=NOW + 1)
-    assert claims == Claims(sub="user-1", exp=NOW + 900, iat=NOW + 0.75, role=None, raw=claims.raw)
+    assert claims == Claims(
+        sub="user-1",
+        exp=NOW + 900,
+        iat=NOW + 0.75,
+        role=None,
+        raw=claims.raw,
+        jti=claims.raw["jti"],
+        builtin=True,
+    )
     assert set(claims.raw) == {"sub", "iat", "exp", "jti"}
     assert re.fullmatch(r"[A-Za-z0-9_-]{22}", claims.raw["jti"])
     assert claims.is_service is False
@@ -428,6 +436,30 @@ def test_rs256_accepted_with_the_right_public_key(
     # Several keys of one algorithm and no kid: each is tried.
     both = TokenVerifier(public_keys=[_pem(rsa_key_2), _pem(rsa_key)])
     assert both.verify(token, now=NOW).sub == "user-1"
+
+
+def test_only_the_built_in_issuer_or_a_named_provider_claim_grants_service(
+    rsa_key: rsa.RSAPrivateKey,
+) -> None:
+    provider_role = jwt.encode(_claims(role="service"), rsa_key, algorithm="RS256")
+    claims = TokenVerifier(public_keys=[rsa_key]).verify(provider_role, now=NOW)
+    assert (claims.role, claims.builtin, claims.is_service) == ("service", False, False)
+    named = TokenVerifier(public_keys=[rsa_key], service_claim="realm_access.roles:service")
+    assert named.service_claim == (("realm_access", "roles"), "service")
+    keycloak = jwt.encode(
+        _claims(realm_access={"roles": ["user", "service"]}), rsa_key, algorithm="RS256"
+    )
+    assert named.verify(keycloak, now=NOW).is_service is True
+    assert named.verify(provider_role, now=NOW).is_service is False
+    # The built-in issuer's role claim is its own: a service token whatever is named.
+    builtin, _ = TokenIssuer(SECRET).issue("svc", role="service", now=NOW)
+    mixed = TokenVerifier(hs256_secret=SECRET, public_keys=[rsa_key], service_claim="x:y")
+    verified = mixed.verify(builtin, now=NOW)
+    assert (verified.builtin, verified.is_service, verified.jti) == (
+        True,
+        True,
+        verified.raw["jti"],
+    )
 
 
 def test_es256_accepted_with_the_right_public_key(ec_key: ec.EllipticCurvePrivateKey) -> None:

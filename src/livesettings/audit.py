@@ -1,10 +1,11 @@
 """Audit lines: who signed in, who failed, which tokens were refused, who read a secret.
 
 Each event is one log record of the ``livesettings.audit`` logger whose message is one JSON
-object, ``{"event": …, …}`` — easy to grep and to ship. Fields are names, ids, addresses and
-reasons, never a secret, a password or a token: :func:`audit` refuses field names that would
-carry one, and callers pass ids rather than what a user typed (a password typed into the
-username box must not end up in a log).
+object, ``{"ts": …, "event": …, …}`` — easy to grep and to ship. ``ts`` is the time of the
+event in RFC 3339, UTC, to the millisecond (``2026-12-07T05:04:23.123Z``). Fields are names,
+ids, addresses and reasons, never a secret, a password or a token: :func:`audit` refuses field
+names that would carry one, and callers pass ids rather than what a user typed (a password
+typed into the username box must not end up in a log).
 
 ``LIVESETTINGS_AUDIT_LOG`` names a file that receives the same lines (mode 0600), so that the
 trail outlives the process log and includes the CLI's own events (``keys rotate``); with SQLite
@@ -17,12 +18,20 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
-__all__ = ["AUDIT_LOGGER", "audit", "audit_trail", "close_audit_file", "open_audit_file"]
+__all__ = [
+    "AUDIT_LOGGER",
+    "audit",
+    "audit_trail",
+    "close_audit_file",
+    "open_audit_file",
+    "rfc3339_ms",
+]
 
 AUDIT_LOGGER: Final = "livesettings.audit"
 _log = logging.getLogger(AUDIT_LOGGER)
@@ -49,12 +58,26 @@ _MAX_TEXT: Final = 200  # attacker-controlled text (a rejection reason, an addre
 Field = str | int | float | bool | None
 
 
-def audit(event: str, **fields: Field) -> None:
-    """Log one audit event as a JSON object (``event`` first, then ``fields`` in order)."""
+def rfc3339_ms(seconds: float) -> str:
+    """Unix ``seconds`` as RFC 3339 in UTC with milliseconds.
+
+    >>> rfc3339_ms(1764349200.1239)
+    '2025-11-28T17:00:00.123Z'
+    """
+    millis = int(seconds * 1000)
+    whole = time.gmtime(millis // 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", whole) + f".{millis % 1000:03d}Z"
+
+
+def audit(event: str, *, clock: Callable[[], float] = time.time, **fields: Field) -> None:
+    """Log one audit event as a JSON object: ``ts`` (from ``clock``), ``event``, then
+    ``fields`` in order."""
     refused = _REFUSED.intersection(fields)
     if refused:
         raise ValueError(f"audit lines never carry {', '.join(sorted(refused))}")
-    record: dict[str, Field] = {"event": event}
+    if "ts" in fields:
+        raise ValueError("ts is the time of the event, set by audit() itself")
+    record: dict[str, Field] = {"ts": rfc3339_ms(clock()), "event": event}
     for name, value in fields.items():
         record[name] = value[:_MAX_TEXT] if isinstance(value, str) else value
     # ensure_ascii: control characters and odd Unicode in a forwarded address stay escaped,

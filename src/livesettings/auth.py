@@ -43,10 +43,13 @@ if TYPE_CHECKING:
     from .jwks import JwksCache
 
 __all__ = [
+    "MAX_SERVICE_TOKEN_TTL",
     "MIN_SECRET_BYTES",
+    "SERVICE_TOKEN_TTL",
     "Claims",
     "PasswordHasher",
     "PublicKey",
+    "ServiceClaim",
     "TokenIssuer",
     "TokenVerifier",
     "hash_refresh_token",
@@ -54,6 +57,7 @@ __all__ = [
     "load_public_key",
     "new_family_id",
     "new_refresh_token",
+    "parse_service_claim",
     "validate_password",
     "validate_username",
 ]
@@ -61,6 +65,8 @@ __all__ = [
 MIN_SECRET_BYTES: Final = 32  # RFC 7518 §3.2: an HS256 key at least as long as the hash
 MAX_SUB_CHARS: Final = 128  # user ids are text of at most 128 chars (DESIGN §2)
 MAX_TOKEN_CHARS: Final = 16 * 1024  # refuse absurd tokens before parsing them
+SERVICE_TOKEN_TTL: Final = 24 * 3600  # a service token's default lifetime, and its cap
+MAX_SERVICE_TOKEN_TTL: Final = 90 * 24 * 3600  # the cap with --allow-long-ttl; enforced on use
 
 _USERNAME_RE: Final = re.compile(r"[A-Za-z0-9_.@\-]{3,64}")
 _MIN_PASSWORD, _MAX_PASSWORD = 8, 1024
@@ -145,18 +151,65 @@ def validate_password(pw: Any) -> str:
 
 @dataclass(frozen=True)
 class Claims:
-    """The verified claims of an access token; ``raw`` holds every claim as received."""
+    """The verified claims of an access token; ``raw`` holds every claim as received.
+
+    ``builtin`` is True when the server's own HS256 secret verified the token, False when an
+    identity provider's key did; ``provider_service`` when a provider's token carries the
+    claim the operator named for service access (``LIVESETTINGS_IDP_SERVICE_CLAIM``).
+    """
 
     sub: str
     exp: int
     iat: float | None
     role: str | None
     raw: dict[str, Any] = field(hash=False)
+    jti: str | None = None
+    builtin: bool = False
+    provider_service: bool = False
 
     @property
     def is_service(self) -> bool:
-        """A service token may read and write any user's settings (DESIGN §4)."""
-        return self.role == "service"
+        """A service token may read and write any user's settings (DESIGN §4).
+
+        Only the built-in issuer's ``role: "service"`` grants it — an identity provider's
+        ``role`` claim is the provider's to define and may be given to other applications —
+        unless the operator named a provider claim for it.
+        """
+        if self.builtin:
+            return self.role == "service"
+        return self.provider_service
+
+
+ServiceClaim = tuple[tuple[str, ...], str]
+"""An identity provider's claim that grants service access: its path and required value."""
+
+
+def parse_service_claim(text: str) -> ServiceClaim:
+    """``"role:service"`` or ``"app_metadata.role:service"`` → ``(("app_metadata", "role"),
+    "service")``; ``ConfigError`` for anything else.
+
+    >>> parse_service_claim("app_metadata.role:service")
+    (('app_metadata', 'role'), 'service')
+    """
+    path, colon, value = text.strip().rpartition(":")
+    names = tuple(part.strip() for part in path.split("."))
+    if not colon or not value.strip() or not all(names):
+        raise ConfigError(
+            "LIVESETTINGS_IDP_SERVICE_CLAIM must be CLAIM:VALUE, such as role:service or "
+            f"app_metadata.role:service; got {text!r}"
+        )
+    return names, value.strip()
+
+
+def _has_claim(payload: dict[str, Any], wanted: ServiceClaim) -> bool:
+    """True when the claim at the path equals the value, or is a list holding it (roles)."""
+    path, value = wanted
+    found: Any = payload
+    for name in path:
+        if not isinstance(found, dict) or name not in found:
+            return False
+        found = found[name]
+    return found == value or (isinstance(found, list) and value in found)
 
 
 @dataclass(frozen=True)
@@ -194,8 +247,12 @@ class TokenVerifier:
         audience: str | None = None,
         issuer: str | None = None,
         leeway: int = 0,
+        service_claim: ServiceClaim | str | None = None,
     ) -> None:
         self._secret = None if hs256_secret is None else _check_secret(hs256_secret)
+        if isinstance(service_claim, str):
+            service_claim = parse_service_claim(service_claim)
+        self.service_claim: ServiceClaim | None = service_claim
         self._public: tuple[PublicKey, ...] = tuple(load_public_key(k) for k in public_keys)
         self.key_sets: tuple[JwksCache, ...] = tuple(key_sets)
         if self._secret is None and not self._public and not self.key_sets:
@@ -227,6 +284,12 @@ class TokenVerifier:
         for key_set in self.key_sets:
             keys = keys + key_set.keys
         return keys
+
+    @property
+    def keys_version(self) -> tuple[int, ...]:
+        """Changes whenever a JWKS refresh changes its key set (cached verifications of
+        tokens signed by a retired key must then be dropped)."""
+        return tuple(key_set.version for key_set in self.key_sets)
 
     @property
     def algorithms(self) -> tuple[str, ...]:
@@ -266,6 +329,7 @@ class TokenVerifier:
 
         payload: dict[str, Any] | None = None
         bad_signature: jwt.InvalidSignatureError | None = None
+        key_alg = alg
         for key, key_alg in candidates:
             try:
                 payload = jwt.decode(
@@ -294,7 +358,7 @@ class TokenVerifier:
                 # A new kid that no loaded key verifies: the provider may have rotated.
                 raise _UnknownKey(_NO_KEY, code="invalid_token") from bad_signature
             raise _invalid("token signature is invalid") from bad_signature
-        return self._claims(payload, time.time() if now is None else now)
+        return self._claims(payload, time.time() if now is None else now, key_alg == "HS256")
 
     async def verify_async(self, token: str, *, now: float | None = None) -> Claims:
         """:meth:`verify`, refetching the JWKS once when a token names a key it lacks.
@@ -322,7 +386,7 @@ class TokenVerifier:
             keys = [k for k in keys if k.kid is None]
         return [(k.key, k.alg) for k in keys]
 
-    def _claims(self, payload: dict[str, Any], now: float) -> Claims:
+    def _claims(self, payload: dict[str, Any], now: float, builtin: bool) -> Claims:
         exp = _numeric_date(payload.get("exp"), "exp")
         nbf = _numeric_date(payload["nbf"], "nbf") if "nbf" in payload else None
         iat = _numeric_date(payload["iat"], "iat") if "iat" in payload else None
@@ -334,13 +398,32 @@ class TokenVerifier:
         if not isinstance(sub, str) or not sub or len(sub) > MAX_SUB_CHARS:
             raise _invalid(f"token subject must be a non-empty string of at most {MAX_SUB_CHARS}")
         role = payload.get("role")
+        # Identity providers use their own role shapes; only a string can name "service".
+        role = role if isinstance(role, str) else None
+        if (
+            builtin
+            and role == "service"
+            and exp - (now if iat is None else iat) > (MAX_SERVICE_TOKEN_TTL + self.leeway)
+        ):
+            # Issued before lifetimes were capped (or signed elsewhere with the secret).
+            raise _invalid(
+                f"service token lives longer than {MAX_SERVICE_TOKEN_TTL // 86400} days; "
+                "issue a new one"
+            )
+        jti = payload.get("jti")
         return Claims(
             sub=sub,
             exp=math.floor(exp),
             iat=iat,  # kept to the millisecond: session revocations compare against it
-            # Identity providers use their own role shapes; only a string can name "service".
-            role=role if isinstance(role, str) else None,
+            role=role,
             raw=payload,
+            jti=jti if isinstance(jti, str) and jti else None,
+            builtin=builtin,
+            provider_service=(
+                not builtin
+                and self.service_claim is not None
+                and _has_claim(payload, self.service_claim)
+            ),
         )
 
 

@@ -11,7 +11,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from ipaddress import IPv4Network, IPv6Network, ip_network
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from pathlib import Path
 from typing import Any, get_type_hints
 from urllib.parse import urlsplit
@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from .document import Limits
 from .errors import ConfigError
 
-__all__ = ["ENV_PREFIX", "Config", "origin_of", "proxy_networks"]
+__all__ = ["ENV_PREFIX", "Config", "is_loopback_host", "origin_of", "proxy_networks"]
 
 ENV_PREFIX = "LIVESETTINGS_"
 
@@ -46,6 +46,10 @@ class Config:
     jwks_refresh_interval: float = 60.0  # at most one refetch per interval (unknown kid)
     jwks_max_age: float = 3600.0  # refetched in the background after this long
     jwks_timeout: float = 5.0
+    # Without audience and issuer, tokens a provider issued to other applications pass; so
+    # serve refuses to start unless this opt-out is set (then it warns).
+    idp_audience_issuer_optional: bool = False
+    idp_service_claim: str | None = None  # "role:service": provider tokens with service access
     master_keys: str | None = None
     master_key: str | None = None
 
@@ -54,6 +58,9 @@ class Config:
     allow_signup: bool | None = None
     argon2_time_cost: int = 2
     argon2_memory_cost: int = 19456
+    argon2_workers: int = 2  # threads hashing passwords, off the event loop
+    argon2_queue: int = 32  # hashes waiting for a thread; beyond it, 429 with Retry-After
+    max_refresh_families: int = 20  # live sign-ins (refresh-token families) per user
 
     write_rate: float = 50.0
     write_burst: int = 200
@@ -65,9 +72,22 @@ class Config:
     signin_window: int = 15 * 60
     signup_limit_per_address: int = 20
     signup_window: int = 60 * 60
+    signin_limit_per_username: int = 100  # failures per username from all addresses
+    auth_rate: float = 0.1  # sign-ins and refreshes per second per user...
+    auth_burst: int = 30
+    auth_rate_per_address: float = 1.0  # ...and per address
+    auth_burst_per_address: int = 120
+    address_prefix_ipv4: int = 32  # per-address limits count a network of this prefix
+    address_prefix_ipv6: int = 64
     trusted_proxies: tuple[str, ...] = ()
     public_url: str | None = None
     allowed_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()  # names besides localhost and HOST a request may use
+    ops_token: str | None = None  # bearer token for /metrics and the API docs; unset: open
+    max_connections: int = 4096  # connections (sockets included) before HTTP answers 503
+    keep_alive_timeout: int = 5  # seconds an idle keep-alive connection stays open
+    header_timeout: float = 10.0  # seconds from a request's first byte to its last header
+    body_timeout: float = 30.0  # seconds from a request's headers to the end of its body
 
     changelog_retain: int = 1000
     max_replay: int = 1000  # a catch-up longer than this gets a snapshot
@@ -77,6 +97,8 @@ class Config:
     max_patch_bytes: int = 64 * 1024
     max_depth: int = 32
     max_key_length: int = 256
+    max_tombstone_bytes: int = 64 * 1024
+    max_patch_leaves: int = 1000
     max_frame_bytes: int = 1024 * 1024
     auth_timeout: float = 10.0
     ws_ping_interval: float = 20.0
@@ -139,16 +161,25 @@ class Config:
             if origin != "*":
                 origin_of(origin, "LIVESETTINGS_ALLOWED_ORIGINS")
         proxy_networks(self.trusted_proxies)
-        if self.jwks_url is not None and urlsplit(self.jwks_url).scheme not in ("http", "https"):
-            raise ConfigError("LIVESETTINGS_JWKS_URL must be an https:// (or http://) URL")
+        for name, bits in (("address_prefix_ipv4", 32), ("address_prefix_ipv6", 128)):
+            if not 1 <= getattr(self, name) <= bits:
+                raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be from 1 to {bits}")
+        if self.jwks_url is not None:
+            _check_jwks_url(self.jwks_url)
+        if self.idp_service_claim is not None:
+            from .auth import parse_service_claim  # PyJWT and argon2 only when it is set
+
+            parse_service_claim(self.idp_service_claim)
         for name in _AT_LEAST_ONE:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be at least 1")
         for name in _NOT_NEGATIVE:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()} must not be negative")
-        if self.jwks_timeout <= 0:
-            raise ConfigError(f"{ENV_PREFIX}JWKS_TIMEOUT must be positive")
+        for name in ("jwks_timeout", "header_timeout", "body_timeout"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be positive")
+        _check_perimeter(self)
         return self
 
     def replace(self, **changes: Any) -> Config:
@@ -176,6 +207,18 @@ class Config:
         return bool(self.jwt_public_key or self.jwks_file or self.jwks_url)
 
     @property
+    def unchecked_token_claims(self) -> tuple[str, ...]:
+        """With an identity provider: the settings of ``aud``/``iss`` that are not set (an
+        unchecked claim lets in tokens the provider issued to other applications)."""
+        if not self.external_auth:
+            return ()
+        return tuple(
+            f"{ENV_PREFIX}{name.upper()}"
+            for name in ("jwt_audience", "jwt_issuer")
+            if not getattr(self, name)
+        )
+
+    @property
     def resolved_audit_log(self) -> Path | None:
         """The file audit lines are appended to: the setting, else ``<data dir>/audit.log``
         with SQLite; ``None`` with PostgreSQL or when set to ``-``."""
@@ -196,6 +239,8 @@ class Config:
             max_patch_bytes=self.max_patch_bytes,
             max_depth=self.max_depth,
             max_key_length=self.max_key_length,
+            max_tombstone_bytes=self.max_tombstone_bytes,
+            max_patch_leaves=self.max_patch_leaves,
         )
 
     def redacted(self) -> dict[str, Any]:
@@ -211,7 +256,7 @@ class Config:
         return out
 
 
-_SECRET_FIELDS = {"jwt_secret", "master_keys", "master_key"}
+_SECRET_FIELDS = {"jwt_secret", "master_keys", "master_key", "ops_token"}
 # Limits that make no sense below one, and rates where 0 switches the limit off.
 _AT_LEAST_ONE = (
     "write_burst",
@@ -222,12 +267,22 @@ _AT_LEAST_ONE = (
     "signin_window",
     "signup_limit_per_address",
     "signup_window",
+    "signin_limit_per_username",
+    "auth_burst",
+    "auth_burst_per_address",
+    "max_refresh_families",
+    "argon2_workers",
     "max_replay",
     "max_frame_bytes",
+    "max_connections",
+    "keep_alive_timeout",
 )
 _NOT_NEGATIVE = (
     "write_rate",
     "connect_rate",
+    "auth_rate",
+    "auth_rate_per_address",
+    "argon2_queue",
     "jwt_leeway",
     "jwks_refresh_interval",
     "jwks_max_age",
@@ -268,6 +323,43 @@ def proxy_networks(entries: tuple[str, ...]) -> tuple[IPv4Network | IPv6Network,
                 f"LIVESETTINGS_TRUSTED_PROXIES: {entry!r} is not an IP address or network"
             ) from exc
     return tuple(networks)
+
+
+def is_loopback_host(host: str) -> bool:
+    """``localhost``, 127.0.0.0/8 or ``::1`` (a URL's host, brackets already stripped)."""
+    host = host.lower().rstrip(".")
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_jwks_url(url: str) -> None:
+    # Over plain http anyone on the path could swap the keys and sign any token.
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+    except ValueError as exc:
+        raise ConfigError(f"LIVESETTINGS_JWKS_URL: {url!r} is not a URL: {exc}") from exc
+    if parts.scheme not in ("http", "https") or not host:
+        raise ConfigError("LIVESETTINGS_JWKS_URL must be an https:// URL")
+    if parts.scheme == "http" and not is_loopback_host(host):
+        raise ConfigError(
+            f"LIVESETTINGS_JWKS_URL {url} is plain http: anyone on the path could swap the "
+            "signing keys; use https:// (http is accepted only for a loopback host)"
+        )
+
+
+def _check_perimeter(config: Config) -> None:
+    for entry in config.allowed_hosts:
+        if entry != "*" and ("/" in entry or not entry.strip("[].")):
+            raise ConfigError(
+                f"LIVESETTINGS_ALLOWED_HOSTS: {entry!r} is not a host name like example.com"
+            )
+    if config.ops_token is not None and len(config.ops_token) < 16:
+        raise ConfigError("LIVESETTINGS_OPS_TOKEN must be at least 16 characters")
 
 
 def _field_names() -> list[str]:

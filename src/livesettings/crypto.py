@@ -7,7 +7,9 @@ Three layers of keys:
             └── seals each of the user's secrets -> envelope {"$sealed": 1, "kid", "nonce", "ct", …}
 
 Rotation (``livesettings keys rotate``) re-wraps every data key under the new active master key
-with :func:`rewrap_data_key`; the sealed secrets themselves never change. Every ciphertext is
+with :func:`rewrap_data_key`; the sealed secrets themselves never change. ``keys rotate
+--data-keys`` goes further: each user gets a new data key and every secret is re-sealed under
+it (:func:`reseal_under_new_key`). Every ciphertext is
 bound by its associated data to the user and to the key or secret it belongs to, so a row copied
 to another user or another name does not decrypt.
 
@@ -42,11 +44,14 @@ __all__ = [
     "DataKey",
     "Keyring",
     "MasterKey",
+    "Resealed",
     "WrappedKey",
     "generate_master_key",
     "load_or_create_secret_file",
     "new_data_key",
     "open_secret",
+    "reseal_secret",
+    "reseal_under_new_key",
     "rewrap_data_key",
     "seal_secret",
     "unwrap_data_key",
@@ -285,6 +290,56 @@ def open_secret(user_id: str, name: str, envelope: Mapping[str, Any], key: DataK
     except InvalidTag as exc:
         raise CryptoError(f"secret {name!r} does not decrypt for this user and data key") from exc
     return data.decode("utf-8", "surrogatepass")
+
+
+def reseal_secret(
+    user_id: str, name: str, envelope: Mapping[str, Any], old: DataKey, new: DataKey
+) -> dict[str, Any]:
+    """The envelope re-encrypted under data key ``new`` (data-key rotation), with a fresh
+    nonce; what it shows in clear (``last4``, ``updated_at``) is kept, as the value is.
+
+    Raises ``CryptoError`` when it does not open under ``old``.
+    """
+    plaintext = open_secret(user_id, name, envelope, old)
+    nonce = os.urandom(NONCE_SIZE)
+    ct = AESGCM(new.key).encrypt(
+        nonce, plaintext.encode("utf-8", "surrogatepass"), _aad(_SEAL_LABEL, user_id, name, new.id)
+    )
+    return {**envelope, "kid": new.id, "nonce": _b64(nonce), "ct": _b64(ct)}
+
+
+@dataclass(frozen=True)
+class Resealed:
+    """A user's secrets re-sealed under a new data key, and that key wrapped (data-key
+    rotation); ``count`` is how many secrets were re-sealed."""
+
+    wrapped: WrappedKey
+    secrets: dict[str, Any]
+    count: int
+
+
+def reseal_under_new_key(
+    keyring: Keyring, user_id: str, wrapped: WrappedKey, secrets_: Mapping[str, Any]
+) -> Resealed:
+    """Open every sealed secret of ``secrets_`` with the data key ``wrapped`` holds and seal
+    it under a fresh data key (a new id), wrapped by the active master key.
+
+    ``CryptoError`` when the old key does not unwrap or a secret does not open: then nothing
+    should be written.
+    """
+    old = unwrap_data_key(keyring, user_id, wrapped)
+    new = new_data_key()
+    while new.id == old.id:  # 64 random bits: never in practice, but ids must differ
+        new = new_data_key()
+    out: dict[str, Any] = {}
+    count = 0
+    for name, value in secrets_.items():
+        if isinstance(value, Mapping) and value.get("$sealed") == 1:
+            out[name] = reseal_secret(user_id, name, value, old, new)
+            count += 1
+        else:
+            out[name] = value
+    return Resealed(wrap_data_key(keyring, user_id, new), out, count)
 
 
 def load_or_create_secret_file(path: Path, make: Callable[[], str]) -> str:

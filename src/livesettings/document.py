@@ -87,6 +87,8 @@ class Limits:
     max_depth: int = 32
     max_key_length: int = 256
     max_secret_length: int = 4096
+    max_tombstone_bytes: int = 64 * 1024  # delete records kept per document (records.py)
+    max_patch_leaves: int = 1000  # leaf edits (sets and deletes) in one patch
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -407,7 +409,27 @@ def validate_patch(
         size = json_size(out)
         if size > limits.max_patch_bytes:
             raise _too_large("patch", size, limits.max_patch_bytes)
+    # Each leaf edit is work for the one writer that serves every user: bound it.
+    leaves = _leaf_count(out, ())
+    if leaves > limits.max_patch_leaves:
+        raise TooLarge(
+            f"the patch edits {leaves} values; the limit is {limits.max_patch_leaves} "
+            "per write (split it into several)",
+            details={"limit": limits.max_patch_leaves, "leaves": leaves},
+        )
     return out
+
+
+def _leaf_count(node: Mapping[str, Any], path: Path) -> int:
+    """The values a patch sets or deletes (each ``api_keys/<name>`` is one)."""
+    count = 0
+    for key, value in node.items():
+        child = (*path, key)
+        if isinstance(value, dict) and not is_secret_path(child):
+            count += _leaf_count(value, child)
+        else:
+            count += 1
+    return count
 
 
 def validate_document(

@@ -10,6 +10,10 @@ and is refetched:
   hammer the provider; after a failed fetch, retries come sooner (every 5 s at most);
 - when the cache is older than ``max_age``, by whoever owns it (the server runs a task).
 
+Each load that changes the set of keys bumps :attr:`JwksCache.version`, so whoever caches
+verified tokens can drop them: a token signed by a key the provider retired is refused at its
+next use, not only when it expires.
+
 A fetch is async and bounded by ``timeout``, so it never blocks the event loop, and a set that
 cannot be fetched fails closed: the keys fetched before stay in use, and a token that needs a
 key nobody could fetch is refused with ``Unauthorized(code="jwks_unavailable")``.
@@ -98,6 +102,7 @@ class JwksCache:
         self.loaded = False
         self.last_error: str | None = None
         self.fetches = 0  # attempts, successful or not
+        self.version = 0  # +1 each time a load changes the set of keys
         self._clock = clock
         self._transport = transport
         self._last_attempt: float | None = None
@@ -122,6 +127,8 @@ class JwksCache:
 
     def _store(self, document: Any) -> None:
         keys, skipped = parse_jwks(document, self.source)
+        if keys != self.keys:
+            self.version += 1
         self.keys, self.skipped = keys, skipped
         self.loaded = True
         self._last_ok = True

@@ -5,6 +5,11 @@ the active key, re-wraps them and writes each back with a compare-and-set, so an
 run (Ctrl-C, a crash, ``max_keys``) simply continues where it stopped when run again, and a key
 a server replaced meanwhile is never overwritten. Secrets themselves are never touched: their
 data keys keep their ids, only the wrapping changes.
+
+Data-key rotation (:func:`renew_data_keys`, ``keys rotate --data-keys``) goes further: each
+user gets a new random data key (a new id, wrapped by the active master key) and every secret
+is re-sealed under it, user by user, each in one transaction the store serialises with that
+user's writes.
 """
 
 from __future__ import annotations
@@ -16,7 +21,13 @@ from .crypto import Keyring, rewrap_data_key
 from .errors import CryptoError, LiveSettingsError
 from .store import Store
 
-__all__ = ["RotationResult", "missing_master_keys", "rotate_data_keys"]
+__all__ = [
+    "RenewalResult",
+    "RotationResult",
+    "missing_master_keys",
+    "renew_data_keys",
+    "rotate_data_keys",
+]
 
 DEFAULT_BATCH = 500
 _MAX_STALLED = 3  # batches in a row that lost every compare-and-set before giving up
@@ -109,5 +120,57 @@ async def rotate_data_keys(
     else:
         left = await store.wrapped_keys_not_under(active, len(result.failed) + 1)
         result.stopped = any(user not in result.failed for user, _ in left)
+    result.counts = await store.count_wrapped_keys()
+    return result
+
+
+@dataclass
+class RenewalResult:
+    """What one run of :func:`renew_data_keys` did: ``users`` given a new data key,
+    ``secrets`` re-sealed, ``failed`` users (left unchanged) with why, and the ``counts`` of
+    data keys per master key id at the end."""
+
+    active_id: str
+    users: int = 0
+    secrets: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+async def renew_data_keys(
+    store: Store,
+    keyring: Keyring,
+    *,
+    batch_size: int = DEFAULT_BATCH,
+    on_progress: Callable[[int], None] | None = None,
+) -> RenewalResult:
+    """Give every user with a data key a new one and re-seal their secrets under it.
+
+    ``store`` must hold ``keyring``. A user whose key or secrets do not open is recorded in
+    ``failed`` and left as it was. Safe while servers run: the store renews each user under
+    the lock its commits take.
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    result = RenewalResult(keyring.active.id)
+    after = ""
+    while True:
+        users = await store.data_key_users_after(after, batch_size)
+        done = 0
+        for user_id in users:
+            try:
+                count = await store.renew_data_key(user_id)
+            except CryptoError as exc:
+                result.failed[user_id] = exc.message
+                continue
+            if count is not None:  # None: the user was removed meanwhile
+                done += 1
+                result.secrets += count
+        result.users += done
+        if on_progress is not None and done:
+            on_progress(done)
+        if len(users) < batch_size:
+            break
+        after = users[-1]
     result.counts = await store.count_wrapped_keys()
     return result

@@ -16,6 +16,7 @@ from typing import Any, Final, Literal
 from .document import FIELDS, default_for, is_secret_path, mask_patch, mask_secret
 from .errors import BadRequest
 from .paths import MISSING, Path, get_at, to_pointer
+from .records import Record, RecordIndex, Records
 
 __all__ = [
     "Conflict",
@@ -35,26 +36,6 @@ __all__ = [
 Kept = Literal["theirs", "yours", "partial"]
 
 _DELETE: Final = object()
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """Who last wrote (or deleted, ``deleted=True``) a leaf: revision, edit time (ms), client."""
-
-    rev: int
-    at: int
-    by: str
-    deleted: bool = False
-
-    def to_json(self) -> list[Any]:
-        return [self.rev, self.at, self.by, 1 if self.deleted else 0]
-
-    @classmethod
-    def from_json(cls, raw: list[Any]) -> Record:
-        return cls(int(raw[0]), int(raw[1]), str(raw[2]), bool(raw[3]))
-
-
-Records = dict[Path, Record]
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +181,7 @@ class _Work:
 
     def __init__(self, state: DocState) -> None:
         self.settings = dict(state.settings)
-        self.records: Records = dict(state.records)
+        self.records = RecordIndex(state.records)
         self._copied: set[str] = set()
 
     def field_for_write(self, name: str) -> Any:
@@ -264,18 +245,6 @@ class _Work:
             node = parent
 
 
-def _records_at_and_above(records: Records, path: Path) -> Iterator[tuple[Path, Record]]:
-    for end in range(1, len(path) + 1):
-        record = records.get(path[:end])
-        if record is not None:
-            yield path[:end], record
-
-
-def _records_under(records: Records, path: Path) -> list[tuple[Path, Record]]:
-    depth = len(path)
-    return [(p, r) for p, r in records.items() if len(p) > depth and p[:depth] == path]
-
-
 def merge(state: DocState, mutation: Mutation, *, now_ms: int) -> MergeResult:
     """Apply one mutation to ``state`` by the rule of DESIGN §3."""
     base = effective_base(mutation.base_revision, state.revision)
@@ -293,8 +262,8 @@ def merge(state: DocState, mutation: Mutation, *, now_ms: int) -> MergeResult:
 
     for path, value in leaf_edits(mutation.patch):
         is_delete = value is _DELETE
-        competitors = list(_records_at_and_above(work.records, path))
-        under = _records_under(work.records, path)
+        competitors = list(work.records.at_and_above(path))
+        under = work.records.under(path)
         if not is_delete:
             competitors.extend(under)
         rivals = [(p, r) for p, r in competitors if concurrent(r)]
@@ -316,18 +285,18 @@ def merge(state: DocState, mutation: Mutation, *, now_ms: int) -> MergeResult:
             work.delete_value(path, [p for p, r in keep if not r.deleted])
             for p, _ in under:
                 if p not in kept_paths:
-                    del work.records[p]
+                    work.records.remove(p)
             won_deletes.append(path)
         else:
             keep = []
             work.set_value(path, value)
             for p, _ in under:
-                del work.records[p]
-            for p, r in _records_at_and_above(work.records, path[:-1]):
+                work.records.remove(p)
+            for p, r in list(work.records.at_and_above(path[:-1])):
                 if not r.deleted:
-                    del work.records[p]
+                    work.records.remove(p)
             won_sets.append(path)
-        work.records[path] = Record(rev, at, by, deleted=is_delete)
+        work.records.put(path, Record(rev, at, by, deleted=is_delete))
 
         lost_by = max(losers, key=lambda pr: (pr[1].at, pr[1].by))[1].by if losers else None
         if keep:
@@ -341,7 +310,7 @@ def merge(state: DocState, mutation: Mutation, *, now_ms: int) -> MergeResult:
     if not won_sets and not won_deletes:
         return MergeResult(state, False, state.revision, tuple(conflicts), {}, {})
 
-    new_state = DocState(rev, work.settings, work.records)
+    new_state = DocState(rev, work.settings, work.records.records)
     effective = settings_diff(state.settings, work.settings)
     for path in won_sets:
         _note_unchanged_set(effective, work.settings, path)

@@ -15,6 +15,7 @@ import uvicorn
 
 from .config import Config
 from .server.app import create_app
+from .server.http_protocol import timed_protocol
 from .server.services import Services
 
 __all__ = ["run_server"]
@@ -23,10 +24,11 @@ log = logging.getLogger("livesettings.server")
 
 
 class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, services: Services, public_url: str | None) -> None:
+    def __init__(self, config: uvicorn.Config, services: Services, settings: Config) -> None:
         super().__init__(config)
         self._services = services
-        self._public_url = public_url
+        self._public_url = settings.public_url
+        self._allowed_hosts = settings.allowed_hosts
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
@@ -37,6 +39,13 @@ class _Server(uvicorn.Server):
         if ":" in shown:
             shown = f"[{shown}]"
         local = f"http://{shown}:{port}/"
+        if host in ("0.0.0.0", "::") and not self._public_url and not self._allowed_hosts:
+            log.warning(
+                "listening on every interface (%s) without LIVESETTINGS_PUBLIC_URL or "
+                "LIVESETTINGS_ALLOWED_HOSTS: requests must name this server by IP address or "
+                "localhost; any other host name gets 400 invalid_host",
+                host,
+            )
         if self._public_url:
             # Behind a reverse proxy users open the public URL; operators still need the
             # address the proxy should forward to.
@@ -68,6 +77,32 @@ async def _preflight(config: Config, services: Services) -> None:
         await store.close()
 
 
+def _raise_open_files(connections: int) -> None:
+    """Lift the soft limit on open files so ``MAX_CONNECTIONS`` can be reached (1,024 is a
+    common default); warn when the hard limit is lower."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return
+    wanted = connections + 256  # the database, the log, the bus...
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (OSError, ValueError):
+            target = soft
+    if target < wanted:
+        log.warning(
+            "the open-file limit (%d) is below LIVESETTINGS_MAX_CONNECTIONS (%d) + 256; "
+            "connections beyond it fail; raise it (ulimit -n) or lower the setting",
+            target,
+            connections,
+        )
+
+
 def run_server(config: Config) -> int:
     """Serve until told to stop; returns the process exit code.
 
@@ -96,7 +131,12 @@ def run_server(config: Config) -> int:
         timeout_graceful_shutdown=10,
         server_header=False,
         proxy_headers=False,
+        # Slow clients: see server/http_protocol.py (headers) and perimeter.py (bodies).
+        http=timed_protocol(header_timeout=config.header_timeout, body_timeout=config.body_timeout),
+        limit_concurrency=config.max_connections,
+        timeout_keep_alive=config.keep_alive_timeout,
     )
-    server = _Server(uv_config, services, config.public_url)
+    _raise_open_files(config.max_connections)
+    server = _Server(uv_config, services, config)
     server.run()
     return 0 if server.started or server.should_exit else 1

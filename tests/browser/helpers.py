@@ -15,6 +15,7 @@ from typing import Any
 
 from playwright.sync_api import Browser, BrowserContext, Page, WebSocket
 
+from livesettings.server.cookies import COOKIE_PATH, REFRESH_COOKIE
 from tests.support.server import ServerProcess
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "new_user",
     "open_context",
     "open_page",
+    "refresh_cookie",
     "sign_in",
     "status_text",
     "wait_status",
@@ -46,10 +48,15 @@ CHROMIUM_ARGS = [
     "--disable-quic",
 ]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-SESSION_KEY = "livesettings:session"
+USER_KEY = "livesettings:user"  # the page's signed-in user: no token
 PASSWORD = "correct horse battery 42"
-# Enough for the sign-ups and sockets of the whole browser suite on one shared server.
-SERVER_SETTINGS: dict[str, Any] = {"signup_limit_per_address": 1000, "connect_burst": 1000}
+# Enough for the sign-ups, sockets and refreshes (every page load is one) of the whole browser
+# suite on one shared server, all from one address.
+SERVER_SETTINGS: dict[str, Any] = {
+    "signup_limit_per_address": 1000,
+    "connect_burst": 1000,
+    "auth_burst_per_address": 1000,
+}
 
 
 @dataclass
@@ -67,7 +74,7 @@ class User:
 
 
 def new_user(server: ServerProcess, prefix: str = "user") -> User:
-    """Sign up a fresh user; its session is what the page stores after signing in."""
+    """Sign up a fresh user; its session is what `open_context` signs a browser in with."""
     username = f"{prefix}-{uuid.uuid4().hex[:8]}"
     with server.client() as client:
         response = client.post("/v1/auth/signup", json={"username": username, "password": PASSWORD})
@@ -103,11 +110,29 @@ def open_context(
     session: dict[str, Any] | None = None,
     **options: Any,
 ) -> BrowserContext:
-    """A new browser profile ("device"), signed in with `session` when given."""
+    """A new browser profile ("device"), signed in with `session` when given.
+
+    Signed in the way the page leaves a browser after its sign-in form: the refresh token as
+    the HttpOnly cookie, the user (no token) in localStorage. The page spends that refresh
+    token on its first load, so a session signs in one context only (`sign_in` makes more).
+    """
     state: dict[str, Any] = {"cookies": [], "origins": []}
     if session is not None:
+        user = {"user_id": session["user_id"], "username": session["username"]}
         state["origins"] = [
-            {"origin": url, "localStorage": [{"name": SESSION_KEY, "value": json.dumps(session)}]}
+            {"origin": url, "localStorage": [{"name": USER_KEY, "value": json.dumps(user)}]}
+        ]
+        state["cookies"] = [
+            {
+                "name": REFRESH_COOKIE,
+                "value": session["refresh_token"],
+                "domain": url.split("//", 1)[1].rsplit(":", 1)[0],
+                "path": COOKIE_PATH,
+                "expires": -1,
+                "httpOnly": True,
+                "secure": False,
+                "sameSite": "Strict",
+            }
         ]
     context = browser.new_context(storage_state=state, **options)  # type: ignore[arg-type]
     context.set_default_timeout(10_000)
@@ -127,6 +152,14 @@ def open_page(context: BrowserContext, url: str, query: str = "", *, synced: boo
     if synced:
         wait_status(page, "Synced")
     return page
+
+
+def refresh_cookie(context: BrowserContext) -> dict[str, Any] | None:
+    """The refresh cookie as the browser holds it (Playwright sees HttpOnly cookies)."""
+    for cookie in context.cookies():
+        if cookie.get("name") == REFRESH_COOKIE:
+            return dict(cookie)
+    return None
 
 
 def status_text(page: Page) -> str:

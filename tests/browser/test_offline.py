@@ -20,10 +20,12 @@ from tests.browser.helpers import (
     new_user,
     open_context,
     open_page,
+    refresh_cookie,
     sign_in,
     wait_status,
     wait_until,
 )
+from tests.support.idp import audit_events
 from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.browser
@@ -216,7 +218,8 @@ def test_an_ended_session_returns_to_sign_in_without_losing_unsaved_edits(
 ) -> None:
     url = shared_server.url
     user = new_user(shared_server, "ended")
-    page = open_page(open_context(browser, contexts, url, user.session), url, "autoSaveDelay=off")
+    context = open_context(browser, contexts, url, user.session)
+    page = open_page(context, url, "autoSaveDelay=off")
     page.get_by_label("Model").fill("kept-through-sign-in")
     expect(page.locator("#status-text")).to_have_text("Unsaved changes (1)")
 
@@ -230,7 +233,9 @@ def test_an_ended_session_returns_to_sign_in_without_losing_unsaved_edits(
     expect(page.locator("#signin-message")).to_have_text(
         "Your session has ended: sign in again. Your 1 unsaved change is kept on this device."
     )
-    assert page.evaluate("localStorage.getItem('livesettings:session')") is None
+    # The refused refresh cleared the cookie, and the page forgot who was signed in.
+    assert refresh_cookie(context) is None
+    assert page.evaluate("localStorage.getItem('livesettings:user')") is None
     assert _ai(shared_server, sign_in(shared_server, user)["access_token"]) == {}  # not saved
 
     page.get_by_label("Username").fill(user.username)
@@ -251,8 +256,9 @@ def test_an_ended_session_returns_to_sign_in_without_losing_unsaved_edits(
 def test_tabs_refresh_the_rotating_token_one_at_a_time(
     browser: Browser, contexts: list[BrowserContext], tmp_path: Path
 ) -> None:
-    # 6 s tokens: refreshed 1.5 s before they expire. Two tabs spending the same refresh token
-    # would revoke the whole family (the server's reuse detection) and end the session.
+    # 6 s tokens: refreshed 1.5 s before they expire. Each tab gets its own access token from
+    # the one refresh cookie; two tabs sending the same cookie would revoke the whole family
+    # (the server's reuse detection) and end the session.
     server = ServerProcess(tmp_path / "data", access_token_ttl=6, **SERVER_SETTINGS)
     server.start()
     try:
@@ -266,33 +272,35 @@ def test_tabs_refresh_the_rotating_token_one_at_a_time(
             tab.goto(url + "/?autoSaveDelay=200")
             wait_status(tab, "Synced")
             tabs.append(tab)
-        first_refresh = user.session["refresh_token"]
+
+        def auth_tokens(log: FrameLog) -> list[str]:
+            return [json.loads(f)["token"] for f in log.sent if f.startswith('{"type":"auth"')]
+
+        # Two refreshes per tab: well past the first tokens' expiry.
         wait_until(
-            lambda: (
-                tabs[0].evaluate("JSON.parse(localStorage['livesettings:session']).refresh_token")
-                != first_refresh
-            ),
-            timeout=12,
-            what="the token refreshed",
+            lambda: all(len(auth_tokens(log)) >= 3 for log in logs),
+            timeout=40,
+            what="each tab refreshed its token twice",
+            page=tabs[0],
         )
-        # Past the first token's expiry: a tab that had not re-authenticated its socket with
-        # the new token would have been disconnected by the server (close 4001).
-        tabs[0].wait_for_timeout(max(0.0, user.session["expires_at"] + 1.5 - time.time()) * 1000)
         for tab, log in zip(tabs, logs, strict=True):
             expect(tab.locator("#signin")).to_be_hidden()
             wait_status(tab, "Synced")
+            # The same socket all along: re-authenticated in time, never cut for expiry.
             assert log.sockets == 1
-            tokens = [json.loads(f)["token"] for f in log.sent if f.startswith('{"type":"auth"')]
-            # The socket now carries a refreshed token. A tab opened with the first token
-            # re-authenticated the same socket; a tab opened late (a slow machine) may have
-            # read the refreshed session at start and needed no second auth.
-            assert tokens[-1] != user.token
+        sent = [token for log in logs for token in auth_tokens(log)]
+        assert user.token not in sent
+        assert len(set(sent)) == len(sent)  # every tab its own tokens, each refresh a new one
+        cookie = refresh_cookie(context)
+        assert cookie is not None and cookie["value"] != user.session["refresh_token"]
+        events = [e["event"] for e in audit_events(server.log_text())]
+        assert "refresh_reuse" not in events
+
         tabs[1].get_by_label("Model").fill("after-refresh")
-        session = tabs[1].evaluate("JSON.parse(localStorage['livesettings:session'])")
+        token = sign_in(server, user)["access_token"]
         wait_until(
             lambda: (
-                _ai(server, session["access_token"])
-                == {"default": "openai", "openai": {"model": "after-refresh"}}
+                _ai(server, token) == {"default": "openai", "openai": {"model": "after-refresh"}}
             ),
             what="saved with the refreshed token",
         )

@@ -16,6 +16,7 @@ from tests.browser.helpers import (
     new_user,
     open_context,
     open_page,
+    sign_in,
     wait_status,
     wait_until,
 )
@@ -103,7 +104,7 @@ def test_screenshots_light_dark_and_phone(
             browser,
             contexts,
             url,
-            user.session,
+            sign_in(shared_server, user),  # another device: its own refresh-token family
             viewport={"width": 375, "height": 812},
             device_scale_factor=2,
             is_mobile=True,

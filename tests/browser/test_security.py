@@ -136,7 +136,8 @@ def test_another_user_never_sees_the_first_users_settings(
 
     # Same browser: alice's session ends, bob signs in there. Alice's cache stays on the
     # device (it may hold unsaved edits) but bob's page never shows it.
-    alice_page.evaluate("localStorage.removeItem('livesettings:session')")
+    alice_context.clear_cookies()
+    alice_page.evaluate("localStorage.removeItem('livesettings:user')")
     alice_page.reload()
     expect(alice_page.get_by_role("heading", name="Sign in")).to_be_visible()
     alice_page.get_by_label("Username").fill(bob.username)

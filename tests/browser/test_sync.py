@@ -34,12 +34,15 @@ def test_two_tabs_share_an_edit_at_once_and_save_it_after_the_debounce(
     context = open_context(browser, contexts, url)
     tab1 = open_page(context, url, "autoSaveDelay=3000", synced=False)
     # The sign-up form, with the labels a screen reader announces.
-    tab1.get_by_label("Username").fill(f"tabs-{uuid.uuid4().hex[:8]}")
+    username = f"tabs-{uuid.uuid4().hex[:8]}"
+    tab1.get_by_label("Username").fill(username)
     tab1.get_by_label("Password").fill(PASSWORD)
     tab1.get_by_role("button", name="Create account").click()
     wait_status(tab1, "Synced")
-    token = tab1.evaluate("JSON.parse(localStorage['livesettings:session']).access_token")
-    # Signed in: the session is shared. Its long debounce leaves "Save now" a wide margin.
+    with shared_server.client() as http:  # the page's tokens are out of reach: our own
+        signin = http.post("/v1/auth/token", json={"username": username, "password": PASSWORD})
+        token = signin.json()["access_token"]
+    # Signed in: the cookie is shared. Its long debounce leaves "Save now" a wide margin.
     tab2 = open_page(context, url, "autoSaveDelay=10000")
 
     edited = time.monotonic()

@@ -89,6 +89,7 @@ def test_every_command_has_help_with_a_one_line_description(run_cli: Cli) -> Non
         "setup",
         "token",
         "token issue",
+        "token revoke",
         "user",
         "user add",
         "user list",
@@ -258,6 +259,7 @@ def test_check_auth_modes_and_tokens(run_cli: Cli) -> None:
         "-    JWKS: not configured\n"
         "-    audience: not checked\n"
         "-    issuer: not checked\n"
+        "-    service access: built-in service tokens (`token issue --service`)\n"
         "ok   algorithms: HS256\n"
     )
     assert ok(run_cli("check-auth")) == modes + "check-auth: 2 checks passed\n"
@@ -269,6 +271,8 @@ def test_check_auth_modes_and_tokens(run_cli: Cli) -> None:
         "ok   token: accepted (HS256)\n"
         "-    user id: user-7\n"
         "-    role: service\n"
+        "-    service access: yes\n"
+        f"-    jti: {jwt.decode(token, options={'verify_signature': False})['jti']}\n"
         f"-    expires: {expires} (in 59 minutes)\n"
         "check-auth: 3 checks passed\n"
     )
@@ -303,12 +307,13 @@ def test_check_auth_with_a_jwks_file_audience_and_issuer(run_cli: Cli, tmp_path:
         jwt_issuer="https://idp",
         database_url="postgresql://app@db.invalid/livesettings",
     )
-    assert result.stdout.splitlines()[:9] == [
+    assert result.stdout.splitlines()[:10] == [
         "-    HS256 secret: not configured (no built-in users)",
         "-    public key: not configured",
         f"-    JWKS file: {jwks} (1 key)",
         "-    audience: app",
         "-    issuer: https://idp",
+        "-    service access: built-in service tokens (`token issue --service`)",
         "ok   algorithms: ES256",
         "ok   token: accepted (ES256)",
         "-    user id: idp-user",
@@ -383,7 +388,12 @@ def test_a_toml_config_file_is_read_and_the_environment_wins(run_cli: Cli, tmp_p
 
 
 def test_check_auth_reports_an_unreachable_jwks_url(run_cli: Cli) -> None:
-    result = run_cli("check-auth", jwks_url="http://127.0.0.1:1/.well-known/jwks.json")
+    result = run_cli(
+        "check-auth",
+        jwks_url="http://127.0.0.1:1/.well-known/jwks.json",
+        jwt_audience="app",
+        jwt_issuer="idp",
+    )
     assert result.exit_code == 1
     assert re.search(
         r"^FAIL JWKS URL: cannot fetch http://127\.0\.0\.1:1/\.well-known/jwks\.json: .+$",

@@ -150,6 +150,8 @@ def test_the_cli_on_postgresql(database: Database, tmp_path: Path) -> None:
         "-    active master key: new\n"
         "ok   re-wrapped: 2 data keys under new\n"
         "-    data keys: new: 2\n"
+        "ok   old key material: rewrote data_keys (VACUUM FULL): no dead row version keeps "
+        "an old key\n"
         "ok   old: wraps no data key now; it can be removed from the keyring\n"
         "rotation complete: every data key is under new\n"
     )

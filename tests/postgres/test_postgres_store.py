@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from dataclasses import replace
 from typing import Any
 
 import asyncpg
@@ -89,9 +90,12 @@ async def test_row_level_security_not_the_app_confines_the_app_role(
     database = scratch.databases["main"]
     app = await asyncpg.connect(scratch.app_url(database))
     try:
-        user_tables = [t for t in TABLES if t != "livesettings_meta"]
+        user_tables = [t for t in APP_PRIVILEGES if t != "livesettings_meta"]
         counts = {t: await app.fetchval(f"SELECT count(*) FROM public.{t}") for t in user_tables}
         assert counts == dict.fromkeys(user_tables, 0)
+        # Token revocations are reached only through their SECURITY DEFINER functions.
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await app.fetchval("SELECT count(*) FROM public.token_revocations")
         # The owner's switch does nothing for the app role.
         await app.execute("SET livesettings.scope = 'all'")
         assert await app.fetchval("SELECT count(*) FROM public.users") == 0
@@ -171,7 +175,7 @@ async def test_setup_creates_a_confined_app_role_with_only_what_it_needs(
         "created policy livesettings_app_read on livesettings_meta",
         *(
             line
-            for t in TABLES
+            for t in APP_PRIVILEGES
             if t != "livesettings_meta"
             for line in (
                 f"created policy livesettings_app_user on {t}",
@@ -244,7 +248,7 @@ async def test_a_second_app_role_joins_the_policies(scratch: Scratch) -> None:
         lines = await second.setup()
         assert lines[0] == f"created role {other} (LOGIN, NOBYPASSRLS, owning nothing)"
         assert f"added role {other} to policy livesettings_app_user on users" in lines
-        assert len(lines) == 1 + 1 + 2 * (len(TABLES) - 1)
+        assert len(lines) == 1 + 1 + 2 * (len(APP_PRIVILEGES) - 1)
         await second.open()
         await store.create_user("A", "alice", "h")
         assert await second.get_user_by_username("alice") == await store.get_user("A")
@@ -758,4 +762,4 @@ async def test_timestamps_round_trip_through_timestamptz(scratch: Scratch) -> No
     user = await store.create_user("u1", "alice", "h")
     assert user.created_at == rfc3339(NOW_MS)
     assert await store.get_user_by_username("alice") == user
-    assert await store.list_users() == [user]
+    assert await store.list_users() == [replace(user, password_hash="")]

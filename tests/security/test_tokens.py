@@ -179,7 +179,7 @@ def test_forged_tokens_are_refused_over_http_and_websocket(
     rejected = [e for e in audit_events(log) if e["event"] == "token_rejected"]
     assert len(rejected) >= 2 * len(forged)
     assert {e["via"] for e in rejected} == {"http", "websocket"}
-    assert all(set(e) == {"event", "code", "reason", "via", "address"} for e in rejected)
+    assert all(set(e) == {"ts", "event", "code", "reason", "via", "address"} for e in rejected)
     for token in forged.values():
         parts = [token, *(p for p in token.split(".") if len(p) > 16)]
         assert not any(part in log for part in parts), token
@@ -294,7 +294,11 @@ def test_an_unreachable_jwks_fails_closed_without_blocking_the_server(
 def test_external_tokens_alone_turn_built_in_users_off(keys: Keys, tmp_path: Path) -> None:
     jwks_file = write_jwks(tmp_path / "jwks.json", jwk_of(keys.ec, "only"))
     server = ServerProcess(
-        tmp_path / "data", jwt_secret="", jwks_file=str(jwks_file), jwt_issuer=ISSUER
+        tmp_path / "data",
+        jwt_secret="",
+        jwks_file=str(jwks_file),
+        jwt_audience=AUDIENCE,
+        jwt_issuer=ISSUER,
     )
     server.start()
     try:
@@ -306,7 +310,7 @@ def test_external_tokens_alone_turn_built_in_users_off(keys: Keys, tmp_path: Pat
                 assert r.json()["error"]["code"] == "builtin_users_disabled"
             r = http.post("/v1/auth/refresh", json={"refresh_token": "x" * 43})
             assert r.json()["error"]["code"] == "builtin_users_disabled"
-            token = signed(keys.ec, "ES256", kid="only", sub="ext-1", aud=None)
+            token = signed(keys.ec, "ES256", kid="only", sub="ext-1")
             assert http.get("/v1/settings", headers={"Authorization": f"Bearer {token}"}).is_success
             # No HS256 secret exists, so no HS256 token can be valid.
             hs = hs256_with(b"x" * 40, {"alg": "HS256"}, {"sub": "ext-1", "exp": 2**40})

@@ -21,10 +21,12 @@ def _config(**settings: object) -> Config:
         (None, "127.0.0.1:8000", True),  # no Origin: not a browser
         ("http://127.0.0.1:8000", "127.0.0.1:8000", True),
         ("http://127.0.0.1:8000", "127.0.0.1:8001", False),
-        ("http://localhost:8000", "127.0.0.1:8000", False),
-        ("http://example.com", "example.com", True),  # default port on both sides
-        ("https://example.com", "example.com", True),  # behind TLS, without PUBLIC_URL
-        ("https://example.com:443", "example.com", True),
+        ("http://localhost:8000", "127.0.0.1:8000", True),  # a local name, the server's port
+        ("http://localhost:8001", "127.0.0.1:8000", False),
+        # A name the server does not know (see tests/security/test_perimeter.py): DNS rebinding.
+        ("http://example.com", "example.com", False),
+        ("https://example.com:443", "example.com", False),
+        ("http://192.0.2.7:8000", "192.0.2.7:8000", True),  # an address cannot be rebound
         ("null", "127.0.0.1:8000", False),
         ("garbage", "127.0.0.1:8000", False),
         ("http://[::1]:8000", "[::1]:8000", True),

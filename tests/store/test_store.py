@@ -7,6 +7,7 @@ import asyncio
 import json
 import sqlite3
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -432,7 +433,11 @@ async def test_users(store: Store) -> None:
     assert await store.get_user("id-b") == bob
     assert await store.get_user_by_username("alice") == alice
     assert await store.get_user("missing") is None
-    assert await store.list_users() == [alice, bob]
+    # Listing never returns a password hash.
+    assert await store.list_users() == [
+        replace(alice, password_hash=""),
+        replace(bob, password_hash=""),
+    ]
     assert await store.set_password("id-a", "hash-a2") is True
     assert await store.set_password("missing", "x") is False
     assert (await store.get_user("id-a")) == UserRow("id-a", "alice", "hash-a2", NOW_TEXT)

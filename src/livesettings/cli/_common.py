@@ -155,9 +155,12 @@ def existing_keys(config: Config) -> Keyring | None:
     return Keyring.load_or_create_file(path) if path.exists() else None
 
 
-def make_store(config: Config, keyring: Keyring | None, *, admin: bool = False) -> Store:
+def make_store(
+    config: Config, keyring: Keyring | None, *, admin: bool = False, maintenance: bool = False
+) -> Store:
     """An unopened store for the configured database, with only the options its backend
-    takes. ``admin`` (``setup`` on PostgreSQL) adds the owner and app connections."""
+    takes. ``admin`` (``setup`` on PostgreSQL) adds the owner and app connections;
+    ``maintenance`` (``keys rotate``) serves as the app role but vacuums as the owner."""
     url = config.resolved_database_url
     kwargs: dict[str, Any] = {
         "keyring": keyring,
@@ -169,6 +172,8 @@ def make_store(config: Config, keyring: Keyring | None, *, admin: bool = False) 
             kwargs["admin_url"] = config.admin_database_url
             kwargs["app_url"] = url
             url = config.admin_database_url or url
+        elif maintenance and config.admin_database_url:
+            kwargs["admin_url"] = config.admin_database_url
     else:
         kwargs["synchronous"] = config.sqlite_synchronous
     try:
@@ -194,14 +199,14 @@ def check_database_file(config: Config) -> None:
 
 @asynccontextmanager
 async def opened_store(
-    config: Config, keyring: Keyring | None, *, setup: bool = False
+    config: Config, keyring: Keyring | None, *, setup: bool = False, maintenance: bool = False
 ) -> AsyncIterator[Store]:
     """The store, opened (schema checked), closed on exit.
 
     ``setup=True`` creates the embedded SQLite database first, as ``serve`` does; PostgreSQL
     is never set up implicitly (``setup`` runs as the owner).
     """
-    store = make_store(config, keyring)
+    store = make_store(config, keyring, maintenance=maintenance)
     try:
         if setup and not config.is_postgres:
             await store.setup()

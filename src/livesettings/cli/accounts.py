@@ -1,4 +1,4 @@
-"""Built-in users and tokens: ``user add|list|remove|passwd`` and ``token issue``."""
+"""Built-in users and tokens: ``user add|list|remove|passwd`` and ``token issue|revoke``."""
 
 from __future__ import annotations
 
@@ -8,11 +8,19 @@ import uuid
 
 import click
 
-from ..auth import PasswordHasher, TokenIssuer, validate_password, validate_username
+from ..auth import (
+    MAX_SERVICE_TOKEN_TTL,
+    SERVICE_TOKEN_TTL,
+    PasswordHasher,
+    TokenIssuer,
+    validate_password,
+    validate_username,
+)
 from ..config import Config
 from ..errors import ConfigError, NotFound, ValidationError
 from ..store import Store, UserRow
 from ._common import (
+    EXIT_USAGE,
     database_options,
     exits,
     fail,
@@ -201,7 +209,7 @@ def user_passwd(
 
 @click.group()
 def token() -> None:
-    """Issue access tokens."""
+    """Issue and revoke access tokens."""
 
 
 @token.command("issue")
@@ -212,7 +220,15 @@ def token() -> None:
 @click.option(
     "--ttl",
     type=click.IntRange(min=1),
-    help="Lifetime in seconds [LIVESETTINGS_ACCESS_TOKEN_TTL, 900].",
+    help=(
+        "Lifetime in seconds [a user token: LIVESETTINGS_ACCESS_TOKEN_TTL, 900; "
+        f"a service token: {SERVICE_TOKEN_TTL}]; at most {SERVICE_TOKEN_TTL} (1 day)."
+    ),
+)
+@click.option(
+    "--allow-long-ttl",
+    is_flag=True,
+    help=f"Allow a --ttl over 1 day, up to {MAX_SERVICE_TOKEN_TTL} (90 days).",
 )
 @database_options
 @click.pass_context
@@ -221,15 +237,19 @@ def token_issue(
     user_ref: str,
     service: bool,
     ttl: int | None,
+    allow_long_ttl: bool,
     data_dir: str | None,
     database_url: str | None,
 ) -> None:
     """Print a signed access token, and nothing else.
 
     HS256 with the configured secret; --service makes a service token (role service)
-    whose subject is USER as given.
+    whose subject is USER as given. Each token has its own jti, for `token revoke --jti`.
     """
     config = load_config(ctx, data_dir=data_dir, database_url=database_url)
+    if ttl is None and service:
+        ttl = SERVICE_TOKEN_TTL
+    _check_ttl(ttl, allow_long_ttl)
     from ..server.services import load_signing  # the secret exactly as the server reads it
 
     with exits():
@@ -261,3 +281,75 @@ def token_issue(
     except ValueError as exc:
         fail(str(exc))
     click.echo(signed)
+
+
+def _check_ttl(ttl: int | None, allow_long: bool) -> None:
+    """A token the CLI issues lives a day at most, or 90 days with ``--allow-long-ttl``: a
+    leaked token is good until it expires or is revoked by jti."""
+    if ttl is None or ttl <= SERVICE_TOKEN_TTL:
+        return
+    if not allow_long:
+        fail(
+            f"--ttl {ttl} is longer than 1 day ({SERVICE_TOKEN_TTL} s); pass --allow-long-ttl "
+            f"for up to 90 days ({MAX_SERVICE_TOKEN_TTL} s), and plan to revoke or rotate it",
+            EXIT_USAGE,
+        )
+    if ttl > MAX_SERVICE_TOKEN_TTL:
+        fail(
+            f"--ttl {ttl} is longer than 90 days ({MAX_SERVICE_TOKEN_TTL} s), the most any "
+            "token may live; servers refuse longer service tokens",
+            EXIT_USAGE,
+        )
+
+
+@token.command("revoke")
+@click.option("--jti", help="Revoke the one token with this jti claim.")
+@click.option(
+    "--sub",
+    help="Revoke every token of this subject (a service, or a user id) issued until now.",
+)
+@database_options
+@click.pass_context
+def token_revoke(
+    ctx: click.Context,
+    jti: str | None,
+    sub: str | None,
+    data_dir: str | None,
+    database_url: str | None,
+) -> None:
+    """Revoke one token (--jti) or every token of a subject (--sub).
+
+    Every running server refuses them within a second or two and closes the sockets and
+    event streams they opened. --sub also revokes a built-in user's refresh tokens; tokens
+    issued after it are valid.
+    """
+    if (jti is None) == (sub is None):
+        fail("give exactly one of --jti or --sub", EXIT_USAGE)
+    for option, value in (("--jti", jti), ("--sub", sub)):
+        if value is not None and not 0 < len(value) <= _MAX_REVOKED_ID:
+            fail(f"{option} must be 1 to {_MAX_REVOKED_ID} characters", EXIT_USAGE)
+    config = load_config(ctx, data_dir=data_dir, database_url=database_url)
+    # Kept until any token carrying it has expired: the longest a token may live.
+    keep = max(MAX_SERVICE_TOKEN_TTL, config.access_token_ttl) + config.jwt_leeway
+    until = int(time.time()) + keep
+
+    async def go() -> int:
+        async with opened_store(config, None) as store:
+            if jti is not None:
+                await store.revoke_token(jti, until)
+                return 0
+            assert sub is not None
+            return await _end_sessions(store, sub)
+
+    refresh = run(go)
+    if jti is not None:
+        click.echo(f"revoked the token with jti {jti}; servers refuse it within seconds")
+    else:
+        click.echo(
+            f"revoked every token of {sub} issued until now"
+            + (f" and {plural(refresh, 'refresh token')}" if refresh else "")
+            + "; servers refuse them within seconds"
+        )
+
+
+_MAX_REVOKED_ID = 256

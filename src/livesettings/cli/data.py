@@ -18,7 +18,15 @@ from ..backup import ExportResult, ImportResult, export_users, import_users
 from ..config import Config
 from ..crypto import Keyring
 from ..errors import BadRequest, ConfigError, Conflict, CryptoError
-from ..keys import DEFAULT_BATCH, RotationResult, missing_master_keys, rotate_data_keys
+from ..keys import (
+    DEFAULT_BATCH,
+    RenewalResult,
+    RotationResult,
+    missing_master_keys,
+    renew_data_keys,
+    rotate_data_keys,
+)
+from ..store import Store
 from ._common import (
     Report,
     database_options,
@@ -52,12 +60,18 @@ def keys() -> None:
     type=click.IntRange(min=1),
     help="Stop after re-wrapping this many data keys (run again to continue).",
 )
+@click.option(
+    "--data-keys",
+    is_flag=True,
+    help="Give every user a new data key too, and re-seal their secrets under it.",
+)
 @database_options
 @click.pass_context
 def keys_rotate(
     ctx: click.Context,
     batch_size: int,
     max_keys: int | None,
+    data_keys: bool,
     data_dir: str | None,
     database_url: str | None,
 ) -> None:
@@ -65,10 +79,22 @@ def keys_rotate(
 
     Put the new key first in LIVESETTINGS_MASTER_KEYS and keep the old ones after it
     (new:…,old:…); run this; once no data key remains under an old key, remove it.
-    Secrets are not re-encrypted: only the wrapping of their data keys changes.
+    Secrets are not re-encrypted: only the wrapping of their data keys changes — unless
+    --data-keys is given: then each user gets a new data key and every secret is re-sealed
+    under it (safe while servers run). On PostgreSQL, with LIVESETTINGS_ADMIN_DATABASE_URL
+    set, the tables that held the old keys are vacuumed as the owner afterwards.
     """
+    if data_keys and max_keys is not None:
+        raise click.UsageError("--max-keys applies to re-wrapping only, not to --data-keys")
     config = load_config(ctx, data_dir=data_dir, database_url=database_url)
-    keyring, result = run(
+    if data_keys:
+        keyring, renewal, scrubbed = run(
+            lambda: _renew(config, batch_size),
+            interrupted="interrupted; run `livesettings keys rotate --data-keys` again",
+        )
+        _report_renewal(config, keyring, renewal, scrubbed)
+        return
+    keyring, result, scrubbed = run(
         lambda: _rotate(config, batch_size, max_keys),
         interrupted="interrupted; run `livesettings keys rotate` again to continue",
     )
@@ -91,6 +117,7 @@ def keys_rotate(
         report.fact("changed meanwhile", f"{plural(result.raced, 'data key')} (re-read)")
     for user_id, why in result.failed.items():
         report.fail(f"user {user_id}", why)
+    _report_scrub(report, scrubbed)
     if result.failed:
         fail(
             f"keys rotate: {plural(len(result.failed), 'data key')} could not be re-wrapped "
@@ -107,32 +134,100 @@ def keys_rotate(
         click.secho(f"rotation complete: every data key is under {active}", fg="green")
 
 
-async def _rotate(
-    config: Config, batch_size: int, max_keys: int | None
-) -> tuple[Keyring, RotationResult]:
+def _report_scrub(report: Report, lines: list[str]) -> None:
+    for line in lines:
+        if line.startswith("warning: "):
+            report.warn("old key material", line.removeprefix("warning: "))
+        else:
+            report.ok("old key material", line)
+
+
+def _report_renewal(
+    config: Config, keyring: Keyring, result: RenewalResult, scrubbed: list[str]
+) -> None:
+    report = Report()
+    active = keyring.active.id
+    retired = [k for k in keyring.ids[1:] if result.counts.get(k, 0) == 0]
+    with audit_trail(config.resolved_audit_log):
+        audit(
+            "data_keys_renewed",
+            active=active,
+            users=result.users,
+            secrets=result.secrets,
+            failed=len(result.failed),
+        )
+    report.fact("active master key", active)
+    report.ok(
+        "new data keys",
+        f"{plural(result.users, 'user')}, {plural(result.secrets, 'secret')} re-sealed",
+    )
+    counts = ", ".join(f"{key_id}: {n}" for key_id, n in result.counts.items())
+    report.fact("data keys", counts or "none")
+    for user_id, why in result.failed.items():
+        report.fail(f"user {user_id}", why)
+    _report_scrub(report, scrubbed)
+    if result.failed:
+        fail(
+            f"keys rotate: {plural(len(result.failed), 'user')} kept their data key (damaged "
+            "or foreign); every other user has a new one"
+        )
+    for key_id in retired:
+        report.ok(key_id, "wraps no data key now; it can be removed from the keyring")
+    click.secho(f"rotation complete: every user has a new data key, under {active}", fg="green")
+
+
+async def _checked_keyring(store: Store, keyring: Keyring) -> int:
+    """Refuse data keys under a master key the ring lacks; how many are not under the
+    active one."""
+    counts = await store.count_wrapped_keys()
+    missing = missing_master_keys(counts, keyring)
+    if missing:
+        # Refused up front rather than failing key by key: the fix is the same for all.
+        key_id, n = next(iter(missing.items()))
+        raise CryptoError(
+            f"{plural(n, 'data key')} are wrapped by master key {key_id!r}, which is not "
+            f"in the keyring ({keyring.describe()}); add it after the active key and "
+            "run again",
+            code="unknown_master_key",
+        )
+    return sum(n for key_id, n in counts.items() if key_id != keyring.active.id)
+
+
+def _keyring(config: Config) -> Keyring:
     keyring = existing_keys(config)
     if keyring is None:
         raise ConfigError(
             "no master keys: set LIVESETTINGS_MASTER_KEYS=new:…,old:… (the new key first)"
         )
-    async with opened_store(config, keyring) as store:
-        counts = await store.count_wrapped_keys()
-        missing = missing_master_keys(counts, keyring)
-        if missing:
-            # Refused up front rather than failing key by key: the fix is the same for all.
-            key_id, n = next(iter(missing.items()))
-            raise CryptoError(
-                f"{plural(n, 'data key')} are wrapped by master key {key_id!r}, which is not "
-                f"in the keyring ({keyring.describe()}); add it after the active key and "
-                "run again",
-                code="unknown_master_key",
-            )
-        todo = sum(n for key_id, n in counts.items() if key_id != keyring.active.id)
+    return keyring
+
+
+async def _rotate(
+    config: Config, batch_size: int, max_keys: int | None
+) -> tuple[Keyring, RotationResult, list[str]]:
+    keyring = _keyring(config)
+    async with opened_store(config, keyring, maintenance=True) as store:
+        todo = await _checked_keyring(store, keyring)
         with progress("re-wrapping data keys", min(todo, max_keys or todo)) as advance:
             result = await rotate_data_keys(
                 store, keyring, batch_size=batch_size, max_keys=max_keys, on_progress=advance
             )
-    return keyring, result
+        # Every run, so one that could not vacuum before (no owner URL) can be repeated.
+        scrubbed = await store.scrub_key_tables(documents=False)
+    return keyring, result, scrubbed
+
+
+async def _renew(config: Config, batch_size: int) -> tuple[Keyring, RenewalResult, list[str]]:
+    keyring = _keyring(config)
+    async with opened_store(config, keyring, maintenance=True) as store:
+        await _checked_keyring(store, keyring)
+        total = sum((await store.count_wrapped_keys()).values())
+        with progress("renewing data keys", total) as advance:
+            result = await renew_data_keys(
+                store, keyring, batch_size=batch_size, on_progress=advance
+            )
+        scrubbed = await store.scrub_key_tables(documents=True)
+    return keyring, result, scrubbed
 
 
 @click.command("export")

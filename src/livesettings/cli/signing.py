@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 import click
 import jwt
@@ -101,8 +100,6 @@ def _modes(report: Report, config: Config) -> TokenVerifier | None:
             report.ok("JWKS URL", f"{config.jwks_url} ({plural(len(fetched.keys), 'key')})")
             _skipped(report, "JWKS URL", fetched)
             key_sets.append(fetched)
-        if urlsplit(config.jwks_url).scheme == "http" and not _loopback(config.jwks_url):
-            report.warn("JWKS URL", "plain http: anyone on the path can swap the keys; use https")
         report.fact(
             "JWKS refetch",
             f"on an unknown key id, at most every {config.jwks_refresh_interval:g} s; "
@@ -110,8 +107,11 @@ def _modes(report: Report, config: Config) -> TokenVerifier | None:
         )
     if not config.jwks_file and not config.jwks_url:
         report.fact("JWKS", "not configured")
-    report.fact("audience", config.jwt_audience or "not checked")
-    report.fact("issuer", config.jwt_issuer or "not checked")
+    _audience_issuer(report, config)
+    service = "built-in service tokens (`token issue --service`)"
+    if config.idp_service_claim:
+        service += f"; identity provider tokens with {config.idp_service_claim}"
+    report.fact("service access", service)
     if config.jwt_leeway:
         report.fact("leeway", f"{config.jwt_leeway} s of clock skew on exp and nbf")
     if secret is None and not pem and not any(k.keys for k in key_sets):
@@ -125,6 +125,7 @@ def _modes(report: Report, config: Config) -> TokenVerifier | None:
             audience=config.jwt_audience,
             issuer=config.jwt_issuer,
             leeway=config.jwt_leeway,
+            service_claim=config.idp_service_claim,
         )
     except ConfigError as exc:
         report.fail("verification", exc.message)
@@ -138,9 +139,27 @@ def _skipped(report: Report, label: str, key_set: JwksCache) -> None:
         report.warn(label, f"skipped {why}")
 
 
-def _loopback(url: str) -> bool:
-    host = (urlsplit(url).hostname or "").lower()
-    return host == "localhost" or host.startswith("127.") or host == "::1"
+def _audience_issuer(report: Report, config: Config) -> None:
+    """Unchecked with an identity provider: serve refuses to start, unless waived."""
+    unchecked = config.unchecked_token_claims
+    for label, name in (("audience", "jwt_audience"), ("issuer", "jwt_issuer")):
+        value = getattr(config, name)
+        setting = f"LIVESETTINGS_{name.upper()}"
+        if value:
+            report.fact(label, value)
+        elif setting not in unchecked:
+            report.fact(label, "not checked")
+        elif config.idp_audience_issuer_optional:
+            report.warn(
+                label,
+                "not checked (LIVESETTINGS_IDP_AUDIENCE_ISSUER_OPTIONAL): tokens the identity "
+                "provider issued to other applications are accepted",
+            )
+        else:
+            report.fail(
+                label,
+                f"not set: serve refuses to start with an identity provider until {setting} is set",
+            )
 
 
 def _check_token(report: Report, verifier: TokenVerifier | None, token: str) -> None:
@@ -158,6 +177,8 @@ def _check_token(report: Report, verifier: TokenVerifier | None, token: str) -> 
     report.ok("token", f"accepted ({jwt.get_unverified_header(token).get('alg')})")
     report.fact("user id", claims.sub)
     report.fact("role", claims.role or "none (a user token)")
+    report.fact("service access", "yes" if claims.is_service else "no")
+    report.fact("jti", claims.jti or "none (cannot be revoked by jti)")
     expires = datetime.fromtimestamp(claims.exp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     report.fact("expires", f"{expires} (in {_duration(claims.exp - time.time())})")
 

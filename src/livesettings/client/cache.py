@@ -12,6 +12,9 @@ secret is refused here too (:class:`~livesettings.errors.OfflineSecret`), as a l
 A file that SQLite cannot read, or whose content is not what this module wrote, is moved aside
 (``<name>.corrupt-<ms>``) with a logged warning and a fresh cache is started: losing a cache
 costs a snapshot download, never a crash. One cache file serves one client at a time.
+
+The file (and SQLite's ``-wal``/``-shm`` beside it) is private to its user, mode 0600, and the
+folders the cache creates above it are 0700: cached settings are masked, but still the user's.
 """
 
 from __future__ import annotations
@@ -97,7 +100,8 @@ class OfflineCache:
     def open(cls, path: str | os.PathLike[str]) -> OfflineCache:
         """Open (or create) the cache; a corrupted file is moved aside and replaced."""
         target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        _private_parents(target.parent)
+        _private_file(target)
         try:
             return cls(target, _connect(target))
         except _Corrupt as exc:
@@ -108,6 +112,7 @@ class OfflineCache:
                 exc,
                 aside,
             )
+        _private_file(target)
         try:
             return cls(target, _connect(target))
         except _Corrupt as exc:  # pragma: no cover - a fresh file that fails is a disk problem
@@ -203,6 +208,35 @@ class OfflineCache:
             return self._db.execute(sql, params)
         except sqlite3.Error as exc:
             raise StorageError(f"the offline cache {self.path} failed: {exc}") from exc
+
+
+def _private_parents(folder: Path) -> None:
+    """Create the missing folders above the cache 0700 (existing ones are left as they are)."""
+    missing: list[Path] = []
+    while not folder.exists():
+        missing.append(folder)
+        if folder.parent == folder:
+            break
+        folder = folder.parent
+    for created in reversed(missing):
+        created.mkdir(mode=0o700, exist_ok=True)
+
+
+def _private_file(path: Path) -> None:
+    """Create the cache file 0600 before SQLite opens it (SQLite gives its -wal, -shm and
+    -journal files the database file's mode), and take group and other access away from a
+    file an older client created."""
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    except OSError as exc:
+        raise StorageError(f"cannot create the offline cache {path}: {exc.strerror}") from exc
+    for name in (path.name, path.name + "-wal", path.name + "-shm", path.name + "-journal"):
+        each = path.with_name(name)
+        try:
+            if each.exists() and each.stat().st_mode & 0o077:
+                each.chmod(0o600)
+        except OSError as exc:
+            log.warning("cannot make %s private (mode 0600): %s", each, exc.strerror)
 
 
 def _dumps(value: Any) -> str:

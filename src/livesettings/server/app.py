@@ -20,7 +20,6 @@ from starlette.staticfiles import StaticFiles
 from .. import __version__
 from ..config import Config
 from ..errors import (
-    Forbidden,
     LiveSettingsError,
     PreconditionFailed,
     RateLimited,
@@ -28,10 +27,12 @@ from ..errors import (
     Unauthorized,
 )
 from ..paths import to_pointer
+from .cookies import RefreshCookieReset
 from .http import router
 from .openapi import install_openapi
+from .perimeter import BodyTimeout, HostGuard, OpsGuard
 from .realtime import realtime_endpoint
-from .security import SecurityHeaders, origin_allowed
+from .security import SecurityHeaders
 from .services import Services
 
 __all__ = ["STATIC_DIR", "create_app"]
@@ -85,10 +86,12 @@ def create_app(config: Config | None = None, *, services: Services | None = None
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     _install_error_handlers(app, services)
-    app.add_middleware(_OriginGuard, config=config)
+    app.add_middleware(RefreshCookieReset, config=config)
+    app.add_middleware(OpsGuard, token=config.ops_token)
     # Every body is JSON of a few KiB at most (PATCH and PUT check max_patch_bytes
     # themselves); a bigger one is refused before it fills memory.
     app.add_middleware(_BodyLimit, limit=body_limit)
+    app.add_middleware(BodyTimeout, timeout=config.body_timeout)
     if config.allowed_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -106,26 +109,10 @@ def create_app(config: Config | None = None, *, services: Services | None = None
             ],
             expose_headers=["ETag", "Retry-After"],
         )
+    # Outside CORS: nothing answers a request sent under a foreign name or Origin.
+    app.add_middleware(HostGuard, config=config)
     app.add_middleware(SecurityHeaders)
     return app
-
-
-class _OriginGuard:
-    """HTTP requests from a browser on a foreign Origin get 403 (sockets check it themselves)."""
-
-    def __init__(self, app: Any, config: Config) -> None:
-        self.app = app
-        self.config = config
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-            origin = headers.get("origin")
-            if origin is not None and not origin_allowed(origin, headers.get("host"), self.config):
-                response = _error_response(Forbidden("requests from this Origin are not allowed"))
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
 
 
 class _BodyTooLarge(StarletteHTTPException):
@@ -216,7 +203,9 @@ def _install_error_handlers(app: FastAPI, services: Services) -> None:
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if isinstance(exc, _BodyTooLarge):
             return _error_response(TooLarge(str(exc.detail), details={"limit": exc.limit}))
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = {404: "not_found", 405: "method_not_allowed", 408: "request_timeout"}.get(
+            exc.status_code, "http_error"
+        )
         headers = dict(getattr(exc, "headers", None) or {})
         if exc.status_code == 405:
             # Starlette names the methods of the first route that matched the path only;

@@ -42,6 +42,7 @@ from ..merge import Mutation, parse_if_match
 from ..paths import to_pointer
 from ..store.base import CommitOutcome, PendingMutation
 from ..store.planning import body_hash
+from .cookies import cookie_mode, refresh_cookie, token_response
 from .models import (
     ChangesResponse,
     Credentials,
@@ -57,9 +58,11 @@ from .models import (
     SignupRequest,
     TokenResponse,
 )
+from .ratelimit import RateLimiter
 from .security import forwarded_address
 from .services import Services
 from .sse import event_stream
+from .writer import rate_cost
 
 __all__ = ["client_address", "router", "services_of", "settings_view"]
 
@@ -199,7 +202,7 @@ def _mutation_id(value: str | None) -> str:
 
 
 async def _write(services: Services, pending: PendingMutation) -> CommitOutcome:
-    wait = services.write_limiter.take(pending.user_id)
+    wait = services.write_limiter.take(pending.user_id, rate_cost(pending.mutation.patch))
     if wait > 0:
         raise RateLimited(
             "too many writes; slow down", retry_after=wait, details={"retry_after": wait}
@@ -258,6 +261,20 @@ async def _patch(
 
 # -- auth ---------------------------------------------------------------------------------
 
+# The settings page keeps its refresh token in an HttpOnly cookie (server/cookies.py).
+CookieModeDep = Annotated[bool, Depends(cookie_mode)]
+
+
+def _presented_refresh_token(body: RefreshRequest, request: Request, cookie: bool) -> str:
+    presented = body.refresh_token or (refresh_cookie(request) if cookie else None)
+    if not presented:
+        raise Unauthorized(
+            "no refresh token: send it in the body (the settings page sends its cookie with "
+            "X-Refresh-Cookie: 1)",
+            code="invalid_token",
+        )
+    return presented
+
 
 def _builtin(services: Services) -> TokenIssuer:
     """The token issuer of built-in users, or 403 when there is none (no HS256 secret)."""
@@ -277,7 +294,11 @@ async def _issue_pair(
     refresh = new_refresh_token()
     expires = int(time.time()) + services.config.refresh_token_ttl
     await services.store.add_refresh_token(
-        hash_refresh_token(refresh), user_id, family_id or new_family_id(), expires
+        hash_refresh_token(refresh),
+        user_id,
+        family_id or new_family_id(),
+        expires,
+        max_families=services.config.max_refresh_families,
     )
     return _token_body(services, user_id, token, exp, refresh)
 
@@ -296,47 +317,51 @@ def _token_body(
 
 
 @router.post("/v1/auth/signup", response_model=TokenResponse, responses=_ERRORS, tags=["auth"])
-async def signup(credentials: SignupRequest, request: Request, services: ServicesDep) -> Any:
+async def signup(
+    credentials: SignupRequest, request: Request, services: ServicesDep, cookie: CookieModeDep
+) -> Any:
     """Create a built-in user (when sign-up is allowed) and sign it in."""
     _builtin(services)
     if not services.config.signup_allowed:
         raise Forbidden("sign-up is disabled on this server", code="signup_disabled")
     address = client_address(request, services)
-    wait = services.signup_by_address.blocked_for(address)
+    group = services.address_key(address)
+    wait = services.signup_by_address.blocked_for(group)
     if wait > 0:
         audit("signup_blocked", address=address)
         raise RateLimited("too many sign-ups from this address", retry_after=wait)
     username = validate_username(credentials.username)
     password = validate_password(credentials.password)
     # Counted before the lookup, so "taken" answers cannot be used to list usernames fast.
-    services.signup_by_address.add(address)
+    services.signup_by_address.add(group)
     if await services.store.get_user_by_username(username) is not None:
         raise Conflict(f"the username {username!r} is taken", code="username_taken")
     user_id = str(uuid.uuid4())
-    await services.store.create_user(user_id, username, services.hasher.hash(password))
+    password_hash = await services.passwords.hash(password)
+    await services.store.create_user(user_id, username, password_hash)
     audit("signup", user_id=user_id, address=address)
-    return await _issue_pair(services, user_id)
+    return token_response(request, await _issue_pair(services, user_id), cookie)
 
 
 @router.post("/v1/auth/token", response_model=TokenResponse, responses=_ERRORS, tags=["auth"])
-async def token(credentials: Credentials, request: Request, services: ServicesDep) -> Any:
+async def token(
+    credentials: Credentials, request: Request, services: ServicesDep, cookie: CookieModeDep
+) -> Any:
     """Sign in with a username and password."""
     _builtin(services)
     address = client_address(request, services)
+    group = services.address_key(address)
     name_key = credentials.username.lower()
-    by_user = services.signin_by_user.blocked_for(name_key)
-    by_address = services.signin_by_address.blocked_for(address)
-    if by_user > 0 or by_address > 0:
-        audit("signin_blocked", address=address, by="username" if by_user > 0 else "address")
-        raise RateLimited(
-            "too many failed sign-ins; try again later", retry_after=max(by_user, by_address)
-        )
+    _check_failures(services, name_key, group, address=address)
+    _take(services.auth_by_address, group, "too many sign-ins from this address", address=address)
     user = await services.store.get_user_by_username(credentials.username)
-    if user is None or not services.hasher.verify(user.password_hash, credentials.password):
-        if user is None:
-            services.hasher.dummy_verify(credentials.password)
-        services.signin_by_user.add(name_key)
-        services.signin_by_address.add(address)
+    if user is None:
+        ok = await services.passwords.dummy_verify(credentials.password)
+    else:
+        ok = await services.passwords.verify(user.password_hash, credentials.password)
+    if user is None or not ok:
+        _count_failure(services, name_key, group)
+        services.signin_by_address.add(group)
         # The user id only, never what was typed: a password typed into the username box
         # must not reach a log.
         audit(
@@ -346,32 +371,86 @@ async def token(credentials: Credentials, request: Request, services: ServicesDe
             address=address,
         )
         raise Unauthorized("wrong username or password", code="invalid_credentials")
-    services.signin_by_user.reset(name_key)
+    # Successful sign-ins count too: each one issues tokens and stores a refresh token.
+    limited = "too many sign-ins for this user"
+    _take(services.auth_by_user, user.user_id, limited, address=address, user_id=user.user_id)
+    services.signin_by_user.reset(_failure_key(name_key, group))
     audit("signin", user_id=user.user_id, address=address)
-    return await _issue_pair(services, user.user_id)
+    return token_response(request, await _issue_pair(services, user.user_id), cookie)
+
+
+def _failure_key(name_key: str, group: str) -> str:
+    return f"{name_key} {group}"
+
+
+def _check_failures(
+    services: Services, name_key: str, group: str, *, address: str, user_id: str | None = None
+) -> None:
+    """429 while the username has too many recent failures from this address, or from
+    everywhere (the much higher ceiling), or the address has (for any username)."""
+    for by, counter, key in (
+        ("username_and_address", services.signin_by_user, _failure_key(name_key, group)),
+        ("username", services.signin_by_username, name_key),
+        ("address", services.signin_by_address, group),
+    ):
+        wait = counter.blocked_for(key)
+        if wait > 0:
+            audit("signin_blocked", user_id=user_id, address=address, by=by)
+            raise RateLimited(
+                "too many failed sign-ins; try again later",
+                retry_after=wait,
+                details={"retry_after": wait},
+            )
+
+
+def _count_failure(services: Services, name_key: str, group: str) -> None:
+    services.signin_by_user.add(_failure_key(name_key, group))
+    services.signin_by_username.add(name_key)
+
+
+def _take(
+    limiter: RateLimiter, key: str, message: str, *, address: str, user_id: str | None = None
+) -> None:
+    """One sign-in or refresh from ``limiter``'s budget for ``key``, or 429."""
+    wait = limiter.take(key)
+    if wait > 0:
+        audit("auth_rate_limited", reason=message, user_id=user_id, address=address)
+        raise RateLimited(message, retry_after=wait, details={"retry_after": wait})
 
 
 @router.post("/v1/auth/refresh", response_model=TokenResponse, responses=_ERRORS, tags=["auth"])
-async def refresh(body: RefreshRequest, services: ServicesDep) -> Any:
-    """Trade a refresh token for a new pair; a reused refresh token revokes its family."""
+async def refresh(
+    body: RefreshRequest, request: Request, services: ServicesDep, cookie: CookieModeDep
+) -> Any:
+    """Trade a refresh token for a new pair. A reused refresh token signals theft: every
+    session of its user ends (refresh tokens, access tokens issued so far, live sockets)."""
     issuer = _builtin(services)
+    address = client_address(request, services)
+    limited = "too many refreshes from this address"
+    _take(services.auth_by_address, services.address_key(address), limited, address=address)
+    presented = hash_refresh_token(_presented_refresh_token(body, request, cookie))
+    owner = await services.store.refresh_token_owner(presented)
+    if owner is not None:  # checked before rotating, so a refused refresh keeps its token
+        limited = "too many refreshes for this user"
+        _take(services.auth_by_user, owner, limited, user_id=owner, address=address)
     new = new_refresh_token()
     now = int(time.time())
     result = await services.store.use_refresh_token(
-        hash_refresh_token(body.refresh_token),
+        presented,
         hash_refresh_token(new),
         now + services.config.refresh_token_ttl,
         now,
     )
-    if result.status == "reused":
-        audit("refresh_reuse", user_id=result.user_id)
+    if result.status == "reused" and result.user_id is not None:
+        await services.revoke_user(result.user_id)
+        audit("refresh_reuse", user_id=result.user_id, address=address)
         raise Unauthorized(
             "this refresh token was already used; sign in again", code="token_reused"
         )
     if result.status != "ok" or result.user_id is None:
         raise Unauthorized("the refresh token is not valid", code="invalid_token")
     token_, exp = issuer.issue(result.user_id)
-    return _token_body(services, result.user_id, token_, exp, new)
+    return token_response(request, _token_body(services, result.user_id, token_, exp, new), cookie)
 
 
 @router.post("/v1/auth/logout", status_code=204, responses=_ERRORS, tags=["auth"])
@@ -383,28 +462,34 @@ async def logout(claims: ClaimsDep, services: ServicesDep) -> Response:
 
 
 @router.post("/v1/auth/password", response_model=TokenResponse, responses=_ERRORS, tags=["auth"])
-async def change_password(body: PasswordChange, claims: ClaimsDep, services: ServicesDep) -> Any:
+async def change_password(
+    body: PasswordChange,
+    request: Request,
+    claims: ClaimsDep,
+    services: ServicesDep,
+    cookie: CookieModeDep,
+) -> Any:
     """Change the password; every other session of the user ends."""
     _builtin(services)
     user = await services.store.get_user(claims.sub)
     if user is None:
         raise NotFound("no built-in user for this token")
     # A stolen access token must not become a way to guess the password: the username's
-    # sign-in limit counts these failures too.
+    # sign-in limits count these failures too.
+    address = client_address(request, services)
+    group = services.address_key(address)
     name_key = user.username.lower()
-    wait = services.signin_by_user.blocked_for(name_key)
-    if wait > 0:
-        audit("signin_blocked", user_id=user.user_id, by="username")
-        raise RateLimited("too many failed attempts; try again later", retry_after=wait)
-    if not services.hasher.verify(user.password_hash, body.current_password):
-        services.signin_by_user.add(name_key)
-        audit("password_change_failed", user_id=user.user_id)
+    _check_failures(services, name_key, group, address=address, user_id=user.user_id)
+    if not await services.passwords.verify(user.password_hash, body.current_password):
+        _count_failure(services, name_key, group)
+        audit("password_change_failed", user_id=user.user_id, address=address)
         raise Unauthorized("the current password is wrong", code="invalid_credentials")
     password = validate_password(body.new_password)
-    await services.store.set_password(user.user_id, services.hasher.hash(password))
+    password_hash = await services.passwords.hash(password)
+    await services.store.set_password(user.user_id, password_hash)
     await services.revoke_user(user.user_id)
     audit("password_changed", user_id=user.user_id)
-    return await _issue_pair(services, user.user_id)
+    return token_response(request, await _issue_pair(services, user.user_id), cookie)
 
 
 # -- settings -----------------------------------------------------------------------------
@@ -599,7 +684,8 @@ async def settings_events(
         target = user_id
     resume = _int_header(last_event_id, "Last-Event-ID") if last_event_id else since
     # A stream holds a connection open like a socket: the same limits apply.
-    wait = services.connect_limiter.take(client_address(request, services))
+    address = services.address_key(client_address(request, services))
+    wait = services.connect_limiter.take(address)
     if wait > 0:
         raise RateLimited("too many connection attempts", retry_after=wait)
     limit = services.config.max_connections_per_user
@@ -672,13 +758,17 @@ async def service_secret(
 ) -> Any:
     """The decrypted secret, for an app's backend (service tokens only; audited)."""
     _check_user_id(user_id)
-    doc = await services.store.get_document(user_id)
-    envelope = doc.settings.get("api_keys", {}).get(name)
-    if envelope is None:
-        raise NotFound(f"user has no secret named {name!r}")
-    wrapped = await services.store.get_wrapped_key(user_id)
-    if wrapped is None:
-        raise NotFound("user has no data key")
+    for _ in range(3):
+        doc = await services.store.get_document(user_id)
+        envelope = doc.settings.get("api_keys", {}).get(name)
+        if envelope is None:
+            raise NotFound(f"user has no secret named {name!r}")
+        wrapped = await services.store.get_wrapped_key(user_id)
+        if wrapped is None:
+            raise NotFound("user has no data key")
+        # Two reads: `keys rotate --data-keys` may renew the key between them; read again.
+        if not isinstance(envelope, dict) or envelope.get("kid") == wrapped.id:
+            break
     plaintext = open_secret(
         user_id, name, envelope, unwrap_data_key(services.keyring, user_id, wrapped)
     )

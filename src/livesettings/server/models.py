@@ -133,7 +133,9 @@ class SignupRequest(Credentials):
 
 
 class RefreshRequest(_Strict):
-    refresh_token: str = Field(min_length=1, max_length=512)
+    """The refresh token, or ``{}`` from the settings page: its cookie carries it."""
+
+    refresh_token: str | None = Field(default=None, min_length=1, max_length=512)
 
 
 class PasswordChange(_Strict):
@@ -151,7 +153,16 @@ class TokenResponse(BaseModel):
     expires_in: int
     expires_at: int
     user_id: str
-    refresh_token: str
+    refresh_token: Annotated[
+        str | None,
+        WithJsonSchema(
+            {
+                "type": "string",
+                "description": "Left out in cookie mode (X-Refresh-Cookie: 1): the refresh "
+                "token is then an HttpOnly cookie scoped to /v1/auth.",
+            }
+        ),
+    ] = None
 
 
 class MaskedSecret(BaseModel):

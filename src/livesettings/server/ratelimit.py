@@ -26,9 +26,14 @@ class RateLimiter:
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
     def take(self, key: str, amount: float = 1.0) -> float:
-        """0.0 when allowed (and counted); otherwise the seconds until it would be."""
+        """0.0 when allowed (and counted); otherwise the seconds until it would be.
+
+        ``amount`` above ``burst`` counts as ``burst``, so the largest request still passes
+        once the bucket is full.
+        """
         if self.rate <= 0:
             return 0.0
+        amount = min(amount, self.burst)
         now = self._clock()
         tokens, stamp = self._buckets.pop(key, (self.burst, now))
         tokens = min(self.burst, tokens + (now - stamp) * self.rate)

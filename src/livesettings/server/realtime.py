@@ -48,8 +48,8 @@ from ..store.base import CommitOutcome, PendingMutation
 from ..store.planning import body_hash
 from .http import client_address
 from .hub import Subscriber
-from .security import origin_allowed
 from .services import Services
+from .writer import rate_cost
 
 __all__ = ["Session", "realtime_endpoint"]
 
@@ -62,16 +62,12 @@ _STRIKE_WINDOW = 10.0
 
 async def realtime_endpoint(websocket: WebSocket) -> None:
     services: Services = websocket.app.state.services
-    if not origin_allowed(
-        websocket.headers.get("origin"), websocket.headers.get("host"), services.config
-    ):
-        await _deny(websocket, 403, "forbidden_origin", "this Origin may not open a socket")
-        return
+    # Host and Origin were checked before the upgrade (perimeter.HostGuard).
     if services.draining:
         await _deny(websocket, 503, "draining", "the server is shutting down")
         return
     address = client_address(websocket, services)
-    wait = services.connect_limiter.take(address)
+    wait = services.connect_limiter.take(services.address_key(address))
     if wait > 0:
         await _deny(websocket, 429, "rate_limited", "too many connection attempts", wait)
         return
@@ -246,7 +242,11 @@ class Session:
                 self._error(RateLimited(f"more than {limit} connections for this user"))
                 self.close(CLOSE_RATE_LIMITED, "too many connections")
                 return
-            self._conn = self.services.connections.add(claims.sub, self._close_async)
+            self._conn = self.services.connections.add(
+                claims.sub, self._close_async, jti=claims.jti
+            )
+        elif self._conn is not None:
+            self._conn.jti = claims.jti  # `token revoke --jti` now ends it with the new token
         self._arm_expiry(claims.exp)
         self.send(AuthOkFrame(claims.sub, claims.exp).to_json())
 
@@ -295,7 +295,7 @@ class Session:
         except LiveSettingsError as exc:
             self._error(exc, frame.mutation_id)
             return
-        wait = services.write_limiter.take(target)
+        wait = services.write_limiter.take(target, rate_cost(patch))
         if wait > 0:
             self._error(
                 RateLimited(

@@ -13,7 +13,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..config import Config, origin_of, proxy_networks
 from ..errors import ConfigError
 
-__all__ = ["CSP", "SecurityHeaders", "forwarded_address", "origin_allowed"]
+__all__ = [
+    "CSP",
+    "LOCAL_NAMES",
+    "SecurityHeaders",
+    "address_key",
+    "forwarded_address",
+    "host_allowed",
+    "origin_allowed",
+]
 
 CSP = "default-src 'self'; object-src 'none'; frame-ancestors 'none'"
 
@@ -21,36 +29,110 @@ _Origin = tuple[str, str, int]
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-def origin_allowed(origin: str | None, host: str | None, config: Config) -> bool:
+LOCAL_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def host_allowed(host: str | None, config: Config) -> bool:
+    """Whether a request's ``Host`` names this server: the defence against DNS rebinding.
+
+    A rebinding page at ``http://evil.example:PORT`` reaches the server under its own name,
+    so a name must be one the server knows: ``localhost``, ``HOST`` when it is a name,
+    ``PUBLIC_URL``'s host and ``ALLOWED_HOSTS`` (``*`` there turns the check off). An IP
+    address is accepted as it is: no DNS answer can make a browser send one. No ``Host`` at
+    all (HTTP/1.0) is not a browser.
+    """
+    if host is None or "*" in config.allowed_hosts:
+        return True
+    return _known(host, _own_names(config))
+
+
+@functools.lru_cache(maxsize=256)  # every request asks, mostly with the same few Hosts
+def _known(host: str, names: frozenset[str]) -> bool:
+    name = _host_and_port(host)[0]
+    if not name:
+        return False
+    if name in names:
+        return True
+    try:
+        ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def origin_allowed(
+    origin: str | None, host: str | None, config: Config, *, port: int | None = None
+) -> bool:
     """No Origin (non-browser clients), the server's own origin, or a configured one.
 
-    Origins compare as (scheme, host, port), RFC 6454. The server's own origin is
-    ``PUBLIC_URL``'s when it is set (behind a reverse proxy the ``Host`` the server sees is
-    not what browsers use, and trusting ``Host`` would let a DNS-rebinding page in); without
-    it, the ``Host`` the request was sent to.
+    Origins compare as (scheme, host, port), RFC 6454. With ``PUBLIC_URL`` the server's own
+    origin is that URL's alone (behind a reverse proxy the ``Host`` the node sees is not what
+    browsers use). Without it, it is the ``Host`` the request was sent to when
+    :func:`host_allowed` accepts it, or a local name (``localhost``, ``127.0.0.1``, ``[::1]``,
+    ``HOST``) on ``port``, the port the connection arrived on (the ``Host``'s when unknown).
     """
     if origin is None:
         return True
     if "*" in config.allowed_origins:
         return True
-    try:
-        theirs = origin_of(origin, "Origin")
-    except ConfigError:
+    theirs = _parsed_origin(origin)
+    if theirs is None:
         return False  # "null", garbage
     if theirs in _configured(config.allowed_origins):
         return True
     if config.public_url:
         return theirs == _own(config.public_url)
-    if not host:
+    if not host or not host_allowed(host, config):
         return False
+    name, host_port = _host_and_port(host)
+    if host_port is None:
+        host_port = _DEFAULT_PORTS.get(theirs[0], 0)  # a Host without a port: the scheme's
+    if (theirs[1], theirs[2]) == (name, host_port):
+        return True
+    server_port = host_port if port is None else port
+    return theirs[1] in _local_names(config.host) and theirs[2] == server_port
+
+
+@functools.lru_cache(maxsize=256)  # parsing is the slow part; browsers send few values
+def _parsed_origin(origin: str) -> _Origin | None:
+    try:
+        return origin_of(origin, "Origin")
+    except ConfigError:
+        return None
+
+
+@functools.lru_cache(maxsize=256)
+def _host_and_port(host: str) -> tuple[str, int | None]:
+    """``Host`` as (lower-case name without brackets or final dot, port); ("", None) if
+    malformed."""
     try:
         parts = urlsplit("//" + host.strip())
         port = parts.port
+        name = (parts.hostname or "").rstrip(".")
     except ValueError:
-        return False
-    if port is None:
-        port = _DEFAULT_PORTS.get(theirs[0], 0)  # a Host without a port: the scheme's
-    return (theirs[1], theirs[2]) == ((parts.hostname or "").lower(), port)
+        return "", None
+    if parts.username is not None or parts.path or parts.query or parts.fragment:
+        return "", None
+    return name, port
+
+
+@functools.lru_cache(maxsize=8)
+def _local_names(bound: str) -> frozenset[str]:
+    bound = bound.strip("[]").lower().rstrip(".")
+    return LOCAL_NAMES | ({bound} if bound not in ("", "0.0.0.0", "::") else set())
+
+
+def _own_names(config: Config) -> frozenset[str]:
+    return _names(config.host, config.public_url, config.allowed_hosts)
+
+
+@functools.lru_cache(maxsize=8)
+def _names(bound: str, public_url: str | None, extra: tuple[str, ...]) -> frozenset[str]:
+    names = set(_local_names(bound))
+    names.update(e.strip("[]").lower().rstrip(".") for e in extra if e != "*")
+    if public_url:
+        names.add(_own(public_url)[1])
+    return frozenset(names)
 
 
 @functools.lru_cache(maxsize=64)
@@ -106,6 +188,30 @@ def forwarded_address(peer: str | None, forwarded_for: str | None, config: Confi
         if not is_proxy(hop):
             return _shown(hop)
     return _shown(hops[0]) if hops else address
+
+
+def address_key(address: str, config: Config) -> str:
+    """The key per-address limits count ``address`` under: its network.
+
+    IPv6 addresses group by ``ADDRESS_PREFIX_IPV6`` (a /64 by default: one subscriber's LAN
+    gets at least that much, so single addresses cost an attacker nothing), IPv4 addresses by
+    ``ADDRESS_PREFIX_IPV4`` (a /32, the address itself, by default). An IPv4-mapped IPv6
+    address counts as its IPv4 address. Anything that is not an IP address is its own key.
+    """
+    ip = _ip(address)
+    if isinstance(ip, IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip is None:
+        return address
+    if isinstance(ip, IPv4Address):
+        bits = config.address_prefix_ipv4
+        if bits >= 32:
+            return str(ip)
+        return str(IPv4Network((ip, bits), strict=False))
+    bits = config.address_prefix_ipv6
+    if bits >= 128:
+        return str(ip)
+    return str(IPv6Network((ip, bits), strict=False))
 
 
 def _shown(hop: str) -> str:

@@ -27,12 +27,15 @@ from ..jwks import JwksCache
 from ..store import Store, open_store
 from .hub import Hub
 from .metrics import Gauge, Metrics
+from .passwords import PasswordPool
 from .ratelimit import RateLimiter, WindowCounter
+from .security import address_key
 from .writer import Writer
 
 __all__ = [
     "Connections",
     "Services",
+    "check_token_claims",
     "load_key_sets",
     "load_keyring",
     "load_signing",
@@ -50,6 +53,7 @@ CloseFn = Callable[[int, str], Awaitable[None]]
 class _Conn:
     user_id: str
     close: CloseFn
+    jti: str | None = None  # of the token the socket is authorised by now (a re-auth moves it)
 
 
 @dataclass
@@ -58,8 +62,8 @@ class Connections:
 
     by_user: dict[str, set[_Conn]] = field(default_factory=dict)
 
-    def add(self, user_id: str, close: CloseFn) -> _Conn:
-        conn = _Conn(user_id, close)
+    def add(self, user_id: str, close: CloseFn, *, jti: str | None = None) -> _Conn:
+        conn = _Conn(user_id, close, jti)
         self.by_user.setdefault(user_id, set()).add(conn)
         return conn
 
@@ -77,6 +81,12 @@ class Connections:
 
     async def close_user(self, user_id: str, code: int, reason: str) -> None:
         for conn in list(self.by_user.get(user_id, ())):
+            with contextlib.suppress(Exception):
+                await conn.close(code, reason)
+
+    async def close_token(self, jti: str, code: int, reason: str) -> None:
+        """Close the sockets and streams authorised by the token ``jti``."""
+        for conn in [c for cs in self.by_user.values() for c in cs if c.jti == jti]:
             with contextlib.suppress(Exception):
                 await conn.close(code, reason)
 
@@ -140,6 +150,29 @@ def load_signing(config: Config) -> tuple[bytes | None, list[Any]]:
     return secret, public
 
 
+def check_token_claims(config: Config) -> None:
+    """With an identity provider, ``aud`` and ``iss`` must be checked, or explicitly waived.
+
+    Unchecked, any token the provider signed — for any of its applications — is accepted.
+    """
+    unchecked = config.unchecked_token_claims
+    if not unchecked:
+        return
+    names = " and ".join(unchecked)
+    if not config.idp_audience_issuer_optional:
+        raise ConfigError(
+            f"an identity provider is configured but {names} "
+            f"{'is' if len(unchecked) == 1 else 'are'} not set, so tokens it issued to other "
+            "applications would be accepted; set them to what its tokens for livesettings "
+            "carry, or set LIVESETTINGS_IDP_AUDIENCE_ISSUER_OPTIONAL=true to accept that"
+        )
+    log.warning(
+        "%s not set (LIVESETTINGS_IDP_AUDIENCE_ISSUER_OPTIONAL=true): tokens the identity "
+        "provider issued to other applications are accepted",
+        names,
+    )
+
+
 def load_key_sets(config: Config) -> list[JwksCache]:
     """The identity providers' JWKS: a file is read now (``ConfigError`` if unusable); a URL
     is fetched when the server starts."""
@@ -188,6 +221,7 @@ class Services:
             if secret
             else None
         )
+        check_token_claims(config)
         self.key_sets = load_key_sets(config)
         self.verifier = TokenVerifier(
             hs256_secret=secret,
@@ -196,9 +230,20 @@ class Services:
             audience=config.jwt_audience,
             issuer=config.jwt_issuer,
             leeway=config.jwt_leeway,
+            service_claim=config.idp_service_claim,
         )
         self.hasher = PasswordHasher(
             time_cost=config.argon2_time_cost, memory_cost=config.argon2_memory_cost
+        )
+        self.passwords = PasswordPool(
+            self.hasher, workers=config.argon2_workers, queue=config.argon2_queue
+        )
+        self.metrics.extra.append(
+            Gauge(
+                "livesettings_password_hashes_in_flight",
+                "Password hashes and verifies running or waiting for a thread.",
+                read=lambda: float(self.passwords.in_flight),
+            )
         )
         self.bus: Bus = open_bus(config.resolved_bus_url, database_url=config.resolved_database_url)
         backend: dict[str, Any] = {}
@@ -248,16 +293,30 @@ class Services:
         )
         self.write_limiter = RateLimiter(config.write_rate, config.write_burst)
         self.connect_limiter = RateLimiter(config.connect_rate, config.connect_burst)
+        # Failed sign-ins: per username from one address (the hard limit, so a stranger's
+        # guesses do not lock the user out elsewhere), per username from anywhere (a much
+        # higher ceiling against guessing from many addresses), and per address.
         self.signin_by_user = WindowCounter(config.signin_limit, config.signin_window)
+        self.signin_by_username = WindowCounter(
+            config.signin_limit_per_username, config.signin_window
+        )
         self.signin_by_address = WindowCounter(
             config.signin_limit_per_address, config.signin_window
+        )
+        # Every sign-in and refresh, successful or not: each issues tokens and stores a row.
+        self.auth_by_user = RateLimiter(config.auth_rate, config.auth_burst)
+        self.auth_by_address = RateLimiter(
+            config.auth_rate_per_address, config.auth_burst_per_address
         )
         self.signup_by_address = WindowCounter(
             config.signup_limit_per_address, config.signup_window
         )
         self.revoked_before: dict[str, int] = {}
+        self.revoked_tokens: dict[str, int] = {}  # jti -> when the token expires anyway
         self._verified: OrderedDict[str, Claims] = OrderedDict()
+        self._verified_keys = self.verifier.keys_version
         self._revocation_cursor = 0
+        self._token_revocation_cursor = 0
         self._tasks: list[asyncio.Task[None]] = []
         self.draining = False
         self.started = False
@@ -277,6 +336,8 @@ class Services:
         await self.store.open()
         for row_id, user_id, at_ms in await self.store.revocations_since(0):
             self._note_revocation(row_id, user_id, at_ms)
+        for row_id, jti, expires_at in await self.store.token_revocations_since(0):
+            self._note_token_revocation(row_id, jti, expires_at)
         await self.bus.start(self.hub.on_events, self.hub.on_resync)
         self.writer.start()
         self._tasks.append(asyncio.create_task(self._poll_revocations()))
@@ -305,9 +366,15 @@ class Services:
         await self.hub.close()
         await self.bus.close()
         await self.store.close()
+        self.passwords.close()
         close_audit_file(self._audit_file)
         self._audit_file = None
         self.started = False
+
+    def address_key(self, address: str) -> str:
+        """What per-address limits count ``address`` under: its /64 (IPv6) or the configured
+        IPv4 prefix."""
+        return address_key(address, self.config)
 
     def view(self, settings: dict[str, Any]) -> dict[str, Any]:
         """Stored settings as a user may see them: secrets masked, schema defaults filled."""
@@ -328,6 +395,11 @@ class Services:
         ``jwks_refresh_interval``); ``via`` says where the token came from (http, websocket).
         """
         try:
+            if self._verified_keys != self.verifier.keys_version:
+                # A JWKS refresh changed the keys: a key may have been retired, so every
+                # cached verification is redone (a token of a retired key is then refused).
+                self._verified.clear()
+                self._verified_keys = self.verifier.keys_version
             claims = self._verified.get(token)
             if claims is None or claims.exp <= time.time():
                 claims = await self.verifier.verify_async(token)
@@ -348,6 +420,8 @@ class Services:
         revoked = self.revoked_before.get(claims.sub)
         if revoked is not None and (claims.iat or 0) * 1000 < revoked:
             raise Unauthorized("this session was ended; sign in again", code="session_revoked")
+        if claims.jti is not None and claims.jti in self.revoked_tokens:
+            raise Unauthorized("this token was revoked", code="token_revoked")
         return claims
 
     async def _refresh_key_set(self, key_set: JwksCache) -> None:
@@ -379,6 +453,16 @@ class Services:
         self.revoked_before[user_id] = max(self.revoked_before.get(user_id, 0), now_ms)
         await self.connections.close_user(user_id, 4001, "session ended")
 
+    def _note_token_revocation(self, row_id: int, jti: str, expires_at: int) -> None:
+        self._token_revocation_cursor = max(self._token_revocation_cursor, row_id)
+        self.revoked_tokens[jti] = max(self.revoked_tokens.get(jti, 0), expires_at)
+
+    def _forget_expired_token_revocations(self) -> None:
+        # An expired token is refused anyway; leeway seconds later its revocation can go.
+        cutoff = time.time() - self.config.jwt_leeway - 60
+        for jti in [j for j, exp in self.revoked_tokens.items() if exp < cutoff]:
+            del self.revoked_tokens[jti]
+
     def _note_revocation(self, row_id: int, user_id: str, at_ms: int) -> None:
         self._revocation_cursor = max(self._revocation_cursor, row_id)
         self.revoked_before[user_id] = max(self.revoked_before.get(user_id, 0), at_ms)
@@ -389,6 +473,7 @@ class Services:
             await asyncio.sleep(1.0)
             try:
                 rows = await self.store.revocations_since(self._revocation_cursor)
+                tokens = await self.store.token_revocations_since(self._token_revocation_cursor)
             except LiveSettingsError:
                 continue
             for row_id, user_id, at_ms in rows:
@@ -396,3 +481,8 @@ class Services:
                 self._note_revocation(row_id, user_id, at_ms)
                 if at_ms > known:
                     await self.connections.close_user(user_id, 4001, "session ended")
+            for row_id, jti, expires_at in tokens:
+                self._note_token_revocation(row_id, jti, expires_at)
+                await self.connections.close_token(jti, 4001, "token revoked")
+            if tokens:
+                self._forget_expired_token_revocations()

@@ -59,7 +59,7 @@ async def event_stream(
         queue.put_nowait(_END)
 
     sub = Subscriber(user_id, send, with_user_id=user_id != claims.sub)
-    conn = services.connections.add(claims.sub, close)
+    conn = services.connections.add(claims.sub, close, jti=claims.jti)
     try:
         await services.hub.subscribe(sub, since)
     except BaseException:

@@ -4,6 +4,10 @@ and only then answered and published.
 While a transaction is being made durable, new mutations queue up; the next transaction takes
 all of them (up to ``max_batch``). So a lone write pays one commit, and a thousand concurrent
 writes pay a handful — no timer, no added latency.
+
+Users are served fairly: each has its own queue, and a batch takes one mutation from each
+user in turn until it holds ``max_batch`` mutations or ``max_batch_leaves`` leaf edits. So one
+user with a deep queue of large patches delays another user's write by at most one batch.
 """
 
 from __future__ import annotations
@@ -12,19 +16,42 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ..bus import Bus, BusEvent
 from ..errors import ConnectionClosed, StorageError
+from ..merge import leaf_edits
 from ..store.base import ChangeRow, CommitOutcome, PendingMutation, Store
 from .metrics import Metrics
 
-__all__ = ["Writer"]
+__all__ = ["Writer", "patch_leaves", "rate_cost"]
 
 log = logging.getLogger("livesettings.writer")
 
 OnDone = Callable[[CommitOutcome], None]
+
+
+LEAVES_PER_TOKEN = 25
+"""A write costs one rate-limit token per started 25 leaf edits (so the default burst of 200
+takes one patch of 5,000 deletes, not 200)."""
+
+
+def patch_leaves(patch: Mapping[str, Any]) -> int:
+    """The leaf edits of a patch (at least 1): the unit of a mutation's work."""
+    return max(1, sum(1 for _ in leaf_edits(patch)))
+
+
+def rate_cost(patch: Mapping[str, Any]) -> int:
+    """Rate-limit tokens a write takes: 1 for up to 25 leaves, 1 more per 25 after.
+
+    >>> deletes = {"preferences": {f"k{i}": None for i in range(60)}}
+    >>> rate_cost({"theme": "dark"}), rate_cost(deletes)
+    (1, 3)
+    """
+    return 1 + (patch_leaves(patch) - 1) // LEAVES_PER_TOKEN
 
 
 @dataclass(slots=True)
@@ -33,6 +60,7 @@ class _Item:
     future: asyncio.Future[CommitOutcome]
     on_done: OnDone | None
     submitted: float
+    leaves: int
 
 
 class Writer:
@@ -45,14 +73,21 @@ class Writer:
         metrics: Metrics,
         *,
         max_batch: int = 256,
+        max_batch_leaves: int = 2048,
         on_committed: Callable[[Sequence[ChangeRow]], None] | None = None,
     ) -> None:
         self._store = store
         self._bus = bus
         self._metrics = metrics
         self._max_batch = max_batch
+        self._max_batch_leaves = max_batch_leaves
         self._on_committed = on_committed
-        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self._queues: dict[str, deque[_Item]] = {}
+        self._turns: deque[str] = deque()  # users with queued mutations, next one first
+        self._queued = 0
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -64,7 +99,7 @@ class Writer:
         self._closing = True
         if self._task is None:
             return
-        await self._queue.join()
+        await self._idle.wait()
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
@@ -82,24 +117,54 @@ class Writer:
         if self._closing or self._task is None:
             raise ConnectionClosed("the server is shutting down; retry on another connection")
         future: asyncio.Future[CommitOutcome] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Item(pending, future, on_done, time.perf_counter()))
+        leaves = patch_leaves(pending.mutation.patch)
+        item = _Item(pending, future, on_done, time.perf_counter(), leaves)
+        queue = self._queues.get(pending.user_id)
+        if queue is None:
+            queue = self._queues[pending.user_id] = deque()
+            self._turns.append(pending.user_id)
+        queue.append(item)
+        self._queued += 1
+        self._idle.clear()
+        self._wakeup.set()
         return future
 
     @property
     def queued(self) -> int:
-        return self._queue.qsize()
+        return self._queued
+
+    def _next_batch(self) -> list[_Item]:
+        """One mutation per user in turn, within the batch's count and work budget."""
+        batch: list[_Item] = []
+        leaves = 0
+        while self._turns and len(batch) < self._max_batch and leaves < self._max_batch_leaves:
+            user_id = self._turns.popleft()
+            queue = self._queues[user_id]
+            item = queue.popleft()
+            batch.append(item)
+            leaves += item.leaves
+            if queue:
+                self._turns.append(user_id)
+            else:
+                del self._queues[user_id]
+        self._queued -= len(batch)
+        return batch
 
     async def _run(self) -> None:
         while True:
-            first = await self._queue.get()
-            batch = [first]
-            while len(batch) < self._max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            if not self._turns:
+                self._idle.set()
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            batch = self._next_batch()
             try:
                 await self._commit(batch)
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
+            except Exception:  # never let the writer die: the futures would wait forever
+                log.exception("finishing a group commit failed")
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(StorageError("the write failed"))
 
     async def _commit(self, batch: list[_Item]) -> None:
         try:

@@ -19,6 +19,7 @@ from ..paths import Path
 
 __all__ = [
     "SCHEMA_VERSION",
+    "TOKEN_REVOCATION_GRACE_S",
     "AppliedMutation",
     "ChangeRow",
     "ChangesPage",
@@ -32,6 +33,9 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
+
+TOKEN_REVOCATION_GRACE_S = 24 * 3600
+"""How long past its expiry a token revocation is kept (covers any clock leeway)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,15 +193,28 @@ class Store(Protocol):
 
     async def get_user_by_username(self, username: str) -> UserRow | None: ...
 
-    async def list_users(self) -> list[UserRow]: ...
+    async def list_users(self) -> list[UserRow]:
+        """Every account by username, with ``password_hash`` empty: listing never shows one."""
 
     async def remove_user(self, user_id: str) -> bool: ...
 
     async def set_password(self, user_id: str, password_hash: str) -> bool: ...
 
     async def add_refresh_token(
-        self, token_hash: str, user_id: str, family_id: str, expires_at: int
-    ) -> None: ...
+        self,
+        token_hash: str,
+        user_id: str,
+        family_id: str,
+        expires_at: int,
+        *,
+        max_families: int | None = None,
+    ) -> None:
+        """Store the first token of a new family (a sign-in). With ``max_families``, the
+        user's live families beyond that many are deleted, least recently refreshed first
+        (the new one stays)."""
+
+    async def refresh_token_owner(self, token_hash: str) -> str | None:
+        """The user a refresh token was issued to (whatever its state), or None."""
 
     async def use_refresh_token(
         self, token_hash: str, new_hash: str, new_expires_at: int, now: int
@@ -214,6 +231,14 @@ class Store(Protocol):
     async def revocations_since(self, after_id: int) -> list[tuple[int, str, int]]:
         """``(id, user_id, at_ms)`` rows with ``id > after_id``, oldest first."""
 
+    async def revoke_token(self, jti: str, expires_at: int) -> None:
+        """Record that the token with this ``jti`` is void until ``expires_at`` (Unix seconds,
+        when it would expire anyway); rows past their expiry are pruned meanwhile. Servers
+        poll :meth:`token_revocations_since`."""
+
+    async def token_revocations_since(self, after_id: int) -> list[tuple[int, str, int]]:
+        """``(id, jti, expires_at)`` rows with ``id > after_id``, oldest first."""
+
     # data keys
     async def get_wrapped_key(self, user_id: str) -> WrappedKey | None: ...
 
@@ -227,6 +252,19 @@ class Store(Protocol):
 
     async def count_wrapped_keys(self) -> dict[str, int]:
         """How many data keys each master key id wraps."""
+
+    async def data_key_users_after(self, after: str, limit: int) -> list[str]:
+        """Users with a data key, in user id order, after ``after`` (data-key rotation)."""
+
+    async def renew_data_key(self, user_id: str) -> int | None:
+        """Give the user a new data key and re-seal every secret under it, atomically and
+        serialised with the user's writes (from any process). How many secrets were
+        re-sealed; None when the user has no data key. ``CryptoError``: nothing changed."""
+
+    async def scrub_key_tables(self, *, documents: bool) -> list[str]:
+        """After a rotation: leave no old wrapped key (and with ``documents`` no old sealed
+        secret) in the database's files — WAL and backups aside. Report lines; those that
+        start ``warning:`` say what could not be done and how to fix it."""
 
     # export / import
     def export_users(self) -> AsyncIterator[ExportedUser]: ...

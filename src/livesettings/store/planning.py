@@ -7,8 +7,6 @@ write. Keeping this here means SQLite and PostgreSQL cannot drift apart in seman
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +27,9 @@ from ..errors import (
     ValidationError,
 )
 from ..merge import DocState, Mutation, merge, settings_diff, state_at
+from ..records import compact_tombstones
 from .base import AppliedMutation, ChangeRow, CommitOutcome, PendingMutation, StoredDocument
+from .idempotency import BodyHasher, body_hash
 
 __all__ = [
     "Plan",
@@ -54,12 +54,6 @@ class Plan:
     remember: AppliedMutation | None = None
 
 
-def body_hash(kind: str, body: Any, *extra: Any) -> str:
-    """A stable hash of a request body, so a reused mutation id with another body is caught."""
-    data = json.dumps([kind, body, *extra], sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(data.encode()).hexdigest()
-
-
 def has_secrets(pending: PendingMutation) -> bool:
     keys = pending.mutation.patch.get("api_keys")
     return isinstance(keys, dict) and any(isinstance(v, str) for v in keys.values())
@@ -82,11 +76,19 @@ def plan_mutation(
     schema: PreferencesSchema | None = None,
     inverses: Sequence[Mapping[str, Any]] = (),
     oldest_revertable: int = 0,
+    changelog_retain: int | None = None,
+    hasher: BodyHasher | None = None,
 ) -> Plan:
-    """Decide one mutation. Refusals come back as ``outcome.error`` (nothing to write)."""
+    """Decide one mutation. Refusals come back as ``outcome.error`` (nothing to write).
+
+    Tombstones older than the last ``changelog_retain`` revisions, and the oldest beyond the
+    limits' tombstone budget, are dropped from the stored records (:mod:`livesettings.records`).
+    The remembered body hash is keyed by ``hasher`` (:mod:`.idempotency`).
+    """
+    hasher = hasher or BodyHasher(None)
     mutation = pending.mutation
     if prior is not None:
-        if prior.body_hash != pending.body_hash:
+        if not hasher.matches(prior.body_hash, pending.body_hash):
             return _refused(
                 pending,
                 doc,
@@ -122,7 +124,9 @@ def plan_mutation(
     state = DocState(doc.revision, doc.settings, doc.records)
     result = merge(state, Mutation(**{**_mutation_fields(mutation), "patch": patch}), now_ms=now_ms)
     payloads = tuple(c.to_json() for c in result.conflicts)
-    remember = AppliedMutation(mutation.mutation_id, pending.body_hash, result.revision, payloads)
+    remember = AppliedMutation(
+        mutation.mutation_id, hasher.seal(pending.body_hash), result.revision, payloads
+    )
     if not result.applied:
         outcome = CommitOutcome(
             pending.user_id,
@@ -140,11 +144,16 @@ def plan_mutation(
     except LiveSettingsError as exc:
         return _refused(pending, doc, exc)
     updated_at = rfc3339_ms(now_ms)
+    records = compact_tombstones(
+        result.state.records,
+        older_than=result.revision - changelog_retain if changelog_retain else 0,
+        budget=(limits or Limits()).max_tombstone_bytes,
+    )
     new_doc = StoredDocument(
         pending.user_id,
         result.revision,
         settings,
-        result.state.records,
+        records,
         updated_at=updated_at,
         created_at=doc.created_at or updated_at,
     )

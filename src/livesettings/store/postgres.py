@@ -42,6 +42,7 @@ from ..crypto import (
     Keyring,
     WrappedKey,
     new_data_key,
+    reseal_under_new_key,
     seal_secret,
     unwrap_data_key,
     wrap_data_key,
@@ -77,6 +78,7 @@ from .codec import (
     loads,
     wrapped_key_from_row,
 )
+from .idempotency import BodyHasher
 from .planning import Plan, Sealer, has_secrets, plan_mutation
 from .postgres_schema import (
     DEFINER_FUNCTIONS,
@@ -85,7 +87,9 @@ from .postgres_schema import (
     Columns,
     inspect_columns,
     is_canonical_uuid,
+    quote_ident,
     read_schema_version,
+    risky_memberships,
     setup_schema,
 )
 
@@ -110,6 +114,7 @@ _PRUNE_EVERY_MS: Final = 3600 * 1000
 _KEY_CACHE_SIZE: Final = 4096
 _EXPORT_PAGE: Final = 200
 _SETUP_TIMEOUT_S: Final = 600.0
+_SCRUB_LOCK_TIMEOUT: Final = "5s"
 _PROBE_CHANNEL: Final = "livesettings_probe"
 _MAX_USER_ID: Final = 1000  # characters; DESIGN §2 promises ≤ 128, this only guards NOTIFY
 
@@ -303,6 +308,7 @@ class PostgresStore:
         self.pool_size = pool_size
         self.notify = notify
         self._keyring = keyring
+        self._body_hasher = BodyHasher(keyring)
         self._limits = limits
         self._schema = schema
         self._commit_delay = commit_delay_ms / 1000
@@ -434,6 +440,13 @@ class PostgresStore:
                 raise ConfigError(
                     f"refusing to connect as {name!r}: it has BYPASSRLS, so row-level security "
                     f"does not confine it; {fix}"
+                )
+            risky = await risky_memberships(conn, name)
+            if risky:
+                raise ConfigError(
+                    f"refusing to connect as {name!r}: it is {'; '.join(risky)}, so with SET "
+                    "ROLE it could step out of row-level security; revoke that membership "
+                    f"(REVOKE <role> FROM {quote_ident(name)}), or {fix}"
                 )
             owned = await conn.fetchrow(
                 "SELECT c.relname, pg_catalog.pg_get_userbyid(c.relowner) AS owner "
@@ -795,6 +808,8 @@ class PostgresStore:
             schema=self._schema,
             inverses=inverses,
             oldest_revertable=oldest,
+            changelog_retain=self.changelog_retain,
+            hasher=self._body_hasher,
         )
 
     async def _write_plan(self, conn: Any, sql: _Statements, plan: Plan, now: int) -> None:
@@ -906,9 +921,13 @@ class PostgresStore:
         return None if row is None else _user(row)
 
     async def list_users(self) -> list[UserRow]:
+        """Every account, without its password hash (the function never returns one)."""
         async with self._connection() as conn:
             rows = await conn.fetch("SELECT * FROM public.livesettings_list_users()")
-        return [_user(row) for row in rows]
+        return [
+            UserRow(row["user_id"], row["username"], "", _time_text(row["created_at"]) or "")
+            for row in rows
+        ]
 
     async def remove_user(self, user_id: str) -> bool:
         """Delete the user's account, document, change log, mutation ids, tokens and data key.
@@ -941,13 +960,41 @@ class PostgresStore:
         return _count(status) > 0
 
     async def add_refresh_token(
-        self, token_hash: str, user_id: str, family_id: str, expires_at: int
+        self,
+        token_hash: str,
+        user_id: str,
+        family_id: str,
+        expires_at: int,
+        *,
+        max_families: int | None = None,
     ) -> None:
+        """Store a new family's first token; beyond ``max_families`` live families of the
+        user, the least recently refreshed ones are deleted."""
         async with self._user_transaction(user_id, readonly=False) as conn:
             try:
                 await _insert_token(conn, token_hash, user_id, family_id, expires_at)
             except asyncpg.ForeignKeyViolationError as exc:
                 raise NotFound(f"user {user_id!r} has no account") from exc
+            if max_families is not None:
+                # A live family has exactly one unused, unrevoked token; its expiry orders the
+                # families by their last sign-in or refresh.
+                await conn.execute(
+                    "DELETE FROM public.refresh_tokens WHERE user_id = $1 AND family_id IN ("
+                    " SELECT family_id FROM public.refresh_tokens"
+                    " WHERE user_id = $1 AND NOT revoked AND used_at IS NULL"
+                    " ORDER BY expires_at DESC, token_hash = $2 DESC"
+                    " OFFSET $3)",
+                    user_id,
+                    token_hash,
+                    max_families,
+                )
+
+    async def refresh_token_owner(self, token_hash: str) -> str | None:
+        async with self._connection() as conn:
+            owner: str | None = await conn.fetchval(
+                "SELECT * FROM public.livesettings_refresh_token_owner($1)", token_hash
+            )
+        return owner
 
     async def use_refresh_token(
         self, token_hash: str, new_hash: str, new_expires_at: int, now: int
@@ -1010,6 +1057,18 @@ class PostgresStore:
             )
         return [(int(row["id"]), row["user_id"], int(row["at_ms"])) for row in rows]
 
+    async def revoke_token(self, jti: str, expires_at: int) -> None:
+        """Void the token ``jti`` until ``expires_at``; long-expired revocations are pruned."""
+        async with self._connection() as conn:
+            await conn.execute("SELECT public.livesettings_revoke_token($1, $2)", jti, expires_at)
+
+    async def token_revocations_since(self, after_id: int) -> list[tuple[int, str, int]]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                "SELECT * FROM public.livesettings_token_revocations_since($1)", after_id
+            )
+        return [(int(row["id"]), row["jti"], int(row["expires_at"])) for row in rows]
+
     # --- data keys -------------------------------------------------------------------------
 
     async def get_wrapped_key(self, user_id: str) -> WrappedKey | None:
@@ -1046,6 +1105,90 @@ class PostgresStore:
         async with self._connection() as conn:
             rows = await conn.fetch("SELECT * FROM public.livesettings_count_wrapped_keys()")
         return {row["master_key_id"]: int(row["n"]) for row in rows}
+
+    async def data_key_users_after(self, after: str, limit: int) -> list[str]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                "SELECT * FROM public.livesettings_data_key_users_after($1, $2)", after, limit
+            )
+        return [row[0] for row in rows]
+
+    async def renew_data_key(self, user_id: str) -> int | None:
+        """A new data key for the user, every secret re-sealed under it, in one transaction
+        that holds the user's commit lock: a write racing with it runs before or after."""
+        if self._keyring is None:
+            raise ConfigError("renewing data keys needs the master keys, and none is configured")
+        _, sql = self._statements()
+        async with self._user_transaction(user_id, readonly=False) as conn:
+            await conn.execute(
+                "SELECT public.livesettings_lock_users($1::integer[])", [_lock_key(user_id)]
+            )
+            row = await conn.fetchrow(
+                "SELECT key_id, master_key_id, blob FROM public.data_keys "
+                "WHERE user_id = $1 FOR UPDATE",
+                user_id,
+            )
+            if row is None:
+                return None
+            doc = await _load_document(conn, sql, user_id)
+            renewed = reseal_under_new_key(
+                self._keyring, user_id, wrapped_key_from_row(row), doc.settings["api_keys"]
+            )
+            await conn.execute(
+                "UPDATE public.data_keys SET key_id = $2, master_key_id = $3, blob = $4, "
+                "created_at = $5::text::timestamptz WHERE user_id = $1",
+                user_id,
+                renewed.wrapped.id,
+                renewed.wrapped.master_key_id,
+                renewed.wrapped.blob,
+                self._now_text(),
+            )
+            if renewed.count:
+                await conn.execute(
+                    "UPDATE public.user_preferences "
+                    f"SET api_keys = $2::text::{sql.columns.type_of('api_keys')} "
+                    f"WHERE user_id = $1::text::{sql.columns.user_id_type}",
+                    sql.doc_key(user_id),
+                    dumps(renewed.secrets),
+                )
+        return renewed.count
+
+    async def scrub_key_tables(self, *, documents: bool) -> list[str]:
+        """After a rotation, as the owner (``admin_url``): rewrite ``data_keys`` (``VACUUM
+        FULL``) so no dead row version keeps an old wrapped key, and with ``documents``
+        vacuum ``user_preferences`` too (its old envelopes are sealed under keys that are
+        gone). A line starting ``warning:`` when that could not be done."""
+        conn = await self._connect(
+            self.admin_url, command_timeout=_SETUP_TIMEOUT_S, purpose="scrub"
+        )
+        try:
+            if not await conn.fetchval(
+                "SELECT r.rolsuper OR pg_catalog.pg_has_role(current_user, c.relowner, 'USAGE') "
+                "FROM pg_catalog.pg_roles r, pg_catalog.pg_class c "
+                "WHERE r.rolname = current_user AND c.oid = 'public.data_keys'::regclass"
+            ):
+                return [
+                    "warning: old wrapped data keys stay in dead row versions of data_keys until "
+                    "the table is vacuumed; set LIVESETTINGS_ADMIN_DATABASE_URL (the owner "
+                    "setup runs as) and run this again to rewrite it now"
+                ]
+            # A long transaction must not make serve's queries queue behind VACUUM FULL.
+            await conn.execute(f"SET lock_timeout = '{_SCRUB_LOCK_TIMEOUT}'")
+            await conn.execute("VACUUM (FULL, ANALYZE) public.data_keys")
+            lines = ["rewrote data_keys (VACUUM FULL): no dead row version keeps an old key"]
+            if documents:
+                await conn.execute("VACUUM (ANALYZE) public.user_preferences")
+                lines.append("vacuumed user_preferences: dead row versions removed")
+            return lines
+        except asyncpg.LockNotAvailableError:
+            return [
+                f"warning: data_keys stayed locked by another transaction for "
+                f"{_SCRUB_LOCK_TIMEOUT}, so it was not rewritten; run this again"
+            ]
+        except _DRIVER_ERRORS as exc:
+            raise _translate(exc, _SETUP_TIMEOUT_S) from exc
+        finally:
+            await conn.close()
 
     # --- export / import -------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Final
 from ..crypto import DataKey, Keyring, new_data_key, seal_secret, unwrap_data_key, wrap_data_key
 from ..document import FIELDS, default_for, rfc3339, validate_document
 from ..errors import ConfigError, LiveSettingsError
-from .base import SCHEMA_VERSION
+from .base import SCHEMA_VERSION, TOKEN_REVOCATION_GRACE_S
 from .codec import JSON_FIELDS, dumps, loads, wrapped_key_from_row
 
 if TYPE_CHECKING:
@@ -37,6 +37,7 @@ __all__ = [
     "APP_PRIVILEGES",
     "DEFINER_FUNCTIONS",
     "LOCK_CLASS",
+    "PRUNE_FLOOR_MS",
     "SCHEMA",
     "SCOPE_SETTING",
     "TABLES",
@@ -48,6 +49,7 @@ __all__ = [
     "is_canonical_uuid",
     "quote_ident",
     "read_schema_version",
+    "risky_memberships",
     "setup_schema",
     "user_matches",
 ]
@@ -131,6 +133,14 @@ TABLES: Final[dict[str, str]] = {
             user_id text NOT NULL CHECK (user_id <> ''),
             at_ms bigint NOT NULL
         )""",
+    # No user_id: a token is revoked by its jti alone. The app role has no privilege on it
+    # and reaches it only through livesettings_revoke_token / _token_revocations_since.
+    "token_revocations": """
+        CREATE TABLE public.token_revocations (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            jti text NOT NULL CHECK (jti <> '' AND pg_catalog.length(jti) <= 256),
+            expires_at bigint NOT NULL
+        )""",
     "data_keys": """
         CREATE TABLE public.data_keys (
             user_id text PRIMARY KEY CHECK (user_id <> ''),
@@ -199,6 +209,11 @@ def _definer(declaration: str, returns: str, body: str) -> str:
 
 _USER_ROW: Final = "TABLE (user_id text, username text, password_hash text, created_at timestamptz)"
 
+PRUNE_FLOOR_MS: Final = 7 * 24 * 3600 * 1000
+"""``livesettings_prune`` forgets no mutation id, nor expired token, younger than this."""
+
+_NOW_MS: Final = "(pg_catalog.date_part('epoch', pg_catalog.clock_timestamp()) * 1000)::bigint"
+
 
 def _definer_functions(user_id_text: str) -> dict[str, str]:
     """``signature -> CREATE statement`` of the SECURITY DEFINER functions.
@@ -214,11 +229,11 @@ def _definer_functions(user_id_text: str) -> dict[str, str]:
             "RETURN QUERY SELECT u.user_id, u.username, u.password_hash, u.created_at "
             "FROM public.users u WHERE u.username = p_username;",
         ),
-        # `livesettings user list` (operators).
+        # `livesettings user list` (operators): no password hash leaves through it.
         "livesettings_list_users()": _definer(
             "livesettings_list_users()",
-            _USER_ROW,
-            "RETURN QUERY SELECT u.user_id, u.username, u.password_hash, u.created_at "
+            "TABLE (user_id text, username text, created_at timestamptz)",
+            "RETURN QUERY SELECT u.user_id, u.username, u.created_at "
             'FROM public.users u ORDER BY u.username COLLATE "C";',
         ),
         # A refresh token is presented without a user: find whose it is, nothing more.
@@ -235,12 +250,33 @@ def _definer_functions(user_id_text: str) -> dict[str, str]:
             "RETURN QUERY SELECT r.id, r.user_id, r.at_ms FROM public.session_revocations r "
             "WHERE r.id > p_after ORDER BY r.id;",
         ),
-        # Forget mutation ids past their retention and long-expired refresh tokens.
+        # `token revoke --jti`: a token is void until it expires; long-expired rows go. The
+        # cut-off is the database's clock, not an argument the caller could push forward.
+        "livesettings_revoke_token(text,bigint)": _definer(
+            "livesettings_revoke_token(p_jti text, p_expires_at bigint)",
+            "void",
+            "DELETE FROM public.token_revocations r WHERE r.expires_at < "
+            "pg_catalog.date_part('epoch', pg_catalog.clock_timestamp())::bigint"
+            f" - {TOKEN_REVOCATION_GRACE_S};"
+            " INSERT INTO public.token_revocations (jti, expires_at) "
+            "VALUES (p_jti, p_expires_at);",
+        ),
+        "livesettings_token_revocations_since(bigint)": _definer(
+            "livesettings_token_revocations_since(p_after bigint)",
+            "TABLE (id bigint, jti text, expires_at bigint)",
+            "RETURN QUERY SELECT r.id, r.jti, r.expires_at FROM public.token_revocations r "
+            "WHERE r.id > p_after ORDER BY r.id;",
+        ),
+        # Forget mutation ids past their retention and long-expired refresh tokens. The
+        # cut-offs are clamped here, not trusted: whoever calls it (the app role) can never
+        # forget anything younger than the retention DESIGN §3 promises.
         "livesettings_prune(bigint,bigint)": _definer(
             "livesettings_prune(p_applied_before_ms bigint, p_tokens_expired_before bigint)",
             "void",
-            "DELETE FROM public.applied_mutations a WHERE a.created_at_ms < p_applied_before_ms;"
-            " DELETE FROM public.refresh_tokens t WHERE t.expires_at < p_tokens_expired_before;",
+            "DELETE FROM public.applied_mutations a WHERE a.created_at_ms < LEAST("
+            f"p_applied_before_ms, {_NOW_MS} - {PRUNE_FLOOR_MS});"
+            " DELETE FROM public.refresh_tokens t WHERE t.expires_at < LEAST("
+            f"p_tokens_expired_before, ({_NOW_MS} - {PRUNE_FLOOR_MS}) / 1000);",
         ),
         # Key rotation: the data keys still wrapped by another master key, and the counts.
         "livesettings_wrapped_keys_not_under(text,integer)": _definer(
@@ -248,6 +284,14 @@ def _definer_functions(user_id_text: str) -> dict[str, str]:
             "TABLE (user_id text, key_id text, master_key_id text, blob text)",
             "RETURN QUERY SELECT k.user_id, k.key_id, k.master_key_id, k.blob "
             "FROM public.data_keys k WHERE k.master_key_id <> p_master_key_id "
+            'ORDER BY k.user_id COLLATE "C" LIMIT p_limit;',
+        ),
+        # Data-key rotation walks the users that have a data key, page by page.
+        "livesettings_data_key_users_after(text,integer)": _definer(
+            "livesettings_data_key_users_after(p_after text, p_limit integer)",
+            "SETOF text",
+            "RETURN QUERY SELECT k.user_id FROM public.data_keys k "
+            'WHERE k.user_id COLLATE "C" > p_after COLLATE "C" '
             'ORDER BY k.user_id COLLATE "C" LIMIT p_limit;',
         ),
         "livesettings_count_wrapped_keys()": _definer(
@@ -288,6 +332,39 @@ _LOCK_FUNCTION: Final = f"""
     END
     $$"""
 _LOCK_SIGNATURE: Final = "livesettings_lock_users(integer[])"
+
+
+_MEMBER_OF: Final = """
+    WITH RECURSIVE member_of (oid) AS (
+        SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = $1
+        UNION
+        SELECT m.roleid FROM pg_catalog.pg_auth_members m JOIN member_of o ON m.member = o.oid
+    )
+    SELECT r.rolname, r.rolsuper, r.rolbypassrls, EXISTS (
+        SELECT 1 FROM pg_catalog.pg_class c WHERE c.relowner = r.oid
+        AND c.relnamespace = 'public'::regnamespace AND c.relname = ANY($2::text[])) AS owns
+    FROM member_of o JOIN pg_catalog.pg_roles r ON r.oid = o.oid
+    WHERE r.rolname <> $1 ORDER BY r.rolname COLLATE "C"
+"""
+
+
+async def risky_memberships(conn: asyncpg.Connection, role: str) -> list[str]:
+    """The roles ``role`` is a member of, directly or through others, that row-level security
+    cannot confine: superusers, BYPASSRLS roles, the tables' owner — one phrase each.
+
+    Read from ``pg_auth_members`` whatever the INHERIT flags (``SET ROLE`` reaches such a role
+    either way), not with ``pg_has_role``, which is true of every role for a superuser caller.
+    """
+    phrases: list[str] = []
+    for row in await conn.fetch(_MEMBER_OF, role, list(TABLES)):
+        name = row["rolname"]
+        if row["rolsuper"]:
+            phrases.append(f"a member of the superuser role {name!r}")
+        elif row["rolbypassrls"]:
+            phrases.append(f"a member of the role {name!r}, which has BYPASSRLS")
+        elif row["owns"]:
+            phrases.append(f"a member of the role {name!r}, which owns the livesettings tables")
+    return phrases
 
 
 def quote_ident(name: str) -> str:
@@ -554,6 +631,8 @@ async def _ensure_policy(
 
 
 async def _ensure_functions(conn: asyncpg.Connection, columns: Columns) -> list[str]:
+    import asyncpg  # the driver only when PostgreSQL is used
+
     lines: list[str] = []
     existing = {
         row["sig"]
@@ -567,7 +646,15 @@ async def _ensure_functions(conn: asyncpg.Connection, columns: Columns) -> list[
     functions = {**_definer_functions(columns.user_id_text("p")), _LOCK_SIGNATURE: _LOCK_FUNCTION}
     for signature, ddl in functions.items():
         # Replaced every time (an upgrade may change a body); reported only when new.
-        await conn.execute(ddl)
+        try:
+            async with conn.transaction():  # a savepoint
+                await conn.execute(ddl)
+        except asyncpg.InvalidFunctionDefinitionError:
+            # An upgrade changed what it returns, which CREATE OR REPLACE cannot: drop it
+            # (its grants are given again below and by _ensure_app_role).
+            await conn.execute(f"DROP FUNCTION public.{signature}")
+            await conn.execute(ddl)
+            lines.append(f"replaced function {signature.partition('(')[0]}")
         await conn.execute(f"REVOKE ALL ON FUNCTION public.{signature} FROM PUBLIC")
         if signature not in existing:
             lines.append(f"created function {signature.partition('(')[0]}")
@@ -608,12 +695,13 @@ async def _ensure_app_role(
             f"the app role {role!r} (LIVESETTINGS_DATABASE_URL) is {what}, so row-level "
             "security cannot confine it; use a plain login role (setup creates one if missing)"
         )
-    elif await conn.fetchval(
-        "SELECT pg_catalog.pg_has_role($1, $2, 'MEMBER')", role, owner
-    ) or await conn.fetchval("SELECT pg_catalog.pg_has_role($1, $2, 'MEMBER')", owner, role):
+    elif risky := await risky_memberships(conn, role):
+        # Only this direction matters: the owner holding the app role's rights is harmless,
+        # and a superuser owner is a member of every role by definition.
         raise ConfigError(
-            f"the app role {role!r} and the owner {owner!r} are members of one another; "
-            "the app role must not share the owner's privileges"
+            f"the app role {role!r} (LIVESETTINGS_DATABASE_URL) is {'; '.join(risky)}: with "
+            "SET ROLE it could step out of row-level security; revoke that membership "
+            f"(REVOKE <role> FROM {quote_ident(role)}) and run setup again"
         )
     ident = quote_ident(role)
     if not await conn.fetchval(
@@ -671,6 +759,8 @@ async def _owner_policy(conn: asyncpg.Connection, table: str, owner: str) -> lis
 async def _app_policies(
     conn: asyncpg.Connection, table: str, role: str, columns: Columns
 ) -> list[str]:
+    if table not in APP_PRIVILEGES:
+        return []  # the app role reaches it only through SECURITY DEFINER functions
     if table == "livesettings_meta":
         return await _ensure_policy(
             conn,

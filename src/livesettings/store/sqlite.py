@@ -25,6 +25,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path as FilePath
 from typing import Any, Final, TypeVar
 
@@ -33,6 +34,7 @@ from ..crypto import (
     Keyring,
     WrappedKey,
     new_data_key,
+    reseal_under_new_key,
     seal_secret,
     unwrap_data_key,
     wrap_data_key,
@@ -48,6 +50,7 @@ from ..document import (
 from ..errors import ConfigError, Conflict, LiveSettingsError, NotFound, StorageError
 from .base import (
     SCHEMA_VERSION,
+    TOKEN_REVOCATION_GRACE_S,
     AppliedMutation,
     ChangeRow,
     ChangesPage,
@@ -71,6 +74,7 @@ from .codec import (
     user_from_row,
     wrapped_key_from_row,
 )
+from .idempotency import BodyHasher
 from .planning import Plan, Sealer, has_secrets, plan_mutation
 
 __all__ = ["SqliteStore", "sqlite_path"]
@@ -150,6 +154,12 @@ _TABLES: Final[dict[str, str]] = {
             id INTEGER PRIMARY KEY AUTOINCREMENT,
             user_id TEXT NOT NULL,
             at_ms INTEGER NOT NULL
+        )""",
+    "token_revocations": """
+        CREATE TABLE token_revocations (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            jti TEXT NOT NULL,
+            expires_at INTEGER NOT NULL
         )""",
     "data_keys": """
         CREATE TABLE data_keys (
@@ -248,6 +258,7 @@ class SqliteStore:
         self.synchronous = sync
         self.changelog_retain = changelog_retain
         self._keyring = keyring
+        self._body_hasher = BodyHasher(keyring)
         self._limits = limits
         self._schema = schema
         self._commit_delay = commit_delay_ms / 1000
@@ -605,6 +616,8 @@ class SqliteStore:
             schema=self._schema,
             inverses=inverses,
             oldest_revertable=oldest,
+            changelog_retain=self.changelog_retain,
+            hasher=self._body_hasher,
         )
 
     def _write_plan(self, conn: sqlite3.Connection, user_id: str, plan: Plan, now: int) -> None:
@@ -710,9 +723,11 @@ class SqliteStore:
         return await self._read(_select_user, "username", username)
 
     async def list_users(self) -> list[UserRow]:
+        """Every account, without its password hash (as on PostgreSQL)."""
+
         def read(conn: sqlite3.Connection) -> list[UserRow]:
             rows = conn.execute(f"SELECT {_USER_COLUMNS} FROM users ORDER BY username")
-            return [user_from_row(row) for row in rows]
+            return [replace(user_from_row(row), password_hash="") for row in rows]
 
         return await self._read(read)
 
@@ -756,17 +771,37 @@ class SqliteStore:
             return int(conn.execute(sql, params).rowcount)
 
     async def add_refresh_token(
-        self, token_hash: str, user_id: str, family_id: str, expires_at: int
+        self,
+        token_hash: str,
+        user_id: str,
+        family_id: str,
+        expires_at: int,
+        *,
+        max_families: int | None = None,
     ) -> None:
+        """Store a new family's first token; beyond ``max_families`` live families of the
+        user, the least recently refreshed ones are deleted."""
+
         def write() -> None:
             conn = self._writer_conn()
             try:
                 with _transaction(conn):
                     _insert_token(conn, token_hash, user_id, family_id, expires_at)
+                    if max_families is not None:
+                        conn.execute(_DROP_FAMILIES, (user_id, user_id, max_families))
             except sqlite3.IntegrityError as exc:
                 raise NotFound(f"user {user_id!r} has no account") from exc
 
         await self._write(write)
+
+    async def refresh_token_owner(self, token_hash: str) -> str | None:
+        def read(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(
+                "SELECT user_id FROM refresh_tokens WHERE token_hash = ?", (token_hash,)
+            ).fetchone()
+            return None if row is None else str(row["user_id"])
+
+        return await self._read(read)
 
     async def use_refresh_token(
         self, token_hash: str, new_hash: str, new_expires_at: int, now: int
@@ -833,6 +868,33 @@ class SqliteStore:
 
         return await self._read(read)
 
+    async def revoke_token(self, jti: str, expires_at: int) -> None:
+        """Void the token ``jti`` until ``expires_at``; forget revocations long expired."""
+
+        def write() -> None:
+            conn = self._writer_conn()
+            with _transaction(conn):
+                conn.execute(
+                    "DELETE FROM token_revocations WHERE expires_at < ?",
+                    (int(time.time()) - TOKEN_REVOCATION_GRACE_S,),
+                )
+                conn.execute(
+                    "INSERT INTO token_revocations (jti, expires_at) VALUES (?, ?)",
+                    (jti, expires_at),
+                )
+
+        await self._write(write)
+
+    async def token_revocations_since(self, after_id: int) -> list[tuple[int, str, int]]:
+        def read(conn: sqlite3.Connection) -> list[tuple[int, str, int]]:
+            rows = conn.execute(
+                "SELECT id, jti, expires_at FROM token_revocations WHERE id > ? ORDER BY id",
+                (after_id,),
+            )
+            return [(int(row["id"]), row["jti"], int(row["expires_at"])) for row in rows]
+
+        return await self._read(read)
+
     # --- data keys -------------------------------------------------------------------------
 
     async def get_wrapped_key(self, user_id: str) -> WrappedKey | None:
@@ -869,6 +931,66 @@ class SqliteStore:
             return {row["master_key_id"]: int(row["n"]) for row in rows}
 
         return await self._read(read)
+
+    async def data_key_users_after(self, after: str, limit: int) -> list[str]:
+        def read(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute(
+                "SELECT user_id FROM data_keys WHERE user_id > ? ORDER BY user_id LIMIT ?",
+                (after, limit),
+            )
+            return [row["user_id"] for row in rows]
+
+        return await self._read(read)
+
+    async def renew_data_key(self, user_id: str) -> int | None:
+        """A new data key for the user, every secret re-sealed under it, in one ``BEGIN
+        IMMEDIATE`` transaction: a server's writer in another process waits for it."""
+        keyring = self._keyring
+        if keyring is None:
+            raise ConfigError("renewing data keys needs the master keys, and none is configured")
+
+        def write() -> int | None:
+            conn = self._writer_conn()
+            with _transaction(conn):
+                wrapped = _select_wrapped_key(conn, user_id)
+                if wrapped is None:
+                    return None
+                doc = _load_document(conn, user_id)
+                renewed = reseal_under_new_key(keyring, user_id, wrapped, doc.settings["api_keys"])
+                conn.execute(
+                    "UPDATE data_keys SET key_id = ?, master_key_id = ?, blob = ?, "
+                    "created_at = ? WHERE user_id = ?",
+                    (
+                        renewed.wrapped.id,
+                        renewed.wrapped.master_key_id,
+                        renewed.wrapped.blob,
+                        self._now_text(),
+                        user_id,
+                    ),
+                )
+                if renewed.count:
+                    conn.execute(
+                        "UPDATE user_preferences SET api_keys = ? WHERE user_id = ?",
+                        (dumps(renewed.secrets), user_id),
+                    )
+                return renewed.count
+
+        return await self._write(write)
+
+    async def scrub_key_tables(self, *, documents: bool) -> list[str]:
+        """``secure_delete`` already zeroed the old rows in their pages; a checkpoint moves
+        the new pages into the file and truncates the WAL, whose frames may hold old ones."""
+
+        def checkpoint() -> list[str]:
+            busy = self._writer_conn().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            if busy:
+                return [
+                    "warning: the write-ahead log could not be checkpointed while readers "
+                    "were active, so it may still hold old key material; run this again"
+                ]
+            return []
+
+        return await self._write(checkpoint)
 
     # --- export / import -------------------------------------------------------------------
 
@@ -1085,6 +1207,17 @@ def _user_exists(user_id: str, username: str) -> Conflict:
 def _select_user(conn: sqlite3.Connection, column: str, value: str) -> UserRow | None:
     row = conn.execute(f"SELECT {_USER_COLUMNS} FROM users WHERE {column} = ?", (value,)).fetchone()
     return None if row is None else user_from_row(row)
+
+
+# A live family has exactly one unused, unrevoked token; its expiry orders the families by
+# their last sign-in or refresh. Those past the newest N go, with every token they hold.
+_DROP_FAMILIES: Final = """
+    DELETE FROM refresh_tokens WHERE user_id = ? AND family_id IN (
+        SELECT family_id FROM refresh_tokens
+        WHERE user_id = ? AND revoked = 0 AND used_at IS NULL
+        ORDER BY expires_at DESC, rowid DESC
+        LIMIT -1 OFFSET ?
+    )"""
 
 
 def _insert_token(

@@ -5,7 +5,7 @@ import {
   Connection,
   LiveSettings,
   LiveSettingsError,
-  SESSION_KEY,
+  USER_KEY,
   diffPatch,
   parsePath,
 } from "./livesettings.js";
@@ -726,9 +726,10 @@ function wireSignIn() {
     $("signin-error").textContent = "";
     for (const id of ["signin-submit", "signup"]) $(id).disabled = true;
     try {
+      // Cookie mode: the refresh token is an HttpOnly cookie, the access token stays in memory.
       const session = signup
-        ? await LiveSettings.signUp({ username, password })
-        : await LiveSettings.signIn({ username, password });
+        ? await LiveSettings.signUp({ username, password, cookie: true })
+        : await LiveSettings.signIn({ username, password, cookie: true });
       $("password").value = "";
       start(session);
     } catch (err) {
@@ -764,7 +765,7 @@ function stop() {
 function start(session) {
   stop();
   try {
-    client = LiveSettings.fromSession(session, clientOptions());
+    client = LiveSettings.fromSession({ ...session, cookie: true }, clientOptions());
   } catch (err) {
     LiveSettings.clearSession();
     showSignIn(err.message);
@@ -813,16 +814,21 @@ function boot() {
   }
   wireForm();
   wireSignIn();
-  // A sign-in or sign-out in another tab is followed here.
+  // No token is ever stored: remove what older versions kept, and end a sign-out that could
+  // not reach the server.
+  LiveSettings.forgetStoredTokens();
+  LiveSettings.finishPendingLogout().catch(() => {});
+  // A sign-in in another tab is followed here (a sign-out ends the client itself).
   addEventListener("storage", (event) => {
-    if (event.key !== SESSION_KEY) return;
-    const session = LiveSettings.loadSession();
-    if (session && !client) start(session);
-    else if (session && client && session.user_id !== client.userId) start(session);
+    if (event.key !== USER_KEY) return;
+    const user = LiveSettings.signedInUser();
+    if (user && (!client || user.user_id !== client.userId)) start(user);
   });
   setInterval(() => renderPanel(), 15000);
-  const session = LiveSettings.loadSession();
-  if (session && session.user_id) start(session);
+  // The user signed in here last: the cached settings at once (also offline); the client
+  // gets this tab's access token from the refresh cookie, or asks for a sign-in.
+  const user = LiveSettings.signedInUser();
+  if (user) start(user);
   else showSignIn();
   registerServiceWorker();
 }

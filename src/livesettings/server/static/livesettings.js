@@ -12,12 +12,24 @@
 // - one socket per tab (WebSocket, or the SSE endpoint with HTTP writes when WebSockets cannot
 //   connect), resubscribing with the cached revision after every reconnect;
 // - secrets (api_keys/<name>) only in memory, only while online: never cached, queued or passed
-//   to another tab.
+//   to another tab;
+// - tokens only in memory: never in localStorage, sessionStorage or IndexedDB. A page of the
+//   server's own origin uses the cookie mode (`refreshCookie: true`, as the settings page does):
+//   the refresh token is an HttpOnly, SameSite=Strict cookie scoped to /v1/auth that no script
+//   can read, and each tab gets its own access token from it, one tab at a time (Web Lock).
+//   With a `refreshToken` given by the app, the rotated pair stays in memory, is passed to the
+//   other tabs of the user over BroadcastChannel, and is told by the `tokens` event.
 
 const PREFIX = "livesettings:v1";
 
-/** localStorage key of the signed-in session shared by the tabs of this origin. */
+/** localStorage key of the signed-in user in cookie mode: `{user_id, username}`, no token. */
+export const USER_KEY = "livesettings:user";
+
+/** The key older versions kept the whole session (tokens included) under; removed on load. */
 export const SESSION_KEY = "livesettings:session";
+const LOGOUT_PENDING_KEY = "livesettings:logout-pending";
+const LEGACY_IDB = "livesettings"; // older versions' IndexedDB copy of the session
+const COOKIE_MODE = Object.freeze({ "X-Refresh-Cookie": "1" });
 
 /** The top-level fields of a settings document. */
 export const FIELDS = Object.freeze(["theme", "language", "preferences", "ai_providers", "api_keys"]);
@@ -54,6 +66,8 @@ const SECRET_CODES = new Set(["offline_secret"]);
 // Per-mutation errors that say nothing about the edit itself: retry it later.
 const TRANSIENT_CODES = new Set(["storage_unavailable", "draining", "decrypt_failed"]);
 const AUTH_CODES = new Set(["unauthorized", "token_expired", "invalid_token", "token_revoked"]);
+// Errors after which this client's session cannot continue: sign in again.
+const SESSION_END_CODES = new Set(["session_expired", "signed_out"]);
 const SEEN_LIMIT = 2000;
 const SSE_KEEPALIVE = 15000;
 
@@ -366,7 +380,10 @@ async function readError(response) {
   });
 }
 
-async function request(url, { method = "GET", token = null, body, headers = {}, timeout = 15000 }) {
+async function request(
+  url,
+  { method = "GET", token = null, body, headers = {}, timeout = 15000, credentials = "omit" },
+) {
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(), timeout);
   const all = { Accept: "application/json", ...headers };
@@ -380,7 +397,7 @@ async function request(url, { method = "GET", token = null, body, headers = {}, 
       body: body === undefined ? undefined : JSON.stringify(body),
       signal: controller.signal,
       cache: "no-store",
-      credentials: "omit",
+      credentials, // "same-origin" only for the refresh cookie (Path=/v1/auth)
     });
   } catch (err) {
     throw new LiveSettingsError("offline", "the server cannot be reached", {
@@ -394,87 +411,103 @@ async function request(url, { method = "GET", token = null, body, headers = {}, 
   return response.json();
 }
 
-function storedSession(store) {
-  const session = store.get(SESSION_KEY);
-  return isObject(session) && typeof session.access_token === "string" ? session : null;
-}
-
-// The session is also kept in IndexedDB. localStorage is only eventually consistent between
-// tabs (each renderer process has its own copy), so a tab taking the refresh lock right after
-// another tab rotated the refresh token could still read the spent one and, by reusing it,
-// make the server revoke the whole family. IndexedDB transactions are consistent across tabs.
-const IDB_NAME = "livesettings";
-const IDB_STORE = "kv";
-let idbOpening = null;
-
-function idb() {
-  if (!globalThis.indexedDB) return Promise.resolve(null);
-  if (!idbOpening) {
-    idbOpening = new Promise((resolve) => {
-      try {
-        const request = indexedDB.open(IDB_NAME, 1);
-        request.onupgradeneeded = () => request.result.createObjectStore(IDB_STORE);
-        request.onsuccess = () => resolve(request.result);
-        request.onerror = () => resolve(null);
-        request.onblocked = () => resolve(null);
-      } catch {
-        resolve(null);
-      }
-    });
-  }
-  return idbOpening;
-}
-
-async function idbRun(mode, action) {
-  const db = await idb();
-  if (!db) return null;
-  return new Promise((resolve) => {
-    try {
-      const tx = db.transaction(IDB_STORE, mode);
-      const request = action(tx.objectStore(IDB_STORE));
-      tx.oncomplete = () => resolve(request.result ?? null);
-      tx.onerror = () => resolve(null);
-      tx.onabort = () => resolve(null);
-    } catch {
-      resolve(null);
-    }
-  });
-}
-
-const idbGet = (key) => idbRun("readonly", (store) => store.get(key));
-const idbSet = (key, value) => idbRun("readwrite", (store) => store.put(value, key));
-const idbDelete = (key) => idbRun("readwrite", (store) => store.delete(key));
-
-function issuedAt(session) {
-  const claims = decodeJwt(session.access_token);
+function issuedAt(token) {
+  const claims = decodeJwt(token);
   return Number(claims?.iat ?? claims?.exp ?? 0);
 }
 
-// The most recently issued of the sessions given for `userId`: it holds the unspent token.
-function newestSession(userId, ...sessions) {
-  return sessions
-    .filter((s) => isObject(s) && typeof s.access_token === "string" && s.user_id === userId)
-    .sort((a, b) => issuedAt(b) - issuedAt(a))[0] ?? null;
+// Older versions kept the session, tokens included, in localStorage and IndexedDB.
+let legacyCleared = false;
+
+function forgetLegacyTokens() {
+  legacyCleared = true;
+  for (const name of ["localStorage", "sessionStorage"]) {
+    try {
+      globalThis[name]?.removeItem(SESSION_KEY);
+    } catch {
+      // storage disabled: nothing was stored there either
+    }
+  }
+  try {
+    globalThis.indexedDB?.deleteDatabase(LEGACY_IDB);
+  } catch {
+    // no IndexedDB: nothing to remove
+  }
 }
 
-async function saveSession(store, session, useIdb) {
-  store.set(SESSION_KEY, session);
-  if (useIdb) await idbSet(SESSION_KEY, session);
+// Everything that reads or rotates the refresh cookie holds this lock, so that two tabs never
+// send the same cookie (a refresh token presented twice revokes its whole family), and a tab
+// always sends the cookie the previous holder's answer set.
+function cookieLock(base) {
+  return `livesettings:refresh-cookie:${base}`;
 }
 
-async function removeSession(store, useIdb) {
-  store.remove(SESSION_KEY);
-  if (useIdb) await idbDelete(SESSION_KEY);
+async function withLock(name, fn) {
+  const locks = globalThis.navigator?.locks;
+  return locks ? locks.request(name, fn) : fn();
 }
 
-function sessionFromTokens(body, username) {
-  return {
+async function refreshRequest(base, body, { cookie, timeout }) {
+  try {
+    return await request(base + "/v1/auth/refresh", {
+      method: "POST",
+      body,
+      headers: cookie ? COOKIE_MODE : {},
+      credentials: cookie ? "same-origin" : "omit",
+      timeout,
+    });
+  } catch (err) {
+    if (err.status === 401 || err.status === 403) {
+      throw new LiveSettingsError("session_expired", "your session has ended: sign in again", {
+        status: err.status,
+      });
+    }
+    throw err;
+  }
+}
+
+function baseUrl(url) {
+  return String(url ?? globalThis.location?.origin ?? "").replace(/\/+$/, "");
+}
+
+function storedUser(store) {
+  const user = store.get(USER_KEY);
+  return isObject(user) && typeof user.user_id === "string" && user.user_id ? user : null;
+}
+
+// A sign-out made while the server could not be reached: the cookie still holds a live refresh
+// token, so the logout is finished (with it) as soon as the server answers.
+async function finishLogout(base, store, timeout = 5000) {
+  if (!store.get(LOGOUT_PENDING_KEY)) return true;
+  try {
+    await withLock(cookieLock(base), async () => {
+      const body = await refreshRequest(base, {}, { cookie: true, timeout });
+      await request(base + "/v1/auth/logout", {
+        method: "POST",
+        token: body.access_token,
+        headers: COOKIE_MODE,
+        credentials: "same-origin",
+        timeout,
+      });
+    });
+  } catch (err) {
+    if (err.code === "offline" || err.status >= 500) return false;
+    // session_expired: the cookie holds nothing live any more, which is what was wanted
+  }
+  store.remove(LOGOUT_PENDING_KEY);
+  return true;
+}
+
+function sessionFromTokens(body, username, cookie = false) {
+  const session = {
     access_token: body.access_token,
-    refresh_token: body.refresh_token ?? null,
     expires_at: body.expires_at ?? decodeJwt(body.access_token)?.exp ?? null,
     user_id: body.user_id ?? decodeJwt(body.access_token)?.sub ?? null,
     username: username ?? null,
   };
+  if (cookie) session.cookie = true;
+  else session.refresh_token = body.refresh_token ?? null;
+  return session;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -489,7 +522,9 @@ function sessionFromTokens(body, username) {
  * - `conflict` {path, mine, winner, lost, kept, revision, mutationId}: an edit of this
  *   browser lost (`lost: true`: the value `winner` was kept) or overwrote a concurrent one;
  * - `error` {code, message, path, mutationId, status}: a refused edit (it is dropped, the
- *   message names the field), `offline_secret`, `session_expired`, `signed_out`, ….
+ *   message names the field), `offline_secret`, `session_expired`, `signed_out`, …;
+ * - `tokens` {accessToken, refreshToken, expiresAt, userId}: a `refreshToken` given by the app
+ *   was rotated (the old one is spent). Nothing is stored: keep it yourself if you must.
  */
 export class LiveSettings extends EventTarget {
   /**
@@ -498,7 +533,11 @@ export class LiveSettings extends EventTarget {
    * @param {string|function(): Promise<string>} options.token an access token, or a function
    *   returning a fresh one (an external identity provider's)
    * @param {string} [options.refreshToken] a built-in user's refresh token: the client then
-   *   refreshes the pair before expiry, one tab at a time, and shares it (`SESSION_KEY`)
+   *   refreshes the pair before expiry, one tab at a time, keeps it in memory and passes it to
+   *   the user's other tabs (BroadcastChannel) and to the `tokens` event
+   * @param {boolean} [options.refreshCookie] cookie mode, for pages of the server's own origin:
+   *   the refresh token is the HttpOnly cookie set by `signIn({cookie: true})`; `token` may be
+   *   left out (the first one is fetched with the cookie), `userId` is then needed
    * @param {string} [options.userId] needed when the token is not a JWT with `sub`
    * @param {number|null|false} [options.autoSaveDelay] debounce in ms; null/false: manual
    */
@@ -508,10 +547,11 @@ export class LiveSettings extends EventTarget {
     this._opts = opts;
     this.url = String(opts.url ?? globalThis.location?.origin ?? "").replace(/\/+$/, "");
     this._store = new Store(opts.storage === undefined ? defaultStorage() : opts.storage);
-    this._useIdb = opts.storage === undefined;
+    if (!legacyCleared && opts.storage === undefined) forgetLegacyTokens();
     this._tokenSource = typeof opts.token === "function" ? opts.token : null;
     this._token = typeof opts.token === "string" ? opts.token : null;
     this._refreshToken = opts.refreshToken ?? null;
+    this._refreshCookie = Boolean(opts.refreshCookie) && !this._tokenSource;
     const claims = this._token ? decodeJwt(this._token) : null;
     this.userId = opts.userId ?? claims?.sub ?? null;
     if (!this.userId) {
@@ -688,21 +728,33 @@ export class LiveSettings extends EventTarget {
     return { revision: body.revision, conflicts: body.conflicts };
   }
 
-  /** End the session on the server, forget it here and close. */
+  /**
+   * End the session on the server (every session of the user), forget it here and close. In
+   * cookie mode the server clears the cookie; when it cannot be reached the logout is finished
+   * by the next page load or sign-in that reaches it.
+   */
   async signOut() {
+    let reached = false;
     try {
-      if (this._token) {
+      const token = this._refreshCookie ? await this._validToken() : this._token;
+      if (token) {
         await request(this.url + "/v1/auth/logout", {
           method: "POST",
-          token: this._token,
+          token,
+          headers: this._refreshCookie ? COOKIE_MODE : {},
+          credentials: this._refreshCookie ? "same-origin" : "omit",
           timeout: 5000,
         });
       }
-    } catch {
-      // offline or already ended: the local session is forgotten anyway
+      reached = true;
+    } catch (err) {
+      // 401: the session had ended already (and the server cleared the cookie all the same)
+      reached = err.status != null || SESSION_END_CODES.has(err.code);
     }
-    const session = storedSession(this._store);
-    if (session && session.user_id === this.userId) await removeSession(this._store, this._useIdb);
+    if (this._refreshCookie) {
+      if (!reached) this._store.set(LOGOUT_PENDING_KEY, true);
+      if (storedUser(this._store)?.user_id === this.userId) this._store.remove(USER_KEY);
+    }
     this.close();
   }
 
@@ -761,47 +813,98 @@ export class LiveSettings extends EventTarget {
 
   // -- sign-in helpers ---------------------------------------------------------------------
 
-  /** Sign in a built-in user; stores and returns the session. */
-  static async signIn({ url, username, password, storage } = {}) {
-    return LiveSettings._auth("/v1/auth/token", { url, username, password, storage });
+  /**
+   * Sign in a built-in user; returns the session `{access_token, expires_at, user_id,
+   * username}`. `cookie: true` (pages of the server's own origin) leaves the refresh token in
+   * an HttpOnly cookie and remembers the user (not the tokens) for the next page load;
+   * otherwise the session also holds `refresh_token`, which nothing here stores.
+   */
+  static async signIn({ url, username, password, cookie = false, storage } = {}) {
+    return LiveSettings._auth("/v1/auth/token", { url, username, password, cookie, storage });
   }
 
-  /** Create a built-in user and sign it in; stores and returns the session. */
-  static async signUp({ url, username, password, storage } = {}) {
-    return LiveSettings._auth("/v1/auth/signup", { url, username, password, storage });
+  /** Create a built-in user and sign it in; the same options and result as `signIn`. */
+  static async signUp({ url, username, password, cookie = false, storage } = {}) {
+    return LiveSettings._auth("/v1/auth/signup", { url, username, password, cookie, storage });
   }
 
-  static async _auth(path, { url, username, password, storage }) {
-    const base = String(url ?? globalThis.location?.origin ?? "").replace(/\/+$/, "");
-    const body = await request(base + path, { method: "POST", body: { username, password } });
-    const session = sessionFromTokens(body, username);
-    await saveSession(
-      new Store(storage === undefined ? defaultStorage() : storage),
-      session,
-      storage === undefined,
-    );
-    return session;
+  static async _auth(path, { url, username, password, cookie, storage }) {
+    const base = baseUrl(url);
+    const store = new Store(storage === undefined ? defaultStorage() : storage);
+    const call = () =>
+      request(base + path, {
+        method: "POST",
+        body: { username, password },
+        headers: cookie ? COOKIE_MODE : {},
+        credentials: cookie ? "same-origin" : "omit",
+      });
+    if (!cookie) return sessionFromTokens(await call(), username);
+    await finishLogout(base, store);
+    // Under the cookie lock: a refresh of another tab cannot overwrite the new cookie.
+    const body = await withLock(cookieLock(base), call);
+    store.set(USER_KEY, { user_id: body.user_id, username: username ?? null });
+    return sessionFromTokens(body, username, true);
   }
 
-  /** The stored session ({access_token, refresh_token, expires_at, user_id}) or null. */
-  static loadSession(storage) {
-    return storedSession(new Store(storage === undefined ? defaultStorage() : storage));
+  /**
+   * Cookie mode: the session the refresh cookie still holds, as `signIn` returns it, or null
+   * when there is none (never signed in, signed out, expired). Throws `offline` when the
+   * server cannot be reached.
+   */
+  static async resumeSession({ url, storage } = {}) {
+    const base = baseUrl(url);
+    const store = new Store(storage === undefined ? defaultStorage() : storage);
+    if (!(await finishLogout(base, store))) {
+      throw new LiveSettingsError("offline", "the server cannot be reached");
+    }
+    let body;
+    try {
+      body = await withLock(cookieLock(base), () =>
+        refreshRequest(base, {}, { cookie: true, timeout: DEFAULT_OPTIONS.requestTimeout }),
+      );
+    } catch (err) {
+      if (err.code === "session_expired") return null;
+      throw err;
+    }
+    const known = storedUser(store);
+    const username = known?.user_id === body.user_id ? known.username : null;
+    store.set(USER_KEY, { user_id: body.user_id, username });
+    return sessionFromTokens(body, username, true);
   }
 
-  /** Forget the stored session (without telling the server). */
+  /** Cookie mode: the user signed in on this browser, `{user_id, username}` (no token). */
+  static signedInUser(storage) {
+    return storedUser(new Store(storage === undefined ? defaultStorage() : storage));
+  }
+
+  /** Finish a sign-out that could not reach the server; false while it still cannot. */
+  static finishPendingLogout({ url, storage } = {}) {
+    return finishLogout(baseUrl(url), new Store(storage === undefined ? defaultStorage() : storage));
+  }
+
+  /** Remove what older versions stored: their sessions, tokens included. */
+  static forgetStoredTokens() {
+    forgetLegacyTokens();
+  }
+
+  /** Tokens are no longer stored: always null (kept for older callers). */
+  static loadSession() {
+    return null;
+  }
+
+  /** Forget the signed-in user of cookie mode and any stored tokens (tells no server). */
   static clearSession(storage) {
-    return removeSession(
-      new Store(storage === undefined ? defaultStorage() : storage),
-      storage === undefined,
-    );
+    new Store(storage === undefined ? defaultStorage() : storage).remove(USER_KEY);
+    forgetLegacyTokens();
   }
 
-  /** A client for a stored session. */
+  /** A client for a session returned by `signIn`, `signUp` or `resumeSession`. */
   static fromSession(session, options = {}) {
     return new LiveSettings({
       ...options,
-      token: session.access_token,
-      refreshToken: session.refresh_token ?? undefined,
+      token: session.access_token ?? undefined,
+      refreshToken: session.cookie ? undefined : (session.refresh_token ?? undefined),
+      refreshCookie: Boolean(session.cookie),
       userId: session.user_id ?? undefined,
     });
   }
@@ -1127,6 +1230,8 @@ export class LiveSettings extends EventTarget {
       this._flush();
     } else if (message.type === "bye") {
       setTimeout(() => this._adoptOrphans(), 150);
+    } else if (message.type === "tokens") {
+      this._onTokensMessage(message);
     }
   }
 
@@ -1209,7 +1314,7 @@ export class LiveSettings extends EventTarget {
       this._dropConnection("the browser is offline");
     });
     listen(globalThis, "storage", (event) => {
-      if (event.key === SESSION_KEY) this._onSessionStored();
+      if (event.key === USER_KEY && this._refreshCookie) this._onUserStored();
     });
     listen(globalThis, "pagehide", () => {
       // Send what is pending while the socket still exists; the stored queue is the backup.
@@ -1250,7 +1355,7 @@ export class LiveSettings extends EventTarget {
   }
 
   _issuedAt() {
-    return this._token ? issuedAt({ access_token: this._token }) : 0;
+    return this._token ? issuedAt(this._token) : 0;
   }
 
   _expiresWithin(ms) {
@@ -1264,7 +1369,7 @@ export class LiveSettings extends EventTarget {
 
   _scheduleRefresh() {
     clearTimeout(this._timers.refresh);
-    if (this._tokenExp === null || (!this._refreshToken && !this._tokenSource)) return;
+    if (this._tokenExp === null || !this._canRenew()) return;
     // At least a second apart, whatever the token's lifetime: never a refresh loop.
     const delay = Math.max(1000, this._tokenExp - this._refreshLead() - Date.now());
     this._timers.refresh = setTimeout(() => {
@@ -1273,7 +1378,7 @@ export class LiveSettings extends EventTarget {
   }
 
   _onRenewFailure(err) {
-    if (err && err.code === "session_expired") {
+    if (err && SESSION_END_CODES.has(err.code)) {
       this._endSession(err);
       return;
     }
@@ -1284,8 +1389,13 @@ export class LiveSettings extends EventTarget {
     }, 5000);
   }
 
-  // A fresh access token: from the token function, or by rotating the refresh token under a
-  // Web Lock so that two tabs never spend the same refresh token (that would revoke both).
+  _canRenew() {
+    return Boolean(this._tokenSource || this._refreshCookie || this._refreshToken);
+  }
+
+  // A fresh access token: from the token function, or by rotating the refresh token (the
+  // cookie's, or the one the app gave) under a Web Lock, so that two tabs never spend the
+  // same refresh token (that would revoke both).
   _renewToken(force = false) {
     if (!this._renewing) {
       this._renewing = this._renew(force).finally(() => {
@@ -1304,64 +1414,70 @@ export class LiveSettings extends EventTarget {
       this._setTokens(token);
       return;
     }
-    if (!this._refreshToken) {
+    if (!this._refreshCookie && !this._refreshToken) {
       if (this._tokenExp !== null && this._tokenExp <= Date.now()) {
         throw new LiveSettingsError("session_expired", "the session has expired: sign in again");
       }
       return;
     }
-    const run = async () => {
-      const stored = newestSession(
-        this.userId,
-        storedSession(this._store),
-        this._useIdb ? await idbGet(SESSION_KEY) : null,
+    const asked = this._token;
+    const timeout = this._opts.requestTimeout;
+    // Nothing to do once the lock is ours when another tab's pair arrived meanwhile, or
+    // (unless forced) when the token is not about to expire.
+    const needed = () =>
+      !this._token ||
+      (force ? this._token === asked : this._expiresWithin(this._refreshLead() + 1000));
+    if (this._refreshCookie) {
+      // Every tab gets its own access token from the cookie, one tab at a time.
+      const body = await withLock(cookieLock(this.url), () =>
+        needed() ? refreshRequest(this.url, {}, { cookie: true, timeout }) : null,
       );
-      const mine = stored !== null;
-      if (mine && stored.access_token !== this._token && issuedAt(stored) >= this._issuedAt()) {
-        const exp = decodeJwt(stored.access_token)?.exp;
-        if (Number.isFinite(exp) && exp * 1000 - Date.now() > this._refreshLead()) {
-          this._setTokens(stored.access_token, stored.refresh_token ?? this._refreshToken);
-          return; // another tab refreshed already
-        }
+      if (!body || this._closed) return;
+      if (body.user_id !== this.userId) {
+        throw new LiveSettingsError("signed_out", "another user signed in on this browser");
       }
-      if (!force && !this._expiresWithin(this._refreshLead() + 1000)) return;
-      const refreshToken = mine && stored.refresh_token ? stored.refresh_token : this._refreshToken;
-      let body;
-      try {
-        body = await request(this.url + "/v1/auth/refresh", {
-          method: "POST",
-          body: { refresh_token: refreshToken },
-          timeout: this._opts.requestTimeout,
-        });
-      } catch (err) {
-        if (err.status === 401 || err.status === 403) {
-          throw new LiveSettingsError("session_expired", "your session has ended: sign in again", {
-            status: err.status,
-          });
-        }
-        throw err;
-      }
-      const session = sessionFromTokens(body, stored?.username ?? null);
-      // Stored (and committed to IndexedDB) before the lock is released.
-      await saveSession(this._store, session, this._useIdb);
-      this._setTokens(session.access_token, session.refresh_token);
-    };
-    const locks = globalThis.navigator?.locks;
-    if (locks) await locks.request(`livesettings:refresh:${this.userId}`, run);
-    else await run();
-  }
-
-  _onSessionStored() {
-    const stored = storedSession(this._store);
-    if (!stored) {
-      if (this._refreshToken) {
-        this._endSession(new LiveSettingsError("signed_out", "signed out in another tab"));
-      }
+      this._setTokens(body.access_token);
       return;
     }
-    if (stored.user_id !== this.userId || stored.access_token === this._token) return;
-    if (this._sessionEnded || issuedAt(stored) < this._issuedAt()) return;
-    this._setTokens(stored.access_token, stored.refresh_token ?? this._refreshToken);
+    await withLock(`livesettings:refresh:${this.url}:${this.userId}`, async () => {
+      if (!needed()) return;
+      const body = await refreshRequest(
+        this.url,
+        { refresh_token: this._refreshToken },
+        { cookie: false, timeout },
+      );
+      this._setTokens(body.access_token, body.refresh_token);
+      // Before the lock is released: the next tab to hold it has most likely heard of it.
+      this._broadcast({
+        type: "tokens",
+        access_token: body.access_token,
+        refresh_token: body.refresh_token,
+      });
+      this._emit("tokens", {
+        accessToken: body.access_token,
+        refreshToken: body.refresh_token,
+        expiresAt: body.expires_at ?? null,
+        userId: this.userId,
+      });
+    });
+  }
+
+  // Another tab rotated the refresh token the app gave: take the newer pair.
+  _onTokensMessage(message) {
+    if (this._refreshCookie || this._tokenSource || !this._refreshToken || this._sessionEnded) {
+      return;
+    }
+    const { access_token: access, refresh_token: refresh } = message;
+    if (typeof access !== "string" || typeof refresh !== "string") return;
+    if (decodeJwt(access)?.sub !== this.userId || issuedAt(access) < this._issuedAt()) return;
+    this._setTokens(access, refresh);
+  }
+
+  // Cookie mode: another tab signed out, or signed in as someone else.
+  _onUserStored() {
+    const user = storedUser(this._store);
+    if (user && user.user_id === this.userId) return;
+    this._endSession(new LiveSettingsError("signed_out", "signed out in another tab"));
   }
 
   _endSession(error) {
@@ -1371,9 +1487,9 @@ export class LiveSettings extends EventTarget {
     this._dropConnection(null, false);
     clearTimeout(this._timers.reconnect);
     clearTimeout(this._timers.refresh);
-    const stored = storedSession(this._store);
-    if (stored && stored.user_id === this.userId && error.code === "session_expired") {
-      removeSession(this._store, this._useIdb);
+    if (this._refreshCookie && error.code === "session_expired") {
+      // The cookie is spent or gone: the next page load asks for a sign-in at once.
+      if (storedUser(this._store)?.user_id === this.userId) this._store.remove(USER_KEY);
     }
     this._reportError(error);
   }
@@ -1381,11 +1497,8 @@ export class LiveSettings extends EventTarget {
   async _validToken() {
     // About to expire (within the refresh lead, at most 10 s): renew before using it.
     const soon = Math.min(10000, this._refreshLead());
-    if (this._tokenSource && (!this._token || this._expiresWithin(soon))) {
-      await this._renewToken();
-    } else if (this._expiresWithin(soon)) {
-      await this._renewToken();
-    }
+    const fetchFirst = !this._token && (this._tokenSource || this._refreshCookie);
+    if (fetchFirst || this._expiresWithin(soon)) await this._renewToken();
     if (!this._token) throw new LiveSettingsError("session_expired", "no access token");
     return this._token;
   }
@@ -1402,7 +1515,7 @@ export class LiveSettings extends EventTarget {
     try {
       return await call();
     } catch (err) {
-      if (err.status !== 401 || !(this._refreshToken || this._tokenSource)) throw err;
+      if (err.status !== 401 || !this._canRenew()) throw err;
       await this._renewToken(true);
       return call();
     }
@@ -1432,7 +1545,7 @@ export class LiveSettings extends EventTarget {
       token = await this._validToken();
     } catch (err) {
       this._connecting = false;
-      if (err.code === "session_expired") this._endSession(err);
+      if (SESSION_END_CODES.has(err.code)) this._endSession(err);
       else {
         this._setConnection(Connection.OFFLINE);
         this._scheduleReconnect();
@@ -1634,14 +1747,14 @@ export class LiveSettings extends EventTarget {
     }
     if (code === 4001) {
       this._authFailures += 1;
-      if (this._authFailures > 2 || !(this._refreshToken || this._tokenSource)) {
+      if (this._authFailures > 2 || !this._canRenew()) {
         this._endSession(new LiveSettingsError("session_expired", "your session has ended: sign in again"));
         return;
       }
       this._renewToken(true)
         .then(() => this._connect())
         .catch((err) => {
-          if (err.code === "session_expired") this._endSession(err);
+          if (SESSION_END_CODES.has(err.code)) this._endSession(err);
           else this._scheduleReconnect();
         });
       return;
