@@ -19,7 +19,14 @@ from urllib.parse import urlsplit
 from .document import Limits
 from .errors import ConfigError
 
-__all__ = ["ENV_PREFIX", "Config", "is_loopback_host", "origin_of", "proxy_networks"]
+__all__ = [
+    "ENV_PREFIX",
+    "Config",
+    "is_loopback_host",
+    "ops_address",
+    "origin_of",
+    "proxy_networks",
+]
 
 ENV_PREFIX = "LIVESETTINGS_"
 
@@ -84,6 +91,7 @@ class Config:
     allowed_origins: tuple[str, ...] = ()
     allowed_hosts: tuple[str, ...] = ()  # names besides localhost and HOST a request may use
     ops_token: str | None = None  # bearer token for /metrics and the API docs; unset: open
+    ops_address: str | None = None  # host:port serving them instead of the main address
     max_connections: int = 4096  # connections (sockets included) before HTTP answers 503
     keep_alive_timeout: int = 5  # seconds an idle keep-alive connection stays open
     header_timeout: float = 10.0  # seconds from a request's first byte to its last header
@@ -360,6 +368,20 @@ def _check_perimeter(config: Config) -> None:
             )
     if config.ops_token is not None and len(config.ops_token) < 16:
         raise ConfigError("LIVESETTINGS_OPS_TOKEN must be at least 16 characters")
+    if config.ops_address is not None:
+        ops_address(config.ops_address)
+
+
+def ops_address(value: str) -> tuple[str, int]:
+    """``LIVESETTINGS_OPS_ADDRESS`` (``host:port``, ``[v6]:port``) as (host, port)."""
+    try:
+        parts = urlsplit("//" + value.strip())
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host = port = None
+    if not host or port is None or parts.path:
+        raise ConfigError(f"LIVESETTINGS_OPS_ADDRESS: {value!r} is not host:port")
+    return host, port
 
 
 def _field_names() -> list[str]:

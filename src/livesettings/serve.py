@@ -13,9 +13,10 @@ import sys
 
 import uvicorn
 
-from .config import Config
+from .config import Config, ops_address
 from .server.app import create_app
 from .server.http_protocol import timed_protocol
+from .server.perimeter import OpsListener
 from .server.services import Services
 
 __all__ = ["run_server"]
@@ -24,16 +25,22 @@ log = logging.getLogger("livesettings.server")
 
 
 class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, services: Services, settings: Config) -> None:
+    def __init__(
+        self, config: uvicorn.Config, services: Services, settings: Config, ops: OpsListener
+    ) -> None:
         super().__init__(config)
         self._services = services
         self._public_url = settings.public_url
         self._allowed_hosts = settings.allowed_hosts
+        self._ops_address = settings.ops_address
+        self._ops = ops
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.should_exit or not self.servers:
             return
+        if self._ops_address:
+            await self._listen_for_ops(self._ops_address)
         host, port = self.servers[0].sockets[0].getsockname()[:2]
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         if ":" in shown:
@@ -55,6 +62,35 @@ class _Server(uvicorn.Server):
             )
         else:
             print(f"livesettings is running: open {local}", flush=True)
+
+    async def _listen_for_ops(self, address: str) -> None:
+        """The second listener of ``OPS_ADDRESS``: the same app and protocol (the app tells
+        the two apart by the port a connection arrived on)."""
+        config = self.config
+
+        def create_protocol(_loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config,
+                server_state=self.server_state,
+                app_state=self.lifespan.state,
+                _loop=_loop,
+            )
+
+        host, port = ops_address(address)
+        try:
+            server = await asyncio.get_running_loop().create_server(
+                create_protocol, host=host, port=port, backlog=config.backlog
+            )
+        except OSError as exc:
+            log.error("cannot listen on LIVESETTINGS_OPS_ADDRESS %s: %s", address, exc)
+            for other in self.servers:
+                other.close()
+            await self.lifespan.shutdown()
+            sys.exit(1)
+        self.servers.append(server)
+        bound, self._ops.port = server.sockets[0].getsockname()[:2]
+        shown = f"[{bound}]" if ":" in bound else bound
+        print(f"livesettings ops pages: http://{shown}:{self._ops.port}/metrics", flush=True)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for server in self.servers:
@@ -137,6 +173,6 @@ def run_server(config: Config) -> int:
         timeout_keep_alive=config.keep_alive_timeout,
     )
     _raise_open_files(config.max_connections)
-    server = _Server(uv_config, services, config)
+    server = _Server(uv_config, services, config, app.state.ops_listener)
     server.run()
     return 0 if server.started or server.should_exit else 1

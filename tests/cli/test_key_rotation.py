@@ -95,22 +95,37 @@ def _rotate(
     )
 
 
+def _pages(database: str, relation: str) -> bytes:
+    """The raw heap pages of ``relation`` (pageinspect, as the superuser)."""
+    on_db = url(SUPERUSER, database)
+    sql("CREATE EXTENSION IF NOT EXISTS pageinspect", url=on_db)
+    pages = sql(
+        "SELECT pg_catalog.string_agg(public.get_raw_page($1::text, n::int), ''::bytea "
+        "ORDER BY n) AS raw FROM pg_catalog.generate_series(0, pg_catalog.pg_relation_size("
+        "$1::text::regclass) / pg_catalog.current_setting('block_size')::int - 1) AS n",
+        relation,
+        url=on_db,
+    )
+    return bytes(pages[0]["raw"] or b"")
+
+
 def _raw_key_storage(backend: Backend, server: ServerProcess) -> bytes:
-    """Every byte that holds ``data_keys``: SQLite's database file and WAL; PostgreSQL's
-    heap pages of the table, read with pageinspect (dead row versions included)."""
+    """Every byte that may hold a wrapped key: SQLite's database file and WAL; PostgreSQL's
+    heap pages of ``data_keys`` and ``pg_statistic`` (ANALYZE samples column values),
+    dead row versions included."""
     db = backend.databases.get(id(server))
     if db is None:
         files = [server.data_dir / name for name in ("livesettings.db", "livesettings.db-wal")]
         return b"".join(path.read_bytes() for path in files if path.exists())
-    on_db = url(SUPERUSER, db.name)
-    sql("CREATE EXTENSION IF NOT EXISTS pageinspect", url=on_db)
-    pages = sql(
-        "SELECT pg_catalog.string_agg(public.get_raw_page('public.data_keys', n::int), ''::bytea "
-        "ORDER BY n) AS raw FROM pg_catalog.generate_series(0, pg_catalog.pg_relation_size("
-        "'public.data_keys') / pg_catalog.current_setting('block_size')::int - 1) AS n",
-        url=on_db,
-    )
-    return bytes(pages[0]["raw"] or b"")
+    return _pages(db.name, "public.data_keys") + _pages(db.name, "pg_catalog.pg_statistic")
+
+
+def _analyze(backend: Backend, server: ServerProcess) -> bytes:
+    """PostgreSQL: sample ``data_keys`` into ``pg_statistic`` now (autovacuum would, later);
+    the raw bytes of ``pg_statistic`` afterwards."""
+    db = backend.databases[id(server)]
+    sql("ANALYZE public.data_keys", url=url(SUPERUSER, db.name))
+    return _pages(db.name, "pg_catalog.pg_statistic")
 
 
 def _write_secrets(server: ServerProcess, count: int) -> list[User]:
@@ -213,9 +228,13 @@ def test_a_master_key_rotation_vacuums_the_old_wrapped_keys_away(
         users = _write_secrets(server, 2)
         ids = [user.user_id for user in users]
         before = _state(backend, server, old, ids)
+        postgres = id(server) in backend.databases
+        if postgres:
+            # The statistics hold samples of the wrapped keys: they must go too.
+            statistics = _analyze(backend, server)
+            assert any(wrapped.blob.encode() in statistics for wrapped, _ in before.values())
         raw = _raw_key_storage(backend, server)
         assert all(wrapped.blob.encode() in raw for wrapped, _ in before.values())
-        postgres = id(server) in backend.databases
         if postgres:
             # Without the owner's URL the app role cannot vacuum: the old keys stay in dead
             # row versions, and the command says so.

@@ -152,6 +152,8 @@ def test_the_cli_on_postgresql(database: Database, tmp_path: Path) -> None:
         "-    data keys: new: 2\n"
         "ok   old key material: rewrote data_keys (VACUUM FULL): no dead row version keeps "
         "an old key\n"
+        "ok   old key material: rewrote pg_statistic: no statistic sampled before keeps an "
+        "old key\n"
         "ok   old: wraps no data key now; it can be removed from the keyring\n"
         "rotation complete: every data key is under new\n"
     )

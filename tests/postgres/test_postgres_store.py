@@ -280,7 +280,7 @@ async def test_open_refuses_a_superuser_a_bypassrls_role_and_the_owner(scratch: 
             url("postgres", database): "'postgres': it is a superuser",
             url(bypass, database): "it has BYPASSRLS",
             scratch.admin_url(database): "it owns the livesettings tables",
-            url(member, database): f"belongs to '{scratch.owner}'",
+            url(member, database): f"member of the role '{scratch.owner}', which owns the",
         }
         for role_url, message in cases.items():
             store = PostgresStore(role_url)

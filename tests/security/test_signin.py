@@ -22,11 +22,11 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.support.idp import audit_events
 from tests.support.server import ServerProcess, wait_for
-from tests.support.users import User
+from tests.support.users import User, signup
 from tests.support.ws import WsClient
 
 # IPv4 addresses group by /24 on this node: every address() is in a /24 of its own.
@@ -198,6 +198,46 @@ def test_addresses_group_by_ipv6_64_and_by_the_configured_ipv4_prefix(
         assert sign_in(http, user, f"198.19.{n}.{host}", "wrong horse 1").status_code == 401
     assert_limited(sign_in(http, user, f"198.19.{n}.200"))  # the same /24
     assert sign_in(http, user, address()).status_code == 200
+
+
+def test_over_ipv6_loopback_connections_count_per_64(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A node listening on ``::1`` behind a proxy on ``::1``: the socket limit per address
+    counts a /64, whichever of its addresses the proxy forwards."""
+    proc = ServerProcess(
+        tmp_path_factory.mktemp("ipv6") / "data",
+        host="::1",
+        trusted_proxies="::1",
+        connect_rate=0.01,
+        connect_burst=2,
+    )
+    proc.start()
+    try:
+        assert proc.url.startswith("http://[::1]:")
+
+        def handshake(client: str) -> int:
+            try:
+                with WsClient(proc.ws_url, headers={"X-Forwarded-For": client}):
+                    return 101
+            except InvalidStatus as exc:
+                assert int(exc.response.headers["retry-after"]) >= 1
+                return exc.response.status_code
+
+        assert handshake("2001:db8:7:1::1") == 101
+        assert handshake("2001:db8:7:1:abcd::2") == 101
+        assert handshake("2001:db8:7:1::3") == 429  # a third address of the same /64
+        assert handshake("2001:db8:7:2::1") == 101  # the next /64 has its own budget
+        with httpx.Client(base_url=proc.url, timeout=10) as http:
+            user = signup(http)
+            # An event stream holds a connection like a socket: the same budget per /64.
+            r = http.get(
+                "/v1/settings/events",
+                headers={**user.headers, "X-Forwarded-For": "2001:db8:7:1::9"},
+            )
+            assert_limited(r)
+    finally:
+        proc.stop()
 
 
 def test_each_user_keeps_at_most_max_refresh_families(http: httpx.Client) -> None:

@@ -30,7 +30,7 @@ from ..paths import to_pointer
 from .cookies import RefreshCookieReset
 from .http import router
 from .openapi import install_openapi
-from .perimeter import BodyTimeout, HostGuard, OpsGuard
+from .perimeter import BodyTimeout, HostGuard, OpsGuard, OpsListener
 from .realtime import realtime_endpoint
 from .security import SecurityHeaders
 from .services import Services
@@ -87,7 +87,9 @@ def create_app(config: Config | None = None, *, services: Services | None = None
 
     _install_error_handlers(app, services)
     app.add_middleware(RefreshCookieReset, config=config)
-    app.add_middleware(OpsGuard, token=config.ops_token)
+    # serve.py fills in the port once it listens on OPS_ADDRESS.
+    app.state.ops_listener = OpsListener(separate=config.ops_address is not None)
+    app.add_middleware(OpsGuard, token=config.ops_token, listener=app.state.ops_listener)
     # Every body is JSON of a few KiB at most (PATCH and PUT check max_patch_bytes
     # themselves); a bigger one is refused before it fills memory.
     app.add_middleware(_BodyLimit, limit=body_limit)

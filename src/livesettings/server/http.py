@@ -23,7 +23,7 @@ from ..auth import (
     validate_password,
     validate_username,
 )
-from ..crypto import open_secret, unwrap_data_key
+from ..crypto import WrappedKey, open_secret, unwrap_data_key
 from ..document import validate_document, validate_patch
 from ..errors import (
     BadRequest,
@@ -201,12 +201,17 @@ def _mutation_id(value: str | None) -> str:
     return value
 
 
-async def _write(services: Services, pending: PendingMutation) -> CommitOutcome:
-    wait = services.write_limiter.take(pending.user_id, rate_cost(pending.mutation.patch))
+def _refuse_if_limited(wait: float) -> None:
     if wait > 0:
         raise RateLimited(
             "too many writes; slow down", retry_after=wait, details={"retry_after": wait}
         )
+
+
+async def _write(services: Services, pending: PendingMutation) -> CommitOutcome:
+    _refuse_if_limited(
+        services.write_limiter.take(pending.user_id, rate_cost(pending.mutation.patch))
+    )
     outcome = await services.writer.submit(pending)
     if outcome.error is not None:
         raise outcome.error
@@ -239,6 +244,8 @@ async def _patch(
     edited_at: str | None,
     if_match: str | None,
 ) -> JSONResponse:
+    # A user at the limit is refused before its body is read and checked.
+    _refuse_if_limited(services.write_limiter.wait_for(user_id))
     body = await read_json(request, services.config.max_patch_bytes)
     patch = validate_patch(body, services.config.limits, services.schema)
     now_ms = int(time.time() * 1000)
@@ -758,17 +765,10 @@ async def service_secret(
 ) -> Any:
     """The decrypted secret, for an app's backend (service tokens only; audited)."""
     _check_user_id(user_id)
-    for _ in range(3):
-        doc = await services.store.get_document(user_id)
-        envelope = doc.settings.get("api_keys", {}).get(name)
-        if envelope is None:
-            raise NotFound(f"user has no secret named {name!r}")
-        wrapped = await services.store.get_wrapped_key(user_id)
-        if wrapped is None:
-            raise NotFound("user has no data key")
-        # Two reads: `keys rotate --data-keys` may renew the key between them; read again.
-        if not isinstance(envelope, dict) or envelope.get("kid") == wrapped.id:
-            break
+    envelope, wrapped = await _sealed_secret(services, user_id, name)
+    if isinstance(envelope, dict) and envelope.get("kid") != wrapped.id:
+        # `keys rotate --data-keys` renewed the key between the two reads: read both again.
+        envelope, wrapped = await _sealed_secret(services, user_id, name)
     plaintext = open_secret(
         user_id, name, envelope, unwrap_data_key(services.keyring, user_id, wrapped)
     )
@@ -780,6 +780,17 @@ async def service_secret(
         address=client_address(request, services),
     )
     return {"user_id": user_id, "name": name, "value": plaintext}
+
+
+async def _sealed_secret(services: Services, user_id: str, name: str) -> tuple[Any, WrappedKey]:
+    doc = await services.store.get_document(user_id)
+    envelope = doc.settings.get("api_keys", {}).get(name)
+    if envelope is None:
+        raise NotFound(f"user has no secret named {name!r}")
+    wrapped = await services.store.get_wrapped_key(user_id)
+    if wrapped is None:
+        raise NotFound("user has no data key")
+    return envelope, wrapped
 
 
 def _check_user_id(user_id: str) -> None:

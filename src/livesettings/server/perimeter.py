@@ -5,7 +5,8 @@
   handshakes alike (the rules are :func:`~.security.host_allowed` and
   :func:`~.security.origin_allowed`).
 - :class:`BodyTimeout`: a body that does not arrive within ``BODY_TIMEOUT`` gets 408.
-- :class:`OpsGuard`: ``/metrics`` and the API docs need ``OPS_TOKEN`` when it is set.
+- :class:`OpsGuard`: ``/metrics`` and the API docs need ``OPS_TOKEN`` when it is set, and
+  with ``OPS_ADDRESS`` they are served there only (and nothing else is, but health checks).
 
 Slow headers are cut below ASGI, in the server's protocol (``http_protocol.py``).
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -21,12 +23,22 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..config import Config
-from ..errors import BadRequest, Forbidden, LiveSettingsError, Unauthorized
+from ..errors import BadRequest, Forbidden, LiveSettingsError, NotFound, Unauthorized
 from .security import host_allowed, origin_allowed
 
-__all__ = ["OPS_PATHS", "BodyTimeout", "HostGuard", "OpsGuard", "RequestTimeout"]
+__all__ = ["OPS_PATHS", "BodyTimeout", "HostGuard", "OpsGuard", "OpsListener", "RequestTimeout"]
 
 OPS_PATHS = frozenset({"/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+_HEALTH_PATHS = frozenset({"/healthz", "/readyz"})
+
+
+@dataclass
+class OpsListener:
+    """The separate address of the ops pages: ``separate`` when ``OPS_ADDRESS`` is set, and
+    the ``port`` it is bound to once the server listens there."""
+
+    separate: bool = False
+    port: int | None = None
 
 
 class RequestTimeout(HTTPException):
@@ -54,16 +66,20 @@ class HostGuard:
             await self.app(scope, receive, send)
             return
         host = origin = None
+        hosts = 0
         for key, value in scope["headers"]:
             if key == b"host":
                 host = value.decode("latin-1")
+                hosts += 1
             elif key == b"origin":
                 origin = value.decode("latin-1")
         refusal: LiveSettingsError | None = None
-        if not host_allowed(host, self.config):
+        if hosts > 1:  # RFC 9112 §3.2: which one would the routes believe?
+            refusal = BadRequest("the request has more than one Host", code="invalid_host")
+        elif not host_allowed(host, self.config):
             refusal = BadRequest(
                 f"the Host {(host or '')[:100]!r} is not a name of this server; its "
-                "operator can add it to LIVESETTINGS_ALLOWED_HOSTS or set PUBLIC_URL",
+                "operator can add it to LIVESETTINGS_ALLOWED_HOSTS or LIVESETTINGS_PUBLIC_URL",
                 code="invalid_host",
             )
         elif not origin_allowed(origin, host, self.config, port=_server_port(scope)):
@@ -114,14 +130,30 @@ class BodyTimeout:
 
 class OpsGuard:
     """With ``OPS_TOKEN`` set, the operations pages (:data:`OPS_PATHS`) answer 401 unless
-    the request carries ``Authorization: Bearer <OPS_TOKEN>`` (compared in constant time)."""
+    the request carries ``Authorization: Bearer <OPS_TOKEN>`` (compared in constant time).
 
-    def __init__(self, app: ASGIApp, token: str | None) -> None:
+    With a separate ops address, they are 404 on the main one, and that address serves only
+    them and the health checks.
+    """
+
+    def __init__(self, app: ASGIApp, token: str | None, listener: OpsListener) -> None:
         self.app = app
         self.token = token.encode() if token else None
+        self.listener = listener
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.token is None or scope["type"] != "http" or scope["path"] not in OPS_PATHS:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        ops_page = scope["type"] == "http" and path in OPS_PATHS
+        if self.listener.separate:
+            port = self.listener.port
+            on_ops_address = port is not None and _server_port(scope) == port
+            if on_ops_address != ops_page and not (on_ops_address and path in _HEALTH_PATHS):
+                await refuse(NotFound("not found on this address"), scope, receive, send)
+                return
+        if self.token is None or not ops_page:
             await self.app(scope, receive, send)
             return
         given = b""

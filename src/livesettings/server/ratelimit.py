@@ -47,6 +47,16 @@ class RateLimiter:
             self._buckets.popitem(last=False)
         return wait
 
+    def wait_for(self, key: str, amount: float = 1.0) -> float:
+        """Seconds until ``amount`` tokens are there, taking none: a refusal that is cheap
+        to make before the request's body is read."""
+        bucket = self._buckets.get(key)
+        if self.rate <= 0 or bucket is None:
+            return 0.0
+        tokens, stamp = bucket
+        tokens = min(self.burst, tokens + (self._clock() - stamp) * self.rate)
+        return max(0.0, (min(amount, self.burst) - tokens) / self.rate)
+
 
 class WindowCounter:
     """At most ``limit`` events per key within ``window`` seconds (sign-in failures).

@@ -287,23 +287,29 @@ class Session:
             self.subscriptions.pop(target, None)
             self._error(exc)
 
+    def _limited(self, wait: float, mutation_id: str) -> bool:
+        if wait <= 0:
+            return False
+        error = RateLimited(
+            "too many writes; slow down", retry_after=wait, details={"retry_after": wait}
+        )
+        self._error(error, mutation_id)
+        self._strike()
+        return True
+
     def _update(self, frame: UpdateFrame) -> None:
         services = self.services
+        limiter = services.write_limiter
         try:
             target = self._target(frame.user_id)
+            # A user at the limit is refused before its patch is checked.
+            if self._limited(limiter.wait_for(target), frame.mutation_id):
+                return
             patch = validate_patch(frame.patch, services.config.limits, services.schema)
         except LiveSettingsError as exc:
             self._error(exc, frame.mutation_id)
             return
-        wait = services.write_limiter.take(target, rate_cost(patch))
-        if wait > 0:
-            self._error(
-                RateLimited(
-                    "too many writes; slow down", retry_after=wait, details={"retry_after": wait}
-                ),
-                frame.mutation_id,
-            )
-            self._strike()
+        if self._limited(limiter.take(target, rate_cost(patch)), frame.mutation_id):
             return
         now_ms = int(time.time() * 1000)
         mutation = Mutation(

@@ -387,7 +387,8 @@ class PostgresStore:
 
     async def open(self) -> None:
         """Connect the pool as the app role and check it: ``ConfigError`` for a superuser, a
-        BYPASSRLS role, the tables' owner, a missing or foreign schema version, or RLS off."""
+        BYPASSRLS role, the tables' owner, a member (direct or not) of any of those, a missing
+        or foreign schema version, or RLS off."""
         if self._pool is not None:
             return
 
@@ -1157,16 +1158,20 @@ class PostgresStore:
         """After a rotation, as the owner (``admin_url``): rewrite ``data_keys`` (``VACUUM
         FULL``) so no dead row version keeps an old wrapped key, and with ``documents``
         vacuum ``user_preferences`` too (its old envelopes are sealed under keys that are
-        gone). A line starting ``warning:`` when that could not be done."""
+        gone); then re-analyse and rewrite ``pg_statistic``, whose samples of those columns
+        may hold old values. A line starting ``warning:`` for what could not be done."""
         conn = await self._connect(
             self.admin_url, command_timeout=_SETUP_TIMEOUT_S, purpose="scrub"
         )
         try:
-            if not await conn.fetchval(
+            rights = await conn.fetchrow(
                 "SELECT r.rolsuper OR pg_catalog.pg_has_role(current_user, c.relowner, 'USAGE') "
-                "FROM pg_catalog.pg_roles r, pg_catalog.pg_class c "
-                "WHERE r.rolname = current_user AND c.oid = 'public.data_keys'::regclass"
-            ):
+                "AS owner, r.rolsuper OR pg_catalog.pg_has_role(current_user, d.datdba, 'USAGE') "
+                "AS database_owner FROM pg_catalog.pg_roles r, pg_catalog.pg_class c, "
+                "pg_catalog.pg_database d WHERE r.rolname = current_user "
+                "AND c.oid = 'public.data_keys'::regclass AND d.datname = current_database()"
+            )
+            if not rights["owner"]:
                 return [
                     "warning: old wrapped data keys stay in dead row versions of data_keys until "
                     "the table is vacuumed; set LIVESETTINGS_ADMIN_DATABASE_URL (the owner "
@@ -1179,11 +1184,20 @@ class PostgresStore:
             if documents:
                 await conn.execute("VACUUM (ANALYZE) public.user_preferences")
                 lines.append("vacuumed user_preferences: dead row versions removed")
+            if rights["database_owner"]:
+                await conn.execute("VACUUM FULL pg_catalog.pg_statistic")
+                lines.append("rewrote pg_statistic: no statistic sampled before keeps an old key")
+            else:
+                lines.append(
+                    "warning: only the database owner or a superuser can rewrite pg_statistic; "
+                    "statistics sampled before the rotation may keep old wrapped keys until "
+                    "it is vacuumed"
+                )
             return lines
         except asyncpg.LockNotAvailableError:
             return [
-                f"warning: data_keys stayed locked by another transaction for "
-                f"{_SCRUB_LOCK_TIMEOUT}, so it was not rewritten; run this again"
+                f"warning: a table stayed locked by another transaction for "
+                f"{_SCRUB_LOCK_TIMEOUT}, so the old keys were not all rewritten; run this again"
             ]
         except _DRIVER_ERRORS as exc:
             raise _translate(exc, _SETUP_TIMEOUT_S) from exc

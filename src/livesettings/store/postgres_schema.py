@@ -9,9 +9,11 @@ Who sees what (DESIGN §6), with row-level security enabled *and forced* on ever
     owner (setup)     owns every table and function. FORCE makes RLS apply to it too: it sees
                       rows only while ``livesettings.scope`` is ``'all'``, which setup sets,
                       and each SECURITY DEFINER function for its own duration.
-    app role (serve)  owns nothing, NOSUPERUSER NOBYPASSRLS; sees and writes only the rows of
-                      the user named by ``livesettings.user_id``, which the store sets with
-                      ``set_config(…, true)`` in each transaction — nothing when it is unset.
+    app role (serve)  owns nothing, NOSUPERUSER NOBYPASSRLS, and is a member of no role that is
+                      either or owns the tables (:func:`risky_memberships`: SET ROLE would
+                      step out of RLS); sees and writes only the rows of the user named by
+                      ``livesettings.user_id``, which the store sets with ``set_config(…,
+                      true)`` in each transaction — nothing when it is unset.
 
 Cross-user work goes through the ``livesettings_*`` SECURITY DEFINER functions below, each one
 narrow, with ``search_path = pg_catalog, public, pg_temp`` and every name schema-qualified.
