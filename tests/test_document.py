@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from livesettings.config import load_preferences_schema
 from livesettings.document import (
     DEFAULT_LIMITS,
     FIELDS,
@@ -989,8 +990,8 @@ def test_schema_dollar_schema_2019_09() -> None:
 def test_schema_from_file(tmp_path: FilePath) -> None:
     good = tmp_path / "prefs.json"
     good.write_text(json.dumps(SCHEMA), encoding="utf-8")
-    assert PreferencesSchema.from_file(good).schema == SCHEMA
-    assert PreferencesSchema.from_file(str(good)).schema == SCHEMA
+    assert load_preferences_schema(good).schema == SCHEMA
+    assert load_preferences_schema(str(good)).schema == SCHEMA
 
 
 @pytest.mark.parametrize(
@@ -1012,7 +1013,7 @@ def test_schema_from_bad_file(
         path.write_bytes(content)
     elif content is not None:
         path.write_text(content, encoding="utf-8")
-    err = reject(ConfigError, PreferencesSchema.from_file, path)
+    err = reject(ConfigError, load_preferences_schema, path)
     assert message in err.message
 
 

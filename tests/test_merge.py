@@ -28,11 +28,11 @@ from livesettings.merge import (
     effective_base,
     leaf_edits,
     merge,
-    parse_if_match,
     settings_diff,
     state_at,
 )
 from livesettings.paths import Path, from_pointer
+from livesettings.server.headers import parse_if_match
 
 NOW: Final = 1_000_000
 UPDATED: Final = "2026-11-28T17:01:19.123Z"

@@ -26,6 +26,7 @@ from livesettings.protocol import (
     ErrorFrame,
     PingFrame,
     PongFrame,
+    ServerFrame,
     SnapshotFrame,
     SubscribeFrame,
     SyncedFrame,
@@ -774,3 +775,82 @@ def test_exported_names() -> None:
     }
     for name in protocol.__all__:
         assert hasattr(protocol, name), name
+
+
+# --- typed server frames -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("obj", "text"), SERVER)
+def test_server_frames_read_back_typed(obj: Any, text: str) -> None:
+    assert ServerFrame.from_json(text) == obj
+    assert ServerFrame.from_json(text.encode()) == obj
+    assert type(obj).from_dict(json.loads(text)) == obj
+
+
+def test_typed_server_frames_are_lenient_where_a_newer_server_may_differ() -> None:
+    # Unknown fields are ignored; a nullable field may be absent; defaults fill the rest.
+    assert ServerFrame.from_json(
+        '{"type":"change","revision":3,"patch":{},"committed_at":5,"doc":"team:1"}'
+    ) == ChangeFrame(3, {}, None, None, 5)
+    assert ServerFrame.from_json('{"type":"ack","mutation_id":"m","revision":2}') == AckFrame(
+        "m", 2
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "message"),
+    [
+        (
+            '{"type":"ack","revision":1}',
+            "mutation_id",
+            "ack frame: 'mutation_id' is required (a string)",
+        ),
+        (
+            '{"type":"synced","revision":true}',
+            "revision",
+            "synced frame: 'revision' must be an integer >= 0, got true",
+        ),
+        (
+            '{"type":"snapshot","revision":1,"settings":[]}',
+            "settings",
+            "snapshot frame: 'settings' must be a JSON object, got an array",
+        ),
+        (
+            '{"type":"ack","mutation_id":"m","revision":1,"conflicts":[1]}',
+            "conflicts",
+            "ack frame: 'conflicts' must be an array of objects, got an array",
+        ),
+        (
+            '{"type":"auth_ok","user_id":"u","expires_at":-1}',
+            "expires_at",
+            "auth_ok frame: 'expires_at' must be an integer >= 0, got -1",
+        ),
+    ],
+)
+def test_typed_server_frames_refuse_wrong_fields(text: str, field: str, message: str) -> None:
+    with pytest.raises(BadRequest) as info:
+        ServerFrame.from_json(text)
+    assert (info.value.code, info.value.message) == ("invalid_frame", message)
+    assert info.value.details == {"field": field}
+
+
+def test_typed_server_frames_refuse_like_the_light_parse() -> None:
+    for text in ("{", '{"type":"ping"}', "[]"):
+        with pytest.raises(BadRequest):
+            ServerFrame.from_json(text)
+
+
+def test_error_frames_rebuild_the_servers_exception() -> None:
+    frame = ServerFrame.from_json(error_frame(RateLimited("slow down", retry_after=2.5), "m4"))
+    assert isinstance(frame, ErrorFrame)
+    assert frame.mutation_id == "m4"
+    error = frame.to_error()
+    assert isinstance(error, RateLimited)
+    assert (error.message, error.retry_after) == ("slow down", 2.5)
+
+
+def test_every_frame_shares_one_base() -> None:
+    for _, frame in VALID:
+        assert isinstance(frame, ClientFrame)
+    for frame, _ in SERVER:
+        assert isinstance(frame, ServerFrame)

@@ -6,63 +6,14 @@ user; offline edits replay exactly once; concurrent edits merge field by field.
 
 from __future__ import annotations
 
+from . import errors as _errors
 from .client import Ack, AsyncClient, Change, ChangeOrigin, Client, ConnectionState, Status
 from .config import Config
-from .errors import (
-    BadRequest,
-    ConfigError,
-    Conflict,
-    ConnectionClosed,
-    CryptoError,
-    Forbidden,
-    IdempotencyKeyReused,
-    KeyTooLong,
-    LiveSettingsError,
-    NotFound,
-    OfflineSecret,
-    PreconditionFailed,
-    PreconditionRequired,
-    RateLimited,
-    RevisionGone,
-    StorageError,
-    TokenExpired,
-    TooDeep,
-    TooLarge,
-    Unauthorized,
-    ValidationError,
-)
+from .errors import *  # noqa: F403  (the exception tree: every class errors.__all__ names)
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Ack",
-    "AsyncClient",
-    "BadRequest",
-    "Change",
-    "ChangeOrigin",
-    "Client",
-    "Config",
-    "ConfigError",
-    "Conflict",
-    "ConnectionClosed",
-    "ConnectionState",
-    "CryptoError",
-    "Forbidden",
-    "IdempotencyKeyReused",
-    "KeyTooLong",
-    "LiveSettingsError",
-    "NotFound",
-    "OfflineSecret",
-    "PreconditionFailed",
-    "PreconditionRequired",
-    "RateLimited",
-    "RevisionGone",
-    "Status",
-    "StorageError",
-    "TokenExpired",
-    "TooDeep",
-    "TooLarge",
-    "Unauthorized",
-    "ValidationError",
-    "__version__",
-]
+__all__ = ["Config", "__version__"]
+__all__ += ["Ack", "AsyncClient", "Change", "ChangeOrigin", "Client", "ConnectionState", "Status"]
+# The exception tree (not the helper that rebuilds errors from wire payloads).
+__all__ += [name for name in _errors.__all__ if name != "error_from_payload"]

@@ -21,23 +21,21 @@ import hashlib
 import math
 import re
 import secrets
-import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final
 
 import argon2
 import jwt
 from argon2.exceptions import InvalidHashError, VerificationError
-from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from jwt.algorithms import HMACAlgorithm
 
+from .clock import SYSTEM_CLOCK, Clock
 from .crypto import load_or_create_secret_file
 from .errors import ConfigError, TokenExpired, Unauthorized, ValidationError
+from .public_keys import PublicKey, VerifyKey, load_public_key
 
 if TYPE_CHECKING:
     from .jwks import JwksCache
@@ -71,10 +69,8 @@ MAX_SERVICE_TOKEN_TTL: Final = 90 * 24 * 3600  # the cap with --allow-long-ttl; 
 _USERNAME_RE: Final = re.compile(r"[A-Za-z0-9_.@\-]{3,64}")
 _MIN_PASSWORD, _MAX_PASSWORD = 8, 1024
 
-_Alg = Literal["HS256", "RS256", "ES256"]
 _PUBLIC_ALGS: Final = ("RS256", "ES256")
 _NO_KEY: Final = "no configured key matches the token's key id"
-_VerifyKey = bytes | rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 
 
 # --- passwords -------------------------------------------------------------------------------
@@ -212,15 +208,6 @@ def _has_claim(payload: dict[str, Any], wanted: ServiceClaim) -> bool:
     return found == value or (isinstance(found, list) and value in found)
 
 
-@dataclass(frozen=True)
-class PublicKey:
-    """A verification key with the one algorithm its type allows, and its key id if any."""
-
-    alg: _Alg
-    key: _VerifyKey
-    kid: str | None
-
-
 class _UnknownKey(Unauthorized):
     """No loaded key fits the token, but a JWKS refetch might bring one (a rotated key)."""
 
@@ -248,6 +235,7 @@ class TokenVerifier:
         issuer: str | None = None,
         leeway: int = 0,
         service_claim: ServiceClaim | str | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._secret = None if hs256_secret is None else _check_secret(hs256_secret)
         if isinstance(service_claim, str):
@@ -260,6 +248,7 @@ class TokenVerifier:
         self.audience = audience
         self.issuer = issuer
         self.leeway = leeway
+        self._clock = clock
 
     def add_public_keys(self, keys: Sequence[Any]) -> None:
         """Accept tokens signed by these keys too (all are checked before any is added)."""
@@ -303,7 +292,7 @@ class TokenVerifier:
 
         ``exp`` and ``sub`` are required, ``nbf`` is honoured, ``aud`` and ``iss`` are checked
         when configured. An expired token raises :class:`TokenExpired`. ``now`` (Unix seconds)
-        defaults to the current time. Uses the keys loaded now; see :meth:`verify_async`.
+        defaults to the verifier's clock. Uses the keys loaded now; see :meth:`verify_async`.
         """
         if not isinstance(token, str) or not token:
             raise _invalid("token is missing")
@@ -358,7 +347,7 @@ class TokenVerifier:
                 # A new kid that no loaded key verifies: the provider may have rotated.
                 raise _UnknownKey(_NO_KEY, code="invalid_token") from bad_signature
             raise _invalid("token signature is invalid") from bad_signature
-        return self._claims(payload, time.time() if now is None else now, key_alg == "HS256")
+        return self._claims(payload, self._clock.time() if now is None else now, key_alg == "HS256")
 
     async def verify_async(self, token: str, *, now: float | None = None) -> Claims:
         """:meth:`verify`, refetching the JWKS once when a token names a key it lacks.
@@ -375,7 +364,7 @@ class TokenVerifier:
             await key_set.refresh_on_miss()
         return self.verify(token, now=now)
 
-    def _candidates(self, alg: str, kid: str | None) -> list[tuple[_VerifyKey, str]]:
+    def _candidates(self, alg: str, kid: str | None) -> list[tuple[VerifyKey, str]]:
         """The keys to try for a token of ``alg`` (and ``kid``), each with its one algorithm."""
         if alg == "HS256":
             return [] if self._secret is None else [(self._secret, "HS256")]
@@ -428,7 +417,8 @@ class TokenVerifier:
 
 
 class TokenIssuer:
-    """Issues HS256 access tokens for built-in users (15 minutes by default)."""
+    """Issues HS256 access tokens for built-in users (15 minutes by default), dated by
+    ``clock`` unless ``issue`` is given ``now``."""
 
     def __init__(
         self,
@@ -437,6 +427,7 @@ class TokenIssuer:
         ttl_seconds: int = 900,
         issuer: str | None = None,
         audience: str | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         if ttl_seconds <= 0:
             raise ConfigError("the access token lifetime must be positive")
@@ -444,6 +435,7 @@ class TokenIssuer:
         self.ttl_seconds = ttl_seconds
         self.issuer = issuer
         self.audience = audience
+        self._clock = clock
 
     def issue(
         self,
@@ -459,7 +451,7 @@ class TokenIssuer:
         ttl = self.ttl_seconds if ttl_seconds is None else ttl_seconds
         if ttl <= 0:
             raise ValueError("ttl_seconds must be positive")
-        issued = time.time() if now is None else now
+        issued = self._clock.time() if now is None else now
         iat = math.floor(issued)
         exp = iat + ttl
         claims: dict[str, Any] = {
@@ -555,39 +547,3 @@ def _check_secret(secret: bytes) -> bytes:
     except jwt.InvalidKeyError as exc:
         raise ConfigError("the JWT secret looks like a public key, not a shared secret") from exc
     return secret
-
-
-def load_public_key(source: Any) -> PublicKey:
-    """A configured verification key with the one algorithm its type allows."""
-    if isinstance(source, PublicKey):
-        return source
-    kid: str | None = None
-    declared: str | None = None
-    key: Any = source
-    try:
-        if isinstance(source, dict):
-            source = jwt.PyJWK(source)
-        if isinstance(source, jwt.PyJWK):
-            kid, declared, key = source.key_id, source.algorithm_name, source.key
-        elif isinstance(source, str | bytes):
-            pem = source.encode("ascii") if isinstance(source, str) else source
-            if b"-----BEGIN CERTIFICATE-----" in pem:
-                key = x509.load_pem_x509_certificate(pem).public_key()
-            else:
-                key = load_pem_public_key(pem)
-    except (jwt.PyJWTError, ValueError, TypeError) as exc:
-        raise ConfigError("a JWT public key is not a PEM public key, certificate or JWK") from exc
-    if isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
-        key = key.public_key()
-    alg: _Alg
-    if isinstance(key, rsa.RSAPublicKey):
-        if key.key_size < 2048:
-            raise ConfigError("a JWT RSA public key must be at least 2048 bits")
-        alg = "RS256"
-    elif isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
-        alg = "ES256"
-    else:
-        raise ConfigError("JWT public keys must be RSA (RS256) or P-256 (ES256) keys")
-    if declared is not None and declared != alg:
-        raise ConfigError(f"a JWT public key declares alg {declared!r}; only {alg} fits it")
-    return PublicKey(alg, key, kid)

@@ -49,11 +49,18 @@ async def export_users(
     async for user in store.export_users():
         write(dumps(exported_to_json(user)).encode("utf-8") + b"\n")
         result.users += 1
-        if user.wrapped_key is not None:
-            result.master_key_ids[user.wrapped_key.master_key_id] += 1
-        if on_progress is not None:
-            on_progress(1)
+        _done(user, result.master_key_ids, on_progress)
     return result
+
+
+def _done(
+    user: ExportedUser, master_key_ids: Counter[str], on_progress: Callable[[int], None] | None
+) -> None:
+    """Count ``user``'s master key (if it has a data key) and report one more line done."""
+    if user.wrapped_key is not None:
+        master_key_ids[user.wrapped_key.master_key_id] += 1
+    if on_progress is not None:
+        on_progress(1)
 
 
 def parse_line(raw: bytes | str, number: int) -> ExportedUser | None:
@@ -100,16 +107,14 @@ async def import_users(
         try:
             await store.import_user(user)
         except Conflict as exc:
-            if skip_existing and await _exists(store, user.user_id):
-                result.skipped += 1
-            else:
+            if not (skip_existing and await _exists(store, user.user_id)):
                 raise Conflict(f"line {number}: {exc.message}", details=exc.details) from exc
+            result.skipped += 1
+            if on_progress is not None:
+                on_progress(1)
         else:
             result.imported += 1
-            if user.wrapped_key is not None:
-                result.master_key_ids[user.wrapped_key.master_key_id] += 1
-        if on_progress is not None:
-            on_progress(1)
+            _done(user, result.master_key_ids, on_progress)
     return result
 
 

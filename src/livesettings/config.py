@@ -16,13 +16,15 @@ from pathlib import Path
 from typing import Any, get_type_hints
 from urllib.parse import urlsplit
 
-from .document import Limits
+from .document import Limits, PreferencesSchema
 from .errors import ConfigError
+from .urls import redact_url
 
 __all__ = [
     "ENV_PREFIX",
     "Config",
     "is_loopback_host",
+    "load_preferences_schema",
     "ops_address",
     "origin_of",
     "proxy_networks",
@@ -242,14 +244,10 @@ class Config:
 
     @property
     def limits(self) -> Limits:
-        return Limits(
-            max_document_bytes=self.max_document_bytes,
-            max_patch_bytes=self.max_patch_bytes,
-            max_depth=self.max_depth,
-            max_key_length=self.max_key_length,
-            max_tombstone_bytes=self.max_tombstone_bytes,
-            max_patch_leaves=self.max_patch_leaves,
-        )
+        # Every limit this configuration names; the others keep Limits' defaults.
+        named = {f.name for f in dataclasses.fields(self)}
+        limits = [f.name for f in dataclasses.fields(Limits) if f.name in named]
+        return Limits(**{name: getattr(self, name) for name in limits})
 
     def redacted(self) -> dict[str, Any]:
         """The settings as they may be printed or logged: secrets replaced by ``***``."""
@@ -259,7 +257,7 @@ class Config:
             if f.name in _SECRET_FIELDS and value:
                 value = "***"
             elif f.name.endswith("database_url") and value:
-                value = _redact_url(str(value))
+                value = redact_url(str(value))
             out[f.name] = str(value) if isinstance(value, Path) else value
         return out
 
@@ -388,15 +386,6 @@ def _field_names() -> list[str]:
     return [f.name for f in dataclasses.fields(Config) if f.name != "overridden"]
 
 
-def _redact_url(url: str) -> str:
-    if "://" not in url or "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://{user}@{host}"
-
-
 def _convert(name: str, value: Any) -> Any:
     hint = get_type_hints(Config)[name]
     text = str(value).strip() if not isinstance(value, list | tuple) else value
@@ -425,3 +414,13 @@ def _convert(name: str, value: Any) -> Any:
     except ValueError as exc:
         shown = "***" if name in _SECRET_FIELDS else repr(value)
         raise ConfigError(f"{ENV_PREFIX}{name.upper()}: invalid value {shown}: {exc}") from exc
+
+
+def load_preferences_schema(path: str | os.PathLike[str]) -> PreferencesSchema:
+    """The operator's preferences schema read from a JSON file; a missing, unreadable or
+    invalid file is a :class:`ConfigError`."""
+    try:
+        text = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the preferences schema {path}: {exc}") from exc
+    return PreferencesSchema.from_json(text, f"the preferences schema {path}")

@@ -72,25 +72,24 @@ _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, repr=False)
-class MasterKey:
-    """A 32-byte key-encryption key and its id (recorded in every key it wraps)."""
+class _IdentifiedKey:
+    """A key and its id; the key's bytes never appear in a repr (logs, tracebacks)."""
 
     id: str
     key: bytes
 
     def __repr__(self) -> str:
-        return f"MasterKey(id={self.id!r}, key=<hidden>)"
+        return f"{type(self).__name__}(id={self.id!r}, key=<hidden>)"
 
 
 @dataclass(frozen=True, repr=False)
-class DataKey:
+class MasterKey(_IdentifiedKey):
+    """A 32-byte key-encryption key and its id (recorded in every key it wraps)."""
+
+
+@dataclass(frozen=True, repr=False)
+class DataKey(_IdentifiedKey):
     """A user's 32-byte data key; ``id`` (16 hex chars) is bound into every secret it seals."""
-
-    id: str
-    key: bytes
-
-    def __repr__(self) -> str:
-        return f"DataKey(id={self.id!r}, key=<hidden>)"
 
 
 @dataclass(frozen=True)

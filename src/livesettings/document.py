@@ -1,6 +1,8 @@
 """The settings document of DESIGN §2: its shape, limits, merge patches and secret masking.
 
-Everything here is pure (the only I/O is :meth:`PreferencesSchema.from_file`). A document is
+Everything here is pure: no file is read (a schema file is read by
+:func:`livesettings.config.load_preferences_schema`) and the time a secret is masked at comes
+from the :class:`~livesettings.clock.Clock` passed in. A document is
 a JSON object with exactly the five :data:`FIELDS`. Below the top level a stored document holds
 no ``null`` member and no empty object, because an RFC 7386 merge patch cannot express either
 (``null`` deletes, and an empty object in a patch creates nothing); :func:`validate_document`
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import unicodedata
 from collections.abc import Mapping
@@ -23,6 +24,7 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+from .clock import SYSTEM_CLOCK, Clock
 from .errors import ConfigError, KeyTooLong, TooDeep, TooLarge, ValidationError
 from .paths import Path, to_pointer
 
@@ -33,6 +35,7 @@ __all__ = [
     "Limits",
     "PreferencesSchema",
     "apply_patch",
+    "copy_json",
     "default_document",
     "default_for",
     "diff",
@@ -467,12 +470,12 @@ def validate_document(
 # --- merge patches ------------------------------------------------------------------------
 
 
-def _copy(value: Any) -> Any:
+def copy_json(value: Any) -> Any:
     """A deep copy of a JSON value (much faster than ``copy.deepcopy``)."""
     if isinstance(value, dict):
-        return {k: _copy(v) for k, v in value.items()}
+        return {k: copy_json(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_copy(v) for v in value]
+        return [copy_json(v) for v in value]
     return value
 
 
@@ -490,21 +493,24 @@ def _merge_into(target: dict[str, Any], patch: Mapping[str, Any], path: Path) ->
     for key, value in patch.items():
         child = (*path, key)
         if value is None:
-            target.pop(key, None)
+            if not path and key in _DEFAULTS:
+                target[key] = default_for(key)  # a top-level field resets to its default
+            else:
+                target.pop(key, None)
         elif isinstance(value, dict) and not is_secret_path(child):
             current = target.get(key)
             if isinstance(current, dict):
                 was_empty = not current
                 _merge_into(current, value, child)
-                if not current and not was_empty:
-                    del target[key]  # left empty by a delete
+                if path and not current and not was_empty:
+                    del target[key]  # left empty by a delete; a top-level field never is
             elif _has_set(value):
                 # A write below a non-object replaces it; deletes and {} alone create nothing.
                 created: dict[str, Any] = {}
                 _merge_into(created, value, child)
                 target[key] = created
         else:
-            target[key] = _copy(value)
+            target[key] = copy_json(value)
 
 
 def apply_patch(doc: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
@@ -514,24 +520,8 @@ def apply_patch(doc: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
     objects left empty by a delete below the top level are removed; a patch that only deletes or
     holds empty objects creates nothing; each ``api_keys/<name>`` is replaced whole.
     """
-    result: dict[str, Any] = _copy(doc)
-    for key, value in patch.items():
-        path: Path = (key,)
-        if value is None:
-            if key in _DEFAULTS:
-                result[key] = default_for(key)
-            else:
-                result.pop(key, None)
-        elif isinstance(value, dict):
-            current = result.get(key)
-            if isinstance(current, dict):
-                _merge_into(current, value, path)  # a top-level field is never removed
-            elif _has_set(value):
-                created: dict[str, Any] = {}
-                _merge_into(created, value, path)
-                result[key] = created
-        else:
-            result[key] = _copy(value)
+    result: dict[str, Any] = copy_json(doc)
+    _merge_into(result, patch, ())
     return result
 
 
@@ -553,7 +543,7 @@ def _diff(old: Mapping[str, Any], new: Mapping[str, Any], path: Path) -> dict[st
     for key, value in new.items():
         child = (*path, key)
         if key not in old:
-            patch[key] = _copy(value)
+            patch[key] = copy_json(value)
             continue
         previous = old[key]
         if isinstance(previous, dict) and isinstance(value, dict) and not is_secret_path(child):
@@ -561,7 +551,7 @@ def _diff(old: Mapping[str, Any], new: Mapping[str, Any], path: Path) -> dict[st
             if sub:
                 patch[key] = sub
         elif not _same(previous, value):
-            patch[key] = _copy(value)
+            patch[key] = copy_json(value)
     return patch
 
 
@@ -630,10 +620,13 @@ def rfc3339(ms_or_dt: int | float | datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{moment.microsecond // 1000:03d}Z"
 
 
-def mask_secret(value: Any, now: datetime | None = None) -> dict[str, Any] | None:
+def mask_secret(
+    value: Any, now: datetime | int | None = None, *, clock: Clock = SYSTEM_CLOCK
+) -> dict[str, Any] | None:
     """What a client may see of a secret: ``{"set": true, "last4"?, "updated_at"}``.
 
-    ``None`` stays ``None``. A plaintext string is dated ``now`` (default: the current time).
+    ``None`` stays ``None``. A plaintext string is dated ``now`` (a datetime or epoch
+    milliseconds; default: the ``clock``'s current time).
     An already masked value is returned as a copy. Anything else is a ``TypeError`` whose
     message never shows the value.
     """
@@ -641,7 +634,7 @@ def mask_secret(value: Any, now: datetime | None = None) -> dict[str, Any] | Non
         return None
     if isinstance(value, str):
         last4 = last4_of(value)
-        updated_at = rfc3339(now if now is not None else datetime.now(UTC))
+        updated_at = rfc3339(now if now is not None else clock.time_ms())
     elif is_sealed(value):
         last4 = value["last4"]
         updated_at = value["updated_at"]
@@ -656,7 +649,7 @@ def mask_secret(value: Any, now: datetime | None = None) -> dict[str, Any] | Non
     return masked
 
 
-def _mask_keys(keys: Any, now: datetime) -> Any:
+def _mask_keys(keys: Any, now: int) -> Any:
     if keys is None:
         return None
     if not isinstance(keys, dict):
@@ -664,18 +657,18 @@ def _mask_keys(keys: Any, now: datetime) -> Any:
     return {name: mask_secret(secret, now) for name, secret in keys.items()}
 
 
-def mask_document(doc: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``doc`` with every ``api_keys`` value masked."""
-    now = datetime.now(UTC)
+def mask_document(doc: dict[str, Any], *, clock: Clock = SYSTEM_CLOCK) -> dict[str, Any]:
+    """A copy of ``doc`` with every ``api_keys`` value masked (plaintext dated by ``clock``)."""
+    now = clock.time_ms()
     return {
-        key: _mask_keys(value, now) if key == "api_keys" else _copy(value)
+        key: _mask_keys(value, now) if key == "api_keys" else copy_json(value)
         for key, value in doc.items()
     }
 
 
-def mask_patch(patch: dict[str, Any]) -> dict[str, Any]:
+def mask_patch(patch: dict[str, Any], *, clock: Clock = SYSTEM_CLOCK) -> dict[str, Any]:
     """A copy of a merge patch with ``api_keys`` values masked (a ``null`` stays ``null``)."""
-    return mask_document(patch)
+    return mask_document(patch, clock=clock)
 
 
 # --- preferences schema -------------------------------------------------------------------
@@ -711,18 +704,18 @@ class PreferencesSchema:
         self._validator = cls(schema, format_checker=cls.FORMAT_CHECKER)
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike[str]) -> PreferencesSchema:
-        """Load a schema from a JSON file; a missing, unreadable or invalid file is a
-        :class:`ConfigError`."""
+    def from_json(
+        cls, text: str | bytes, source: str = "the preferences schema"
+    ) -> PreferencesSchema:
+        """A schema from the JSON text of ``source`` (named in errors); text that is not a JSON
+        object, or not a valid schema, is a :class:`ConfigError`."""
         try:
-            with open(path, encoding="utf-8") as f:
-                schema = json.load(f)
-        except OSError as exc:
-            raise ConfigError(f"cannot read the preferences schema {path}: {exc}") from exc
+            # Decode explicitly: json.loads(bytes) would also guess UTF-16 and UTF-32.
+            schema = json.loads(text.decode("utf-8") if isinstance(text, bytes) else text)
         except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
-            raise ConfigError(f"the preferences schema {path} is not valid JSON: {exc}") from exc
+            raise ConfigError(f"{source} is not valid JSON: {exc}") from exc
         if not isinstance(schema, dict):
-            raise ConfigError(f"the preferences schema {path} must hold a JSON object")
+            raise ConfigError(f"{source} must hold a JSON object")
         return cls(schema)
 
     def validate(self, preferences: Any) -> None:
@@ -746,7 +739,7 @@ class PreferencesSchema:
         """
         if not isinstance(preferences, dict):
             return preferences
-        return _fill(self.schema, _copy(preferences))
+        return _fill(self.schema, copy_json(preferences))
 
 
 def _fill(schema: Any, value: dict[str, Any]) -> dict[str, Any]:
@@ -758,7 +751,7 @@ def _fill(schema: Any, value: dict[str, Any]) -> dict[str, Any]:
             continue
         if name not in value:
             if "default" in sub:
-                value[name] = _copy(sub["default"])
+                value[name] = copy_json(sub["default"])
             else:
                 created = _fill(sub, {})
                 if created:

@@ -237,12 +237,16 @@ _BY_CODE: dict[str, type[LiveSettingsError]] = {
         PreconditionRequired,
         RateLimited,
         OfflineSecret,
+        ConfigError,
         StorageError,
+        CryptoError,
+        ConnectionClosed,
     )
 }
 
 
-# Codes that share a class with another code (the class keeps the more general one).
+# Codes that share a class with another code (the class keeps the more general one). Every
+# code and its class are listed in spec/error_codes.json; tests/test_error_codes.py checks both.
 _BY_CODE.update(
     {
         "malformed_json": BadRequest,
@@ -261,7 +265,7 @@ _BY_CODE.update(
         "signup_disabled": Forbidden,
         "builtin_users_disabled": Forbidden,
         "jwks_unavailable": Unauthorized,
-        "decrypt_failed": CryptoError,
+        "unknown_master_key": CryptoError,
     }
 )
 

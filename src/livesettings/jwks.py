@@ -30,8 +30,8 @@ from typing import Any, Final
 
 import httpx
 
-from .auth import PublicKey, load_public_key
 from .errors import ConfigError, Unauthorized
+from .public_keys import PublicKey, load_public_key
 
 __all__ = ["JwksCache", "parse_jwks"]
 

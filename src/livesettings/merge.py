@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from .document import FIELDS, default_for, is_secret_path, mask_patch, mask_secret
-from .errors import BadRequest
 from .paths import MISSING, Path, get_at, to_pointer
 from .records import Record, RecordIndex, Records
 
@@ -28,7 +27,6 @@ __all__ = [
     "effective_base",
     "leaf_edits",
     "merge",
-    "parse_if_match",
     "settings_diff",
     "state_at",
 ]
@@ -118,21 +116,6 @@ def effective_base(base_revision: int | None, current: int) -> int:
     if base_revision is None or base_revision > current:
         return current
     return max(0, base_revision)
-
-
-def parse_if_match(header: str) -> int:
-    """``"7"``, ``W/"7"`` or ``7`` → 7; anything else is a 400."""
-    value = header.strip()
-    if value.startswith("W/"):
-        value = value[2:]
-    if len(value) >= 2 and value[0] == value[-1] == '"':
-        value = value[1:-1]
-    if not (value.isascii() and value.isdigit()) or len(value) > 18:
-        raise BadRequest(
-            f"If-Match must be a quoted revision such as '\"7\"', got {header!r}",
-            code="invalid_if_match",
-        )
-    return int(value)
 
 
 def leaf_edits(patch: Mapping[str, Any], prefix: Path = ()) -> Iterator[tuple[Path, Any]]:
@@ -349,16 +332,23 @@ def _diff(old: Mapping[str, Any], new: Mapping[str, Any], path: Path) -> dict[st
 
 def _note_unchanged_set(effective: dict[str, Any], settings: dict[str, Any], path: Path) -> None:
     """A winning write of an unchanged value still shows in the effective patch."""
-    node = effective
+    node = _holder(effective, path)
+    if node is not None and path[-1] not in node:
+        node[path[-1]] = get_at(settings, path)
+
+
+def _holder(patch: dict[str, Any], path: Path) -> dict[str, Any] | None:
+    """The object of ``patch`` that holds ``path[-1]``, its missing ancestors created;
+    ``None`` when an ancestor is written whole (the value goes with it)."""
+    node = patch
     for key in path[:-1]:
         child = node.get(key, MISSING)
         if child is MISSING:
             child = node[key] = {}
         elif not isinstance(child, dict):
-            return  # an ancestor is written whole, this value with it
+            return None
         node = child
-    if path[-1] not in node:
-        node[path[-1]] = get_at(settings, path)
+    return node
 
 
 def _note_empty_delete(
@@ -381,15 +371,9 @@ def _note_empty_delete(
         node = node[key]
     else:
         return
-    cursor = effective
-    for key in target[:-1]:
-        child = cursor.get(key, MISSING)
-        if child is MISSING:
-            child = cursor[key] = {}
-        elif not isinstance(child, dict):
-            return
-        cursor = child
-    cursor.setdefault(target[-1], None)
+    cursor = _holder(effective, target)
+    if cursor is not None:
+        cursor.setdefault(target[-1], None)
 
 
 def state_at(settings: Mapping[str, Any], inverses: list[dict[str, Any]]) -> dict[str, Any]:

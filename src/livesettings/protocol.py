@@ -2,7 +2,8 @@
 
 Pure data in, pure data out — no sockets, no asyncio. The server feeds received text into
 :func:`parse_client_frame` and sends what the server frames' ``to_json()`` return; the clients do
-the reverse with :func:`parse_server_frame` and the client frames' ``to_json()``.
+the reverse with :meth:`ServerFrame.from_json` and the client frames' ``to_json()``. Every frame
+is a frozen dataclass whose serialisation is written once, in their common base.
 
 Client → server: ``auth``, ``subscribe``, ``unsubscribe``, ``update``, ``ping``.
 Server → client: ``auth_ok``, ``snapshot``, ``change``, ``synced``, ``ack``, ``error``, ``pong``.
@@ -16,12 +17,20 @@ by ``document.py``, not here.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Final, NoReturn, TypeAlias
+from typing import Any, ClassVar, Final, NoReturn, Self
 
-from livesettings.errors import BadRequest, LiveSettingsError, RateLimited, TooLarge
+from livesettings import strict_json
+from livesettings.errors import (
+    BadRequest,
+    LiveSettingsError,
+    RateLimited,
+    TooLarge,
+    error_from_payload,
+)
 
 __all__ = [
     "CLIENT_FRAME_TYPES",
@@ -81,21 +90,8 @@ SERVER_FRAME_TYPES: Final = ("auth_ok", "snapshot", "change", "synced", "ack", "
 # --- JSON ----------------------------------------------------------------------------------------
 
 
-def _refuse_constant(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _parse_float(text: str) -> float:
-    # Overflowing literals such as 1e400 parse to inf without passing through parse_constant.
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"{text} is out of range for a JSON number")
-    return value
-
-
 # One shared encoder: json.dumps with non-default options builds a new encoder on every call.
 _ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-_DECODER: Final = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_parse_float)
 
 
 def _dumps(value: Any) -> str:
@@ -114,7 +110,7 @@ def _loads(text: str | bytes) -> Any:
                 code="malformed_json",
             ) from exc
     try:
-        return _DECODER.decode(text)
+        return strict_json.loads(text)
     except RecursionError as exc:
         raise BadRequest("the frame's JSON is nested too deeply", code="malformed_json") from exc
     except ValueError as exc:  # JSONDecodeError, refused constants, over-long integers
@@ -164,31 +160,66 @@ def _describe(value: Any) -> str:
     return "an object"
 
 
+# --- the frame base ------------------------------------------------------------------------------
+
+
+_FIELD_NAMES: Final[dict[type, tuple[str, ...]]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
+
+
+class _Frame:
+    """One wire frame: ``type``, then the dataclass fields in their order.
+
+    A field named in ``_omit_none`` is left out while it is None (``user_id``, unless a frame
+    says otherwise: it names the document only on service sockets); every other one is always
+    written (``null`` included), so each frame's text stays what DESIGN §5 shows.
+    """
+
+    __slots__ = ()
+    type: ClassVar[str]
+    _omit_none: ClassVar[frozenset[str]] = frozenset({"user_id"})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The frame as JSON-ready data."""
+        data: dict[str, Any] = {"type": self.type}
+        for name in _field_names(type(self)):
+            value = getattr(self, name)
+            if value is not None or name not in self._omit_none:
+                data[name] = value
+        return data
+
+    def to_json(self) -> str:
+        """Compact JSON text, as it goes on the wire."""
+        return _dumps(self.to_dict())
+
+
 # --- client frames -------------------------------------------------------------------------------
 
 
+class ClientFrame(_Frame):
+    """A client → server frame; :func:`parse_client_frame` returns one of its subclasses."""
+
+    __slots__ = ()
+
+
 @dataclass(frozen=True, slots=True)
-class AuthFrame:
+class AuthFrame(ClientFrame):
     """``auth``: the first frame, and later a token refresh. ``client_id`` None: server picks."""
 
     token: str
     client_id: str | None = None
     type: ClassVar[str] = "auth"
-
-    def to_dict(self) -> dict[str, Any]:
-        """The frame as JSON-ready data (``client_id`` left out when None)."""
-        data: dict[str, Any] = {"type": "auth", "token": self.token}
-        if self.client_id is not None:
-            data["client_id"] = self.client_id
-        return data
-
-    def to_json(self) -> str:
-        """Compact JSON text, as a client sends it."""
-        return _dumps(self.to_dict())
+    _omit_none: ClassVar[frozenset[str]] = frozenset({"client_id"})
 
 
 @dataclass(frozen=True, slots=True)
-class SubscribeFrame:
+class SubscribeFrame(ClientFrame):
     """``subscribe``: catch up from ``since`` (None: snapshot), then receive live changes.
 
     ``user_id`` is for service tokens only, naming whose document to follow.
@@ -198,39 +229,17 @@ class SubscribeFrame:
     user_id: str | None = None
     type: ClassVar[str] = "subscribe"
 
-    def to_dict(self) -> dict[str, Any]:
-        """The frame as JSON-ready data (``since`` always present, ``user_id`` when set)."""
-        data: dict[str, Any] = {"type": "subscribe", "since": self.since}
-        if self.user_id is not None:
-            data["user_id"] = self.user_id
-        return data
-
-    def to_json(self) -> str:
-        """Compact JSON text, as a client sends it."""
-        return _dumps(self.to_dict())
-
 
 @dataclass(frozen=True, slots=True)
-class UnsubscribeFrame:
+class UnsubscribeFrame(ClientFrame):
     """``unsubscribe``: stop the subscription (a service token's for ``user_id``)."""
 
     user_id: str | None = None
     type: ClassVar[str] = "unsubscribe"
 
-    def to_dict(self) -> dict[str, Any]:
-        """The frame as JSON-ready data (``user_id`` when set)."""
-        data: dict[str, Any] = {"type": "unsubscribe"}
-        if self.user_id is not None:
-            data["user_id"] = self.user_id
-        return data
-
-    def to_json(self) -> str:
-        """Compact JSON text, as a client sends it."""
-        return _dumps(self.to_dict())
-
 
 @dataclass(frozen=True, slots=True)
-class UpdateFrame:
+class UpdateFrame(ClientFrame):
     """``update``: one mutation — an RFC 7386 merge patch made on ``base_revision``.
 
     ``edited_at`` is the client's clock in ms, unclamped (the server clamps it to ``[0, now]``).
@@ -243,42 +252,15 @@ class UpdateFrame:
     edited_at: int | None = None
     user_id: str | None = None
     type: ClassVar[str] = "update"
-
-    def to_dict(self) -> dict[str, Any]:
-        """The frame as JSON-ready data (``edited_at`` and ``user_id`` when set)."""
-        data: dict[str, Any] = {
-            "type": "update",
-            "mutation_id": self.mutation_id,
-            "base_revision": self.base_revision,
-            "patch": self.patch,
-        }
-        if self.edited_at is not None:
-            data["edited_at"] = self.edited_at
-        if self.user_id is not None:
-            data["user_id"] = self.user_id
-        return data
-
-    def to_json(self) -> str:
-        """Compact JSON text, as a client sends it."""
-        return _dumps(self.to_dict())
+    _omit_none: ClassVar[frozenset[str]] = frozenset({"edited_at", "user_id"})
 
 
 @dataclass(frozen=True, slots=True)
-class PingFrame:
+class PingFrame(ClientFrame):
     """``ping``: the application-level keep-alive; the server answers ``pong``."""
 
     type: ClassVar[str] = "ping"
 
-    def to_dict(self) -> dict[str, Any]:
-        """The frame as JSON-ready data."""
-        return {"type": "ping"}
-
-    def to_json(self) -> str:
-        """Compact JSON text, as a client sends it."""
-        return '{"type":"ping"}'
-
-
-ClientFrame: TypeAlias = AuthFrame | SubscribeFrame | UnsubscribeFrame | UpdateFrame | PingFrame
 
 _MISSING: Final = object()
 
@@ -451,50 +433,91 @@ def parse_client_frame(text: str | bytes, *, max_patch_bytes: int = MAX_PATCH_BY
 # --- server frames -------------------------------------------------------------------------------
 
 
+def _is_count(value: Any) -> bool:
+    # type() rather than isinstance(): True is an int to Python but not to JSON.
+    return type(value) is int and 0 <= value <= MAX_INT
+
+
+# How a server frame's field is checked, by its annotation: (accepts, what it must be).
+_CHECKS: Final[dict[str, tuple[Callable[[Any], bool], str]]] = {
+    "int": (_is_count, "an integer >= 0"),
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "str | None": (lambda v: v is None or isinstance(v, str), "a string or null"),
+    "dict[str, Any]": (lambda v: type(v) is dict, "a JSON object"),
+    "list[dict[str, Any]]": (
+        lambda v: type(v) is list and all(type(item) is dict for item in v),
+        "an array of objects",
+    ),
+    "Any": (lambda v: True, "any value"),
+}
+
+
+class ServerFrame(_Frame):
+    """A server → client frame. :meth:`from_json` reads one into its typed class.
+
+    Reading is lenient where a newer server may differ: unknown fields are ignored, and a
+    field that may be null may also be absent. A field of the wrong type is ``invalid_frame``.
+    """
+
+    __slots__ = ()
+
+    @staticmethod
+    def from_json(text: str | bytes) -> ServerFrame:
+        """Decode one server → client frame into its class (:class:`AckFrame`, …).
+
+        Raises :class:`BadRequest` (``malformed_json``, ``invalid_frame`` with
+        ``details={"field": …}``, ``unknown_frame_type``).
+        """
+        data, kind = _frame_object(text, SERVER_FRAME_TYPES)
+        return _SERVER_FRAMES[kind].from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """The frame of this class held by decoded JSON ``data`` (its ``type`` is not read)."""
+        fields = _Fields(cls.type, dict(data))
+        values: dict[str, Any] = {}
+        for spec in dataclasses.fields(cls):  # type: ignore[arg-type]
+            accepts, expected = _CHECKS[str(spec.type)]
+            defaulted = (
+                spec.default is not dataclasses.MISSING
+                or spec.default_factory is not dataclasses.MISSING
+            )
+            nullable = str(spec.type).endswith("| None")
+            value = fields.get(spec.name, expected, not (defaulted or nullable))
+            if value is _MISSING:
+                if not defaulted:
+                    values[spec.name] = None
+            elif accepts(value):
+                values[spec.name] = value
+            else:
+                fields.wrong(spec.name, expected, value)
+        return cls(**values)
+
+
 @dataclass(frozen=True, slots=True)
-class AuthOkFrame:
+class AuthOkFrame(ServerFrame):
     """``auth_ok``: the token was accepted; ``expires_at`` is its ``exp`` (Unix seconds)."""
 
     user_id: str
     expires_at: int
     type: ClassVar[str] = "auth_ok"
 
-    def to_dict(self) -> dict[str, Any]:
-        """The frame as JSON-ready data."""
-        return {"type": "auth_ok", "user_id": self.user_id, "expires_at": self.expires_at}
-
-    def to_json(self) -> str:
-        """Compact JSON text."""
-        return _dumps(self.to_dict())
-
 
 @dataclass(frozen=True, slots=True)
-class SnapshotFrame:
-    """``snapshot``: the whole (masked) document at ``revision``, instead of a catch-up."""
+class SnapshotFrame(ServerFrame):
+    """``snapshot``: the whole (masked) document at ``revision``, instead of a catch-up.
+
+    ``user_id`` (as on every frame about one document) only on service sockets.
+    """
 
     revision: int
     settings: dict[str, Any]
     user_id: str | None = None
     type: ClassVar[str] = "snapshot"
 
-    def to_dict(self) -> dict[str, Any]:
-        """The frame as JSON-ready data (``user_id`` only on service sockets)."""
-        data: dict[str, Any] = {
-            "type": "snapshot",
-            "revision": self.revision,
-            "settings": self.settings,
-        }
-        if self.user_id is not None:
-            data["user_id"] = self.user_id
-        return data
-
-    def to_json(self) -> str:
-        """Compact JSON text."""
-        return _dumps(self.to_dict())
-
 
 @dataclass(frozen=True, slots=True)
-class ChangeFrame:
+class ChangeFrame(ServerFrame):
     """``change``: one committed revision — the effective, masked merge patch.
 
     Serialise it once with :meth:`to_json` and send the same text to every socket of the user
@@ -510,48 +533,18 @@ class ChangeFrame:
     user_id: str | None = None
     type: ClassVar[str] = "change"
 
-    def to_dict(self) -> dict[str, Any]:
-        """The frame as JSON-ready data (``user_id`` only on service sockets)."""
-        data: dict[str, Any] = {
-            "type": "change",
-            "revision": self.revision,
-            "patch": self.patch,
-            "mutation_id": self.mutation_id,
-            "client_id": self.client_id,
-            "committed_at": self.committed_at,
-            "conflicts": self.conflicts,
-        }
-        if self.user_id is not None:
-            data["user_id"] = self.user_id
-        return data
-
-    def to_json(self) -> str:
-        """Compact JSON text."""
-        return _dumps(self.to_dict())
-
 
 @dataclass(frozen=True, slots=True)
-class SyncedFrame:
+class SyncedFrame(ServerFrame):
     """``synced``: the catch-up is complete at ``revision``; live changes follow."""
 
     revision: int
     user_id: str | None = None
     type: ClassVar[str] = "synced"
 
-    def to_dict(self) -> dict[str, Any]:
-        """The frame as JSON-ready data (``user_id`` only on service sockets)."""
-        data: dict[str, Any] = {"type": "synced", "revision": self.revision}
-        if self.user_id is not None:
-            data["user_id"] = self.user_id
-        return data
-
-    def to_json(self) -> str:
-        """Compact JSON text."""
-        return _dumps(self.to_dict())
-
 
 @dataclass(frozen=True, slots=True)
-class AckFrame:
+class AckFrame(ServerFrame):
     """``ack``: the mutation is durable at ``revision`` (the current one if every edit lost)."""
 
     mutation_id: str
@@ -560,25 +553,9 @@ class AckFrame:
     user_id: str | None = None
     type: ClassVar[str] = "ack"
 
-    def to_dict(self) -> dict[str, Any]:
-        """The frame as JSON-ready data (``user_id`` only on service sockets)."""
-        data: dict[str, Any] = {
-            "type": "ack",
-            "mutation_id": self.mutation_id,
-            "revision": self.revision,
-            "conflicts": self.conflicts,
-        }
-        if self.user_id is not None:
-            data["user_id"] = self.user_id
-        return data
-
-    def to_json(self) -> str:
-        """Compact JSON text."""
-        return _dumps(self.to_dict())
-
 
 @dataclass(frozen=True, slots=True)
-class ErrorFrame:
+class ErrorFrame(ServerFrame):
     """``error``: a refused frame or mutation; the connection stays usable unless closed."""
 
     code: str
@@ -586,6 +563,7 @@ class ErrorFrame:
     mutation_id: str | None = None
     details: Any = None
     type: ClassVar[str] = "error"
+    _omit_none: ClassVar[frozenset[str]] = frozenset({"mutation_id", "details"})
 
     @classmethod
     def from_exception(cls, exc: LiveSettingsError, mutation_id: str | None = None) -> ErrorFrame:
@@ -601,38 +579,30 @@ class ErrorFrame:
                 details = {**base, "retry_after": exc.retry_after}
         return cls(code=exc.code, message=exc.message, mutation_id=mutation_id, details=details)
 
-    def to_dict(self) -> dict[str, Any]:
-        """The frame as JSON-ready data (``mutation_id`` and ``details`` when set)."""
-        data: dict[str, Any] = {"type": "error", "code": self.code, "message": self.message}
-        if self.mutation_id is not None:
-            data["mutation_id"] = self.mutation_id
-        if self.details is not None:
-            data["details"] = self.details
-        return data
-
-    def to_json(self) -> str:
-        """Compact JSON text."""
-        return _dumps(self.to_dict())
+    def to_error(self) -> LiveSettingsError:
+        """The exception this frame reports, rebuilt as the server raised it."""
+        return error_from_payload(self.to_dict())
 
 
 @dataclass(frozen=True, slots=True)
-class PongFrame:
+class PongFrame(ServerFrame):
     """``pong``: the answer to ``ping``."""
 
     type: ClassVar[str] = "pong"
 
-    def to_dict(self) -> dict[str, Any]:
-        """The frame as JSON-ready data."""
-        return {"type": "pong"}
 
-    def to_json(self) -> str:
-        """Compact JSON text."""
-        return '{"type":"pong"}'
-
-
-ServerFrame: TypeAlias = (
-    AuthOkFrame | SnapshotFrame | ChangeFrame | SyncedFrame | AckFrame | ErrorFrame | PongFrame
-)
+_SERVER_FRAMES: Final[dict[str, type[ServerFrame]]] = {
+    cls.type: cls
+    for cls in (
+        AuthOkFrame,
+        SnapshotFrame,
+        ChangeFrame,
+        SyncedFrame,
+        AckFrame,
+        ErrorFrame,
+        PongFrame,
+    )
+}
 
 
 def error_frame(exc: LiveSettingsError, mutation_id: str | None = None) -> str:
@@ -647,7 +617,8 @@ def error_frame(exc: LiveSettingsError, mutation_id: str | None = None) -> str:
 
 
 def parse_server_frame(text: str | bytes) -> dict[str, Any]:
-    """Decode one server → client frame and check its ``type``; fields are not validated.
+    """Decode one server → client frame and check its ``type``; fields are not validated
+    (:meth:`ServerFrame.from_json` reads it into its typed class).
 
     Raises :class:`BadRequest` (``malformed_json``, ``invalid_frame``, ``unknown_frame_type``).
     """

@@ -19,6 +19,7 @@ from livesettings.errors import (
     ValidationError,
 )
 from tests.client.helpers import (
+    ISSUER,
     MakeClient,
     Proxy,
     eventually,
@@ -360,17 +361,22 @@ async def test_an_expired_static_token_puts_the_client_in_error(
 async def test_a_token_provider_refreshes_the_live_socket_before_expiry(
     live_server: ServerProcess, make_client: MakeClient
 ) -> None:
+    import time
+
     user = new_user()
-    issued: list[str] = []
+    issued: list[tuple[str, int]] = []
 
     def provider() -> str:
-        issued.append(token_for(user, ttl_seconds=3))
-        return issued[-1]
+        issued.append(ISSUER.issue(user, ttl_seconds=3))
+        return issued[-1][0]
 
     client = await make_client(live_server.url, provider, refresh_margin=60)
     statuses: list[Status] = []
     client.on_status(statuses.append)
-    await asyncio.sleep(4.0)  # past the first token's expiry
+    # A server process keeps its own clock, so the first token must really run out: poll
+    # until it has (a short lifetime, no fixed sleep), by when a fresh one has replaced it.
+    first_expiry = issued[0][1]
+    await eventually(lambda: time.time() > first_expiry + 0.25, within=10)
     assert len(issued) >= 2
     ack = await asyncio.wait_for(client.update({"theme": "dark"}), 5)
     assert ack.revision == 1

@@ -8,8 +8,9 @@ import pytest
 
 from livesettings.client import ChangeOrigin
 from livesettings.client.cache import CachedDocument, QueuedMutation
-from livesettings.client.state import DocumentState, RevisionGap
+from livesettings.client.state import Documents, DocumentState, RevisionGap
 from livesettings.document import default_document
+from livesettings.protocol import ChangeFrame
 
 
 def doc_with(**fields: Any) -> dict[str, Any]:
@@ -178,3 +179,32 @@ def test_disconnect_marks_unacknowledged_edits_for_resending() -> None:
     state.disconnected()
     assert (first.sent, second.sent) == (True, False)
     assert [p.mutation_id for p in state.unacked] == ["m2"]
+
+
+def test_documents_answer_for_every_pending_edit() -> None:
+    docs = Documents()
+    mine, theirs = DocumentState(None), DocumentState("u2", followed=False)
+    docs[mine.key], docs[theirs.key] = mine, theirs
+    mine.edit({"theme": "dark"}, "m1", 1, 0)
+    theirs.edit({"language": "fr"}, "m2", 2, 1)
+    mine.edit({"language": "de"}, "m3", 3, 2)
+    assert docs.pending_ids() == {"m1", "m2", "m3"}
+    assert [p.mutation_id for _, p in docs.unsent()] == ["m1", "m2", "m3"]
+    assert docs.unsaved() == 3
+    assert not docs.in_flight()
+    for _, p in docs.unsent()[:2]:
+        p.sent = True
+    assert docs.in_flight()
+    found = docs.owner("m2")
+    assert found is not None and found[0] is theirs
+    assert docs.owner("nope") is None
+    docs.disconnected()
+    assert [p.mutation_id for _, p in docs.unsent()] == ["m1", "m2", "m3"]
+
+
+def test_on_change_takes_a_typed_frame() -> None:
+    state = synced_state(3)
+    event, mine = state.on_change(ChangeFrame(4, {"theme": "dark"}, "m9", "other", 1004))
+    assert mine is None and event is not None
+    assert (event.revision, event.client_id, event.committed_at) == (4, "other", 1004)
+    assert state.view["theme"] == "dark"

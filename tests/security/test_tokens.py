@@ -21,6 +21,7 @@ import jwt
 import pytest
 from websockets.exceptions import ConnectionClosed
 
+from tests.support.clock import MovableClock
 from tests.support.idp import (
     AUDIENCE,
     ISSUER,
@@ -34,6 +35,7 @@ from tests.support.idp import (
     signed,
     write_jwks,
 )
+from tests.support.inprocess import InProcessServer
 from tests.support.server import ServerProcess, wait_for
 from tests.support.ws import WsClient
 
@@ -66,7 +68,7 @@ def idp(
         jwks.stop()
 
 
-def _http_status(server: ServerProcess, token: str) -> tuple[int, str]:
+def _http_status(server: ServerProcess | InProcessServer, token: str) -> tuple[int, str]:
     r = httpx.get(
         server.url + "/v1/settings", headers={"Authorization": f"Bearer {token}"}, timeout=10
     )
@@ -209,8 +211,12 @@ def test_jwks_url_refetches_an_unknown_kid_at_most_once_per_interval(
     keys: Keys, jwks_server: JwksServer, tmp_path: Path
 ) -> None:
     jwks_server.document = {"keys": [jwk_of(keys.rsa_url, "k1")]}
-    server = ServerProcess(
-        tmp_path / "data",
+    # In this process, so the test moves the server's clock past the interval instead of
+    # sleeping through it.
+    clock = MovableClock()
+    server = InProcessServer.with_settings(
+        clock,
+        data_dir=tmp_path / "data",
         jwt_secret="",  # external tokens alone
         jwks_url=jwks_server.url,
         jwks_refresh_interval=2,
@@ -229,18 +235,18 @@ def test_jwks_url_refetches_an_unknown_kid_at_most_once_per_interval(
         rotated = signed(keys.ec, "ES256", kid="k2")
         assert _http_status(server, rotated) == (401, "invalid_token")
         assert _fetches_settle(jwks_server) == 1
-        time.sleep(2.1)
+        clock.advance(2.1)
         assert _http_status(server, rotated) == (200, "")
-        refetched = time.monotonic()
+        refetched = clock.monotonic()
         assert _fetches_settle(jwks_server) == 2
         made_up = [signed(keys.stranger, "RS256", kid=f"made-up-{n}") for n in range(20)]
         for token in made_up:
             assert _http_status(server, token)[0] == 401
         # None of the twenty refetched (unless this machine took longer than an interval).
-        elapsed = time.monotonic() - refetched
+        elapsed = clock.monotonic() - refetched
         assert 2 <= _fetches_settle(jwks_server) <= 2 + int(elapsed / 2)
         before = jwks_server.hits
-        time.sleep(2.1)
+        clock.advance(2.1)
         assert _http_status(server, signed(keys.stranger, "RS256", kid="made-up-x"))[0] == 401
         assert _fetches_settle(jwks_server) == before + 1  # the interval passed: one refetch
     finally:

@@ -6,12 +6,27 @@ far under any transport's size limit and no secret ever crosses it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+import os
+import socket
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Bus", "BusEvent", "Listeners", "OnEvents", "OnResync"]
+from ..backoff import backoff
+
+__all__ = [
+    "Bus",
+    "BusEvent",
+    "Listeners",
+    "OnEvents",
+    "OnResync",
+    "ReconnectingBus",
+    "backoff_delays",
+    "default_name",
+]
 
 log = logging.getLogger("livesettings.bus")
 
@@ -68,3 +83,91 @@ class Listeners:
             self._on_resync()
         except Exception:
             log.exception("a bus resync listener failed")
+
+
+def backoff_delays(first: float = 0.05, cap: float = 5.0) -> Iterator[float]:
+    """A networked bus's default reconnection delays: :func:`livesettings.backoff.backoff`
+    from ``first`` doubling up to ``cap``, each drawn from ``[d/2, d]`` so that nodes that lost
+    the same server do not come back in lockstep."""
+    return backoff(first, 2.0, cap, jitter=0.5)
+
+
+def default_name() -> str:
+    """``livesettings-bus/<process id>@<host>``: what the server lists for a node's connection.
+
+    Process id first: PostgreSQL cuts names at 63 bytes, and the pid tells nodes apart.
+    """
+    return f"livesettings-bus/{os.getpid()}@{socket.gethostname()}"[:63]
+
+
+class ReconnectingBus(Listeners):
+    """What the PostgreSQL and Redis buses share: one supervising task, a probe, and a
+    reconnection loop that sleeps the backoff's delays and resyncs only once listening again."""
+
+    def __init__(
+        self,
+        url: str,
+        reconnect_delays: Callable[[], Iterable[float]],
+        probe_interval: float,
+        probe_timeout: float,
+        connect_timeout: float,
+    ) -> None:
+        self.url = url
+        self.reconnects = 0
+        """How many times the listening connection was re-established (for tests, metrics)."""
+        self._delays = reconnect_delays
+        self._probe_interval = probe_interval
+        self._probe_timeout = probe_timeout
+        self._connect_timeout = connect_timeout
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    async def publish(self, events: Sequence[BusEvent]) -> None:
+        """Deliver to this node's own listener at once, then send to the other nodes."""
+        if not events:
+            return
+        self._deliver(events)
+        await self._send(events)
+
+    async def _send(self, events: Sequence[BusEvent]) -> None:
+        raise NotImplementedError
+
+    async def _stop_task(self) -> None:
+        """Mark the bus closing and end its supervising task."""
+        self._closing = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _reconnect_with_backoff(
+        self,
+        attempt: Callable[[], Awaitable[None]],
+        errors: tuple[type[BaseException], ...],
+        retrying: str,
+        back: str,
+    ) -> None:
+        """Call ``attempt`` until it succeeds (or the bus closes), then resync the hub.
+
+        ``retrying`` and ``back`` are the log lines of a failed attempt and of success.
+        """
+        delays = iter(self._delays())
+        delay = 1.0
+        while True:
+            if self._closing:
+                return
+            try:
+                await attempt()
+                break
+            except errors as exc:
+                log.warning("%s: %s", retrying, exc)
+                delay = next(delays, delay)  # a finite schedule repeats its last delay
+                await asyncio.sleep(delay)
+        if self._closing:
+            return
+        self.reconnects += 1
+        log.info(back)
+        # Listening again before resyncing: whatever is published from now on arrives,
+        # whatever committed before is in the change log the hub now reads.
+        self._resync()

@@ -2,7 +2,7 @@
 
 Each node holds one dedicated asyncpg connection that does nothing but ``LISTEN`` on
 :data:`NOTIFY_CHANNEL`. A notification's payload is the PostgreSQL store's (one codec, in
-:mod:`livesettings.store.postgres`): a compact JSON list of ``[user_id, revision]`` pairs —
+:mod:`livesettings.bus.notify`): a compact JSON list of ``[user_id, revision]`` pairs —
 ids only, so no secret crosses the bus — split into several notifications only past
 :data:`NOTIFY_PAYLOAD_LIMIT` bytes, far under NOTIFY's 8,000.
 
@@ -26,16 +26,13 @@ the change log: nothing committed while the node was deaf is missed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import random
-import socket
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ..errors import ConfigError, StorageError
+from ..urls import redact_url
 
 try:
     import asyncpg
@@ -44,13 +41,8 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         "the postgres bus needs the asyncpg package: pip install 'livesettings[postgres]'"
     ) from exc
 
-from ..store.postgres import (  # the store's payload format: one codec for both ends
-    NOTIFY_CHANNEL,
-    NOTIFY_PAYLOAD_LIMIT,
-    notify_payloads,
-    parse_notify_payload,
-)
-from .base import BusEvent, Listeners, OnEvents, OnResync
+from .base import BusEvent, OnEvents, OnResync, ReconnectingBus, backoff_delays, default_name
+from .notify import NOTIFY_CHANNEL, NOTIFY_PAYLOAD_LIMIT, decode_events, encode_events
 
 __all__ = [
     "NOTIFY_CHANNEL",
@@ -64,25 +56,6 @@ __all__ = [
 log = logging.getLogger("livesettings.bus")
 
 
-def encode_events(events: Sequence[BusEvent]) -> list[str]:
-    """The store's payloads ``[[user_id, revision], …]``, split at ``NOTIFY_PAYLOAD_LIMIT``."""
-    return notify_payloads([(e.user_id, e.revision) for e in events])
-
-
-def decode_events(payload: str) -> list[BusEvent]:
-    """The events of one payload; ``ValueError`` when it is not a list of id pairs."""
-    return [BusEvent(user_id, revision) for user_id, revision in parse_notify_payload(payload)]
-
-
-def backoff_delays(first: float = 0.05, cap: float = 5.0) -> Iterator[float]:
-    """Reconnection delays: exponential from ``first`` up to ``cap``, with jitter so that
-    nodes that lost the same server do not come back in lockstep."""
-    delay = first
-    while True:
-        yield delay * random.uniform(0.5, 1.0)
-        delay = min(cap, delay * 2)
-
-
 def _target(url: str) -> tuple[str, int, str]:
     """(host, port, database) of a PostgreSQL URL: notifications are per database."""
     parts = urlsplit(url)
@@ -90,24 +63,11 @@ def _target(url: str) -> tuple[str, int, str]:
     try:
         port = parts.port
     except ValueError as exc:  # a port that is not a number: say so, not a traceback
-        raise ConfigError(f"the database URL {_redacted(url)!r} is malformed: {exc}") from exc
+        raise ConfigError(f"the database URL {redact_url(url)!r} is malformed: {exc}") from exc
     return (parts.hostname or "localhost", port or 5432, database)
 
 
-def _default_name() -> str:
-    # Process id first: PostgreSQL cuts names at 63 bytes, and the pid tells nodes apart.
-    return f"livesettings-bus/{os.getpid()}@{socket.gethostname()}"[:63]
-
-
-def _redacted(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
-
-
-class PostgresBus(Listeners):
+class PostgresBus(ReconnectingBus):
     """LISTEN/NOTIFY on a dedicated connection; see the module docstring.
 
     ``url`` is ``postgres`` (listen on ``database_url``) or a ``postgresql://`` URL of its own.
@@ -133,8 +93,8 @@ class PostgresBus(Listeners):
         application_name: str | None = None,
         **_: Any,
     ) -> None:
-        self.url = url
-        self.application_name = application_name or _default_name()
+        super().__init__(url, reconnect_delays, probe_interval, probe_timeout, connect_timeout)
+        self.application_name = application_name or default_name()
         store_is_pg = bool(database_url) and str(database_url).startswith(
             ("postgres://", "postgresql://")
         )
@@ -154,17 +114,9 @@ class PostgresBus(Listeners):
             store_notifies = store_is_pg and _target(str(database_url)) == _target(self._dsn)
         self.store_notifies = store_notifies
         self.channel = channel
-        self.reconnects = 0
-        """How many times the listening connection was re-established (for tests, metrics)."""
-        self._delays = reconnect_delays
-        self._probe_interval = probe_interval
-        self._probe_timeout = probe_timeout
-        self._connect_timeout = connect_timeout
         self._conn: Any = None
         self._lock = asyncio.Lock()  # one query at a time on the listening connection
         self._lost = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
 
     @property
     def connected(self) -> bool:
@@ -182,15 +134,12 @@ class PostgresBus(Listeners):
             raise
         except Exception as exc:
             raise StorageError(
-                f"the postgres bus cannot listen on {_redacted(self._dsn)}: {exc}"
+                f"the postgres bus cannot listen on {redact_url(self._dsn)}: {exc}"
             ) from exc
         self._task = asyncio.create_task(self._supervise(), name="livesettings-pg-bus")
 
-    async def publish(self, events: Sequence[BusEvent]) -> None:
-        """Deliver locally now; notify the other nodes unless the store's commit already did."""
-        if not events:
-            return
-        self._deliver(events)
+    async def _send(self, events: Sequence[BusEvent]) -> None:
+        """Notify the other nodes, unless the store's commit already did."""
         if self.store_notifies:
             return
         conn = self._conn
@@ -220,12 +169,7 @@ class PostgresBus(Listeners):
             raise StorageError(f"the postgres bus is unreachable: {e}") from e
 
     async def close(self) -> None:
-        self._closing = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._stop_task()
         conn, self._conn = self._conn, None
         if conn is not None and not conn.is_closed():
             conn.remove_termination_listener(self._on_terminated)
@@ -293,20 +237,9 @@ class PostgresBus(Listeners):
         old, self._conn = self._conn, None
         if old is not None and not old.is_closed():
             old.terminate()
-        delays = iter(self._delays())
-        delay = 1.0
-        while True:
-            if self._closing:
-                return
-            try:
-                await self._connect()
-                break
-            except Exception as exc:
-                log.warning("the postgres bus cannot reconnect yet: %s", exc)
-                delay = next(delays, delay)  # a finite schedule repeats its last delay
-                await asyncio.sleep(delay)
-        self.reconnects += 1
-        log.info("the postgres bus is listening again; catching subscribers up")
-        # Listening again before resyncing: whatever commits after this is notified, whatever
-        # committed before is in the change log the hub now reads.
-        self._resync()
+        await self._reconnect_with_backoff(
+            self._connect,
+            (Exception,),
+            "the postgres bus cannot reconnect yet",
+            "the postgres bus is listening again; catching subscribers up",
+        )

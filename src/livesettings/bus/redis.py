@@ -23,17 +23,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import os
-import random
-import socket
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import sys
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from ..errors import ConfigError, StorageError
-from .base import BusEvent, Listeners, OnEvents, OnResync
+from ..urls import redact_url
+from .base import BusEvent, OnEvents, OnResync, ReconnectingBus, backoff_delays, default_name
+from .notify import decode_events, encode_events
 
 try:
     import redis.asyncio as aioredis
@@ -53,35 +52,13 @@ DEFAULT_CHANNEL: Final = "livesettings"
 
 
 def encode_message(events: Sequence[BusEvent]) -> str:
-    """One message for a group commit: ``[[user_id, revision], …]``."""
-    return json.dumps([[e.user_id, e.revision] for e in events], separators=(",", ":"))
+    """One message for a group commit: ``[[user_id, revision], …]``, never split."""
+    return encode_events(events, limit=sys.maxsize)[0] if events else "[]"
 
 
 def decode_message(data: bytes | str) -> list[BusEvent]:
     """The events of one message; ``ValueError`` when it is not a list of id pairs."""
-    items = json.loads(data)
-    if not isinstance(items, list):
-        raise ValueError("bus message is not a list")
-    events: list[BusEvent] = []
-    for item in items:
-        if (
-            not isinstance(item, list)
-            or len(item) != 2
-            or not isinstance(item[0], str)
-            or not isinstance(item[1], int)
-            or isinstance(item[1], bool)
-        ):
-            raise ValueError(f"bad bus event {item!r}")
-        events.append(BusEvent(item[0], item[1]))
-    return events
-
-
-def _backoff_delays(first: float = 0.05, cap: float = 5.0) -> Iterator[float]:
-    # Jitter, so nodes that lost the same server do not come back in lockstep.
-    delay = first
-    while True:
-        yield delay * random.uniform(0.5, 1.0)
-        delay = min(cap, delay * 2)
+    return decode_events(data)
 
 
 def _split_url(url: str) -> tuple[str, str | None]:
@@ -93,24 +70,11 @@ def _split_url(url: str) -> tuple[str, str | None]:
     return parts._replace(query=rest).geturl(), channel
 
 
-def _default_name() -> str:
-    # Process id first: it tells the nodes of one host apart.
-    return f"livesettings-bus/{os.getpid()}@{socket.gethostname()}"[:63]
-
-
-def _redacted(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
-
-
 class _Lost(Exception):
     """The subscriber connection stopped answering."""
 
 
-class RedisBus(Listeners):
+class RedisBus(ReconnectingBus):
     """Redis pub/sub; see the module docstring.
 
     ``channel`` overrides the URL's ``?channel=``; ``client_name`` is what ``CLIENT LIST``
@@ -125,28 +89,20 @@ class RedisBus(Listeners):
         *,
         channel: str | None = None,
         client_name: str | None = None,
-        reconnect_delays: Callable[[], Iterable[float]] = _backoff_delays,
+        reconnect_delays: Callable[[], Iterable[float]] = backoff_delays,
         probe_interval: float = 10.0,
         probe_timeout: float = 5.0,
         connect_timeout: float = 10.0,
         **_: Any,
     ) -> None:
-        self.url = url
+        super().__init__(url, reconnect_delays, probe_interval, probe_timeout, connect_timeout)
         self._redis_url, url_channel = _split_url(url)
         self.channel = channel or url_channel or DEFAULT_CHANNEL
-        self.client_name = client_name or _default_name()
-        self.reconnects = 0
-        """How many times the subscriber connection was re-established (for tests, metrics)."""
-        self._delays = reconnect_delays
-        self._probe_interval = probe_interval
-        self._probe_timeout = probe_timeout
-        self._connect_timeout = connect_timeout
+        self.client_name = client_name or default_name()
         self._pub: Any = None
         self._sub: Any = None
         self._pubsub: Any = None
         self._up = False
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
 
     @property
     def connected(self) -> bool:
@@ -173,15 +129,12 @@ class RedisBus(Listeners):
         except (RedisError, OSError, ValueError) as exc:
             await self._close_clients()
             raise StorageError(
-                f"the redis bus cannot subscribe on {_redacted(self._redis_url)}: {exc}"
+                f"the redis bus cannot subscribe on {redact_url(self._redis_url)}: {exc}"
             ) from exc
         self._task = asyncio.create_task(self._listen(), name="livesettings-redis-bus")
 
-    async def publish(self, events: Sequence[BusEvent]) -> None:
-        """Deliver locally now, and send one message to every node."""
-        if not events:
-            return
-        self._deliver(events)
+    async def _send(self, events: Sequence[BusEvent]) -> None:
+        """One message to every node."""
         if self._pub is None:
             raise StorageError("the redis bus is not started")
         try:
@@ -199,12 +152,7 @@ class RedisBus(Listeners):
             raise StorageError(f"the redis bus is unreachable: {exc}") from exc
 
     async def close(self) -> None:
-        self._closing = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._stop_task()
         await self._close_clients()
 
     # -- the subscriber connection --------------------------------------------------------
@@ -268,23 +216,18 @@ class RedisBus(Listeners):
                 continue
             self._deliver(events)
 
+    async def _resubscribe(self) -> None:
+        try:
+            await self._subscribe()
+        except BaseException:
+            await self._drop_subscriber()
+            raise
+
     async def _reconnect(self) -> None:
         await self._drop_subscriber()
-        delays = iter(self._delays())
-        delay = 1.0
-        while not self._closing:
-            try:
-                await self._subscribe()
-                break
-            except (RedisError, OSError, TimeoutError) as exc:
-                log.warning("the redis bus cannot resubscribe yet: %s", exc)
-                await self._drop_subscriber()
-                delay = next(delays, delay)  # a finite schedule repeats its last delay
-                await asyncio.sleep(delay)
-        if self._closing:
-            return
-        self.reconnects += 1
-        log.info("the redis bus is subscribed again; catching subscribers up")
-        # Subscribed (and confirmed) before resyncing: what is published from now on arrives,
-        # what was committed before is in the change log the hub now reads.
-        self._resync()
+        await self._reconnect_with_backoff(
+            self._resubscribe,
+            (RedisError, OSError, TimeoutError),
+            "the redis bus cannot resubscribe yet",
+            "the redis bus is subscribed again; catching subscribers up",
+        )

@@ -22,6 +22,7 @@ from ..crypto import Keyring
 from ..errors import ConfigError, LiveSettingsError, StorageError
 from ..store import Store, open_store
 from ..store.sqlite import sqlite_path
+from ..urls import redact_url
 
 __all__ = [
     "EXIT_CONFIG",
@@ -123,16 +124,6 @@ def database_options(command: F) -> F:
     return command
 
 
-def redact_url(url: str) -> str:
-    """``url`` as it may be printed: a password in it replaced by ``***``."""
-    if "://" not in url or "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    credentials, host = rest.rsplit("@", 1)
-    user, colon, _ = credentials.partition(":")
-    return f"{scheme}://{user}:***@{host}" if colon else url
-
-
 def shown_url(config: Config) -> str:
     """The database URL as it may be printed."""
     return redact_url(config.resolved_database_url)
@@ -141,7 +132,7 @@ def shown_url(config: Config) -> str:
 def load_keys(config: Config) -> Keyring:
     """The master keyring, as the server loads it: the embedded default generates its key
     file (mode 0600) when missing."""
-    from ..server.services import load_keyring  # the server's imports only when needed
+    from ..config_loaders import load_keyring
 
     return load_keyring(config)
 

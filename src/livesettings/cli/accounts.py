@@ -57,6 +57,16 @@ async def _find(store: Store, ref: str) -> UserRow | None:
     return await store.get_user_by_username(ref) or await store.get_user(ref)
 
 
+def _look_up(config: Config, ref: str) -> UserRow | None:
+    """:func:`_find` in a store opened for this one look-up."""
+
+    async def find() -> UserRow | None:
+        async with opened_store(config, None) as store:
+            return await _find(store, ref)
+
+    return run(find)
+
+
 async def _end_sessions(store: Store, user_id: str) -> int:
     """Void the user's refresh tokens and every access token issued until now; servers
     close the user's sockets when they next poll the revocations."""
@@ -183,13 +193,8 @@ def user_passwd(
 ) -> None:
     """Set a user's password and end its sessions."""
     config = load_config(ctx, data_dir=data_dir, database_url=database_url)
-
-    async def find() -> UserRow | None:
-        async with opened_store(config, None) as store:
-            return await _find(store, user_ref)
-
     # Look the user up before prompting: no one should type a password for a typo.
-    row = run(find)
+    row = _look_up(config, user_ref)
     if row is None:
         fail(f"no user {user_ref!r}")
     password_hash = _hasher(config).hash(_read_password(password_stdin))
@@ -250,7 +255,7 @@ def token_issue(
     if ttl is None and service:
         ttl = SERVICE_TOKEN_TTL
     _check_ttl(ttl, allow_long_ttl)
-    from ..server.services import load_signing  # the secret exactly as the server reads it
+    from ..config_loaders import load_signing  # the secret exactly as the server reads it
 
     with exits():
         secret, _ = load_signing(config)
@@ -267,12 +272,7 @@ def token_issue(
         )
     subject = user_ref
     if not service:
-
-        async def find() -> UserRow | None:
-            async with opened_store(config, None) as store:
-                return await _find(store, user_ref)
-
-        row = run(find)
+        row = _look_up(config, user_ref)
         if row is None:
             fail(f"no user {user_ref!r} (a service token, --service, may name any subject)")
         subject = row.user_id

@@ -6,7 +6,7 @@ import asyncio
 import secrets
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
 import click
@@ -128,9 +128,16 @@ def setup(
 def verify(ctx: click.Context, data_dir: str | None, database_url: str | None) -> None:
     """Check schema, durability, keys and bus; exit 1 on a failure."""
     config = load_config(ctx, data_dir=data_dir, database_url=database_url)
+    _report_checks(config, _verify, "verify")
+
+
+def _report_checks(
+    config: Config, checks: Callable[[Config, Report], Awaitable[None]], command: str
+) -> None:
+    """Run ``checks`` into a fresh report; exit 1 when one of them failed."""
     report = Report()
-    run(lambda: _verify(config, report))
-    report.finish("verify")
+    run(lambda: checks(config, report))
+    report.finish(command)
 
 
 async def _verify(config: Config, report: Report) -> None:
@@ -389,9 +396,7 @@ async def _check_bus(report: Report, config: Config) -> None:
 def check_db(ctx: click.Context, data_dir: str | None, database_url: str | None) -> None:
     """Check the database: version, round trip, pool facts."""
     config = load_config(ctx, data_dir=data_dir, database_url=database_url)
-    report = Report()
-    run(lambda: _check_db(config, report))
-    report.finish("check-db")
+    _report_checks(config, _check_db, "check-db")
 
 
 async def _check_db(config: Config, report: Report) -> None:

@@ -7,9 +7,9 @@ import os
 import secrets
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import click
 
@@ -98,33 +98,21 @@ def keys_rotate(
         lambda: _rotate(config, batch_size, max_keys),
         interrupted="interrupted; run `livesettings keys rotate` again to continue",
     )
-    report = Report()
-    active = keyring.active.id
-    with audit_trail(config.resolved_audit_log):
-        audit(
-            "keys_rotated",
-            active=active,
-            rewrapped=result.rewrapped,
-            remaining=result.remaining,
-            failed=len(result.failed),
-            retired=",".join(result.retired(keyring)) or None,
-        )
-    report.fact("active master key", active)
+    retired = ",".join(result.retired(keyring)) or None
+    counts = {"rewrapped": result.rewrapped, "remaining": result.remaining}
+    fields = {**counts, "failed": len(result.failed), "retired": retired}
+    report, active = _audited_report(config, keyring, "keys_rotated", **fields)
     report.ok("re-wrapped", f"{plural(result.rewrapped, 'data key')} under {active}")
-    counts = ", ".join(f"{key_id}: {n}" for key_id, n in result.counts.items())
-    report.fact("data keys", counts or "none")
-    if result.raced:
-        report.fact("changed meanwhile", f"{plural(result.raced, 'data key')} (re-read)")
-    for user_id, why in result.failed.items():
-        report.fail(f"user {user_id}", why)
-    _report_scrub(report, scrubbed)
-    if result.failed:
-        fail(
-            f"keys rotate: {plural(len(result.failed), 'data key')} could not be re-wrapped "
-            "(damaged or foreign); every other one was"
-        )
-    for key_id in result.retired(keyring):
-        report.ok(key_id, "wraps no data key now; it can be removed from the keyring")
+    _report_outcome(
+        report,
+        result.counts,
+        result.failed,
+        scrubbed,
+        result.retired(keyring),
+        raced=result.raced,
+        failure=f"keys rotate: {plural(len(result.failed), 'data key')} could not be "
+        "re-wrapped (damaged or foreign); every other one was",
+    )
     if result.stopped:
         click.echo(
             f"stopped after {plural(result.rewrapped, 'data key')} with "
@@ -134,45 +122,66 @@ def keys_rotate(
         click.secho(f"rotation complete: every data key is under {active}", fg="green")
 
 
-def _report_scrub(report: Report, lines: list[str]) -> None:
-    for line in lines:
+def _audited_report(
+    config: Config, keyring: Keyring, event: str, **fields: Any
+) -> tuple[Report, str]:
+    """Audit ``event`` under the active master key; a report that starts by naming it."""
+    active = keyring.active.id
+    with audit_trail(config.resolved_audit_log):
+        audit(event, active=active, **fields)
+    report = Report()
+    report.fact("active master key", active)
+    return report, active
+
+
+def _report_outcome(
+    report: Report,
+    counts: Mapping[str, int],
+    failed: Mapping[str, str],
+    scrubbed: list[str],
+    retired: Iterable[str],
+    *,
+    failure: str,
+    raced: int = 0,
+) -> None:
+    """The data keys per master key, the failures (exiting with ``failure`` if any), the old
+    key material scrubbed and the master keys that wrap nothing now."""
+    shown = ", ".join(f"{key_id}: {n}" for key_id, n in counts.items())
+    report.fact("data keys", shown or "none")
+    if raced:
+        report.fact("changed meanwhile", f"{plural(raced, 'data key')} (re-read)")
+    for user_id, why in failed.items():
+        report.fail(f"user {user_id}", why)
+    for line in scrubbed:
         if line.startswith("warning: "):
             report.warn("old key material", line.removeprefix("warning: "))
         else:
             report.ok("old key material", line)
+    if failed:
+        fail(failure)
+    for key_id in retired:
+        report.ok(key_id, "wraps no data key now; it can be removed from the keyring")
 
 
 def _report_renewal(
     config: Config, keyring: Keyring, result: RenewalResult, scrubbed: list[str]
 ) -> None:
-    report = Report()
-    active = keyring.active.id
     retired = [k for k in keyring.ids[1:] if result.counts.get(k, 0) == 0]
-    with audit_trail(config.resolved_audit_log):
-        audit(
-            "data_keys_renewed",
-            active=active,
-            users=result.users,
-            secrets=result.secrets,
-            failed=len(result.failed),
-        )
-    report.fact("active master key", active)
+    fields = {"users": result.users, "secrets": result.secrets, "failed": len(result.failed)}
+    report, active = _audited_report(config, keyring, "data_keys_renewed", **fields)
     report.ok(
         "new data keys",
         f"{plural(result.users, 'user')}, {plural(result.secrets, 'secret')} re-sealed",
     )
-    counts = ", ".join(f"{key_id}: {n}" for key_id, n in result.counts.items())
-    report.fact("data keys", counts or "none")
-    for user_id, why in result.failed.items():
-        report.fail(f"user {user_id}", why)
-    _report_scrub(report, scrubbed)
-    if result.failed:
-        fail(
-            f"keys rotate: {plural(len(result.failed), 'user')} kept their data key (damaged "
-            "or foreign); every other user has a new one"
-        )
-    for key_id in retired:
-        report.ok(key_id, "wraps no data key now; it can be removed from the keyring")
+    _report_outcome(
+        report,
+        result.counts,
+        result.failed,
+        scrubbed,
+        retired,
+        failure=f"keys rotate: {plural(len(result.failed), 'user')} kept their data key "
+        "(damaged or foreign); every other user has a new one",
+    )
     click.secho(f"rotation complete: every user has a new data key, under {active}", fg="green")
 
 

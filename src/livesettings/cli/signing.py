@@ -15,9 +15,9 @@ import jwt
 
 from ..auth import TokenVerifier, load_or_create_jwt_secret
 from ..config import Config
+from ..config_loaders import read_jwt_public_key, token_verifier
 from ..errors import ConfigError, TokenExpired, Unauthorized
 from ..jwks import JwksCache
-from ..server.services import read_jwt_public_key
 from ._common import Report, exits, load_config, plural
 
 __all__ = ["JWT_SECRET_FILE", "PEM_SOURCE", "check_auth", "hs256_secret", "public_keys"]
@@ -118,15 +118,7 @@ def _modes(report: Report, config: Config) -> TokenVerifier | None:
         report.fail("verification", "no JWT secret or public key is configured")
         return None
     try:
-        verifier = TokenVerifier(
-            hs256_secret=secret,
-            public_keys=pem,
-            key_sets=key_sets,
-            audience=config.jwt_audience,
-            issuer=config.jwt_issuer,
-            leeway=config.jwt_leeway,
-            service_claim=config.idp_service_claim,
-        )
+        verifier = token_verifier(config, secret, pem, key_sets)
     except ConfigError as exc:
         report.fail("verification", exc.message)
         return None

@@ -1,43 +1,10 @@
-"""Reconnect delays: exponential backoff with full jitter and a cap.
+"""The client's reconnect delays: :func:`livesettings.backoff.backoff`, re-exported here.
 
-The client takes a *factory* of delay iterators (``reconnect_delays=``), calls it afresh after
-every connection that reached the server, and draws one delay per failed attempt. Tests pass
-short real delays (``lambda: itertools.repeat(0.05)``) instead of mocking time.
+The generator lives in :mod:`livesettings.backoff` so that the buses use the same one.
 """
 
 from __future__ import annotations
 
-import random
-from collections.abc import Callable, Iterator
+from ..backoff import DelayFactory, backoff
 
 __all__ = ["DelayFactory", "backoff"]
-
-DelayFactory = Callable[[], Iterator[float]]
-"""What ``reconnect_delays=`` accepts: a callable returning a fresh iterator of seconds."""
-
-
-def backoff(
-    initial: float = 0.5,
-    factor: float = 2.0,
-    cap: float = 30.0,
-    *,
-    rng: Callable[[], float] = random.random,
-) -> Iterator[float]:
-    """Delays ``uniform(0, min(cap, initial * factor**n))`` for n = 0, 1, 2, … (never ends).
-
-    Full jitter (AWS Architecture Blog, "Exponential Backoff And Jitter") spreads the
-    reconnects of many clients after a server restart instead of having them arrive in waves.
-    ``rng`` returns a float in [0, 1); pass ``lambda: 1.0`` for the un-jittered ceiling.
-
-    >>> import itertools
-    >>> list(itertools.islice(backoff(1, 2, 5, rng=lambda: 1.0), 5))
-    [1.0, 2.0, 4.0, 5.0, 5.0]
-    """
-    if initial < 0 or cap < 0 or factor < 1:
-        raise ValueError("backoff needs initial >= 0, cap >= 0 and factor >= 1")
-    ceiling = float(initial)
-    while True:
-        yield min(cap, ceiling) * rng()
-        # Stop growing once past the cap, so the float never overflows on long outages.
-        if ceiling < cap:
-            ceiling *= factor

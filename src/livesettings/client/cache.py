@@ -26,7 +26,6 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Final
 
 from livesettings.errors import OfflineSecret, StorageError
@@ -126,12 +125,7 @@ class OfflineCache:
     def __enter__(self) -> OfflineCache:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     # -- identity -------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import inspect
 import logging
 import os
@@ -23,7 +24,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
-from types import TracebackType
 from typing import Any, Final, TypeAlias
 from urllib.parse import quote
 
@@ -42,24 +42,29 @@ from livesettings.errors import (
     RateLimited,
     TokenExpired,
     Unauthorized,
-    error_from_payload,
 )
 from livesettings.paths import MISSING, Path, from_pointer, get_at
 from livesettings.protocol import (
     CLOSE_RATE_LIMITED,
     CLOSE_UNAUTHORIZED,
+    AckFrame,
     AuthFrame,
+    AuthOkFrame,
+    ChangeFrame,
+    ErrorFrame,
+    ServerFrame,
+    SnapshotFrame,
     SubscribeFrame,
+    SyncedFrame,
     UnsubscribeFrame,
     UpdateFrame,
-    parse_server_frame,
 )
 
 from .backoff import DelayFactory, backoff
 from .cache import OfflineCache, QueuedMutation, carries_secret
 from .handles import Subscription, UpdateHandle, consume_error
 from .session import Refused, Session, as_error, cancel_and_wait, refusal, ws_url
-from .state import Ack, Change, DocumentState, RevisionGap, copy_json
+from .state import Ack, Change, Documents, DocumentState, RevisionGap, copy_json
 from .status import ConnectionState, Status, SyncRate
 from .tokens import TokenSource, read_response, resolve_token
 
@@ -145,7 +150,7 @@ class AsyncClient:
         self._runner: asyncio.Task[None] | None = None
         self._refresher: asyncio.Task[None] | None = None
         self._session: Session | None = None
-        self._docs: dict[str, DocumentState] = {}
+        self._docs = Documents()
         self._main = DocumentState(user_id, followed=follow)
         self._listeners: dict[str, list[ChangeCallback]] = {}
         self._status_listeners: list[StatusCallback] = []
@@ -209,7 +214,7 @@ class AsyncClient:
             return
         self._lifecycle = _Lifecycle.CLOSED
         await cancel_and_wait(self._runner, self._refresher, *self._tasks)
-        queued = {p.mutation_id for doc in self._docs.values() for p in doc.pending if not p.secret}
+        queued = {p.mutation_id for _, p in self._docs.edits() if not p.secret}
         for mutation_id, future in self._futures.items():
             if not future.done():
                 message = f"the client closed before edit {mutation_id} was acknowledged"
@@ -230,12 +235,7 @@ class AsyncClient:
         await self.start()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
     # -- reading --------------------------------------------------------------------------
@@ -298,7 +298,7 @@ class AsyncClient:
         cache holds no queue (bound it with ``asyncio.timeout``)."""
         self._require_started()
         assert self._idle is not None
-        while self._pending_ids():
+        while self._docs.pending_ids():
             self._idle.clear()
             await self._idle.wait()
 
@@ -314,9 +314,7 @@ class AsyncClient:
         queue: asyncio.Queue[Change | None] = asyncio.Queue()
         subscription = self._listen(self._main.key, queue.put_nowait)
 
-        def end() -> None:
-            queue.put_nowait(None)
-
+        end = functools.partial(queue.put_nowait, None)
         self._closers.add(end)
 
         async def stream() -> AsyncIterator[Change]:
@@ -478,16 +476,7 @@ class AsyncClient:
             # Timers may fire a clock tick early: come back rather than stall the queue.
             loop.call_later(self._paused_until - loop.time(), self._flush)
             return
-        unsent = sorted(
-            (
-                (doc, p)
-                for doc in self._docs.values()
-                for p in doc.pending
-                if not p.sent and p.acked is None
-            ),
-            key=lambda item: item[1].seq,
-        )
-        for doc, p in unsent:
+        for doc, p in self._docs.unsent():
             frame = UpdateFrame(p.mutation_id, p.base_revision, p.patch, p.edited_at, doc.user_id)
             session.send(frame.to_json())
             p.sent = True
@@ -507,9 +496,6 @@ class AsyncClient:
             self._cache.save_document(doc.key, doc.revision, doc.confirmed)
 
     # -- internals: status ----------------------------------------------------------------
-    def _unsaved(self) -> int:
-        return sum(1 for doc in self._docs.values() for p in doc.pending if p.acked is None)
-
     def _note_sync(self) -> None:
         self._last_sync_at = int(self._clock() * 1000)
         self._rate.add()
@@ -520,20 +506,16 @@ class AsyncClient:
 
     def _refresh_status(self) -> None:
         session = self._session
-        in_flight = any(
-            p.sent and p.acked is None for doc in self._docs.values() for p in doc.pending
-        )
-        unsaved = self._unsaved()
         status = Status(
             connection=self._connection,
-            syncing=session is not None and (bool(session.waiting) or in_flight),
-            unsaved=unsaved,
+            syncing=session is not None and (bool(session.waiting) or self._docs.in_flight()),
+            unsaved=self._docs.unsaved(),
             last_sync_at=self._last_sync_at,
             error_count=self._error_count,
             syncs_per_minute=self._rate.count(),
             error=self._error,
         )
-        if self._idle is not None and not self._pending_ids():
+        if self._idle is not None and not self._docs.pending_ids():
             self._idle.set()
         if status == self._status:
             return
@@ -602,16 +584,15 @@ class AsyncClient:
         try:
             await ws.send(AuthFrame(token, self._client_id).to_json())
             async with asyncio.timeout(self._connect_timeout):
-                first = parse_server_frame(await ws.recv())
-            if first["type"] == "error":
-                raise Refused(error_from_payload(first))
-            if first["type"] != "auth_ok":
-                raise BadRequest(f"expected auth_ok from the server, got {first['type']}")
+                first = ServerFrame.from_json(await ws.recv())
+            if isinstance(first, ErrorFrame):
+                raise Refused(first.to_error())
+            if not isinstance(first, AuthOkFrame):
+                raise BadRequest(f"expected auth_ok from the server, got {first.type}")
             self._authenticated(session, first)
             async for message in ws:
                 try:
-                    frame = parse_server_frame(message)
-                    self._handle(session, frame)
+                    self._handle(session, ServerFrame.from_json(message))
                 except (BadRequest, KeyError, TypeError, ValueError) as exc:
                     # A frame this client cannot read is skipped, not fatal to the connection.
                     log.warning("ignored a server frame (%s): %.200s", exc, message)
@@ -629,10 +610,9 @@ class AsyncClient:
         finally:
             await cancel_and_wait(sender)
 
-    def _authenticated(self, session: Session, frame: dict[str, Any]) -> None:
-        user_id = str(frame.get("user_id"))
-        self._check_identity(user_id)
-        self._user_id = user_id
+    def _authenticated(self, session: Session, frame: AuthOkFrame) -> None:
+        self._check_identity(frame.user_id)
+        self._user_id = frame.user_id
         session.authed = True
         self._schedule_refresh(frame)
         for doc in self._docs.values():
@@ -687,8 +667,7 @@ class AsyncClient:
             self._refresher = None
         was_online = self._connection is ConnectionState.ONLINE
         self._session = None
-        for doc in self._docs.values():
-            doc.disconnected()
+        self._docs.disconnected()
         for waiter in self._sync_waiters.values():
             waiter.set()  # release subscribe_to_settings_changes(); catch-up resumes on connect
         if error is not None:
@@ -699,13 +678,10 @@ class AsyncClient:
             self._connection = state
         self._refresh_status()
 
-    def _schedule_refresh(self, frame: dict[str, Any]) -> None:
+    def _schedule_refresh(self, frame: AuthOkFrame) -> None:
         if isinstance(self._token_source, str):
             return
-        expires_at = frame.get("expires_at")
-        if not isinstance(expires_at, int | float):
-            return
-        left = expires_at - self._clock()
+        left = frame.expires_at - self._clock()
         delay = max(_MIN_REFRESH_INTERVAL, left - min(self._refresh_margin, left / 2))
         if self._refresher is not None:
             self._refresher.cancel()
@@ -725,55 +701,45 @@ class AsyncClient:
             self._session.send(AuthFrame(token, self._client_id).to_json())
 
     # -- internals: frames ----------------------------------------------------------------
-    def _handle(self, session: Session, frame: dict[str, Any]) -> None:
-        kind = frame["type"]
-        if kind == "auth_ok":
+    def _handle(self, session: Session, frame: ServerFrame) -> None:
+        if isinstance(frame, AuthOkFrame):
             self._schedule_refresh(frame)
             return
-        if kind == "pong":
-            return
-        user_id = frame.get("user_id")
-        doc = self._docs.get(user_id if isinstance(user_id, str) else "")
-        before = self._pending_ids()
-        if kind == "error":
+        before = self._docs.pending_ids()
+        if isinstance(frame, ErrorFrame):
             self._on_error(session, frame)
-        elif doc is None:
-            log.debug("ignored a %s frame for a document this client does not follow", kind)
-        elif kind == "change":
+        elif not isinstance(frame, SnapshotFrame | ChangeFrame | SyncedFrame | AckFrame):
+            return  # pong
+        elif (doc := self._docs.get(frame.user_id or "")) is None:
+            log.debug("ignored a %s frame for a document this client does not follow", frame.type)
+        elif isinstance(frame, ChangeFrame):
             self._on_change(session, doc, frame)
-        elif kind == "snapshot":
-            self._emit(doc, doc.on_snapshot(int(frame["revision"]), frame["settings"]))
+        elif isinstance(frame, SnapshotFrame):
+            self._emit(doc, doc.on_snapshot(frame.revision, frame.settings))
             self._persist(doc)
-        elif kind == "synced":
+        elif isinstance(frame, SyncedFrame):
             if doc.key in session.waiting:
                 session.waiting.remove(doc.key)
                 self._note_sync()
-                waiter = self._sync_waiters.get(doc.key)
-                if waiter is not None:
-                    waiter.set()
+                self._sync_waiters[doc.key].set()  # made by _begin_catch_up
             if not session.waiting and self._connection is not ConnectionState.ONLINE:
                 self._went_online()
-        elif kind == "ack":
-            mutation_id = str(frame["mutation_id"])
-            conflicts = list(frame.get("conflicts") or [])
-            pending, change = doc.on_ack(mutation_id, int(frame["revision"]))
-            ack = Ack(mutation_id, int(frame["revision"]), conflicts, doc.user_id)
+        else:
+            pending, change = doc.on_ack(frame.mutation_id, frame.revision)
             if pending is not None:
                 self._note_sync()
-                self._settle(mutation_id, ack, None)
+                ack = Ack(frame.mutation_id, frame.revision, list(frame.conflicts), doc.user_id)
+                self._settle(frame.mutation_id, ack, None)
             self._emit(doc, change)
         if self._cache is not None:
             # An edit leaves the queue once the confirmed state includes it (or it was refused):
             # dropping it at its ack would leave a cache whose document lacks it, should the
             # process end before the change frame. Replaying an acknowledged edit is harmless.
-            for mutation_id in before - self._pending_ids():
+            for mutation_id in before - self._docs.pending_ids():
                 self._cache.remove_pending(mutation_id)
         self._refresh_status()
 
-    def _pending_ids(self) -> frozenset[str]:
-        return frozenset(p.mutation_id for doc in self._docs.values() for p in doc.pending)
-
-    def _on_change(self, session: Session, doc: DocumentState, frame: dict[str, Any]) -> None:
+    def _on_change(self, session: Session, doc: DocumentState, frame: ChangeFrame) -> None:
         try:
             change, mine = doc.on_change(frame)
         except RevisionGap as gap:
@@ -782,22 +748,15 @@ class AsyncClient:
             return
         self._persist(doc)
         if mine is not None:
-            ack = Ack(mine.mutation_id, doc.revision or 0, list(frame.get("conflicts") or []))
-            self._settle(mine.mutation_id, replace(ack, user_id=doc.user_id), None)
+            ack = Ack(mine.mutation_id, frame.revision, list(frame.conflicts), doc.user_id)
+            self._settle(mine.mutation_id, ack, None)
         self._emit(doc, change)
 
-    def _on_error(self, session: Session, frame: dict[str, Any]) -> None:
-        error = error_from_payload(frame)
-        mutation_id = frame.get("mutation_id")
-        owner = next(
-            (
-                d
-                for d in self._docs.values()
-                if any(p.mutation_id == mutation_id for p in d.pending)
-            ),
-            None,
-        )
-        if owner is None:
+    def _on_error(self, session: Session, frame: ErrorFrame) -> None:
+        error = frame.to_error()
+        mutation_id = frame.mutation_id
+        found = self._docs.owner(mutation_id)
+        if found is None:
             session.last_error = error
             self._note_error(error)
             if isinstance(error, TokenExpired | Unauthorized):
@@ -809,11 +768,9 @@ class AsyncClient:
                 if doc is not None and doc is not self._main:
                     doc.followed = False
                 self._subscribe_errors[key] = error
-                waiter = self._sync_waiters.get(key)
-                if waiter is not None:
-                    waiter.set()
+                self._sync_waiters[key].set()
             return
-        pending = next(p for p in owner.pending if p.mutation_id == mutation_id)
+        owner, pending = found
         if error.code in _TRANSIENT and pending.attempts < _MAX_RETRIES:
             pending.attempts += 1
             pending.sent = False
@@ -824,8 +781,8 @@ class AsyncClient:
             loop.call_later(wait, self._flush)
             return
         self._note_error(error)
-        _, change = owner.on_reject(str(mutation_id))
-        self._settle(str(mutation_id), None, error)
+        _, change = owner.on_reject(pending.mutation_id)
+        self._settle(pending.mutation_id, None, error)
         self._emit(owner, change)
 
     async def _http_get(self, path: str) -> dict[str, Any]:

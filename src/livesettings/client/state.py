@@ -14,10 +14,12 @@ blinks out of the view between its ``ack`` and its ``change``.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from livesettings.document import apply_patch, default_document, diff, mask_patch
+from livesettings.document import apply_patch, copy_json, default_document, diff, mask_patch
+from livesettings.protocol import ChangeFrame
 
 from .cache import CachedDocument, QueuedMutation, carries_secret
 
@@ -26,19 +28,11 @@ __all__ = [
     "Change",
     "ChangeOrigin",
     "DocumentState",
+    "Documents",
     "PendingEdit",
     "RevisionGap",
     "copy_json",
 ]
-
-
-def copy_json(value: Any) -> Any:
-    """A deep copy of a JSON value (much faster than ``copy.deepcopy``)."""
-    if isinstance(value, dict):
-        return {k: copy_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [copy_json(v) for v in value]
-    return value
 
 
 class ChangeOrigin(enum.Enum):
@@ -202,27 +196,29 @@ class DocumentState:
             reset=reset,
         )
 
-    def on_change(self, frame: dict[str, Any]) -> tuple[Change | None, PendingEdit | None]:
+    def on_change(
+        self, frame: ChangeFrame | Mapping[str, Any]
+    ) -> tuple[Change | None, PendingEdit | None]:
         """Apply a ``change`` frame; return the event (if any) and the own edit it confirms.
 
         A revision already seen is ignored (None, None); a skipped one raises
         :class:`RevisionGap`.
         """
-        revision = int(frame["revision"])
+        if not isinstance(frame, ChangeFrame):
+            frame = ChangeFrame.from_dict(frame)
+        revision = frame.revision
         if self.revision is not None:
             if revision <= self.revision:
                 return None, None
             if revision != self.revision + 1:
                 raise RevisionGap(self.revision, revision)
         before = self.view
-        patch: dict[str, Any] = frame.get("patch") or {}
-        self.confirmed = apply_patch(self.confirmed, patch)
+        self.confirmed = apply_patch(self.confirmed, frame.patch)
         self.revision = revision
-        mutation_id = frame.get("mutation_id")
         mine: PendingEdit | None = None
         kept: list[PendingEdit] = []
         for p in self.pending:
-            if p.mutation_id == mutation_id:
+            if p.mutation_id == frame.mutation_id:
                 mine = p
             elif p.acked is None or p.acked > revision:
                 kept.append(p)
@@ -232,13 +228,13 @@ class DocumentState:
             return None, mine  # your own edit, committed as shown: nothing new to tell
         change = Change(
             ChangeOrigin.REMOTE,
-            patch if mine is None else diff(before, self.view),
+            frame.patch if mine is None else diff(before, self.view),
             self.view,
             revision=revision,
-            mutation_id=mutation_id,
-            client_id=frame.get("client_id"),
-            committed_at=frame.get("committed_at"),
-            conflicts=list(frame.get("conflicts") or []),
+            mutation_id=frame.mutation_id,
+            client_id=frame.client_id,
+            committed_at=frame.committed_at,
+            conflicts=list(frame.conflicts),
             user_id=self.user_id,
         )
         return change, mine
@@ -290,3 +286,39 @@ class DocumentState:
         for p in self.pending:
             view = apply_patch(view, p.shown)
         self.view = view
+
+
+class Documents(dict[str, DocumentState]):
+    """The documents a client holds, by key, and questions about all their pending edits."""
+
+    def edits(self) -> Iterator[tuple[DocumentState, PendingEdit]]:
+        """Every pending edit, with its document."""
+        for doc in self.values():
+            for p in doc.pending:
+                yield doc, p
+
+    def pending_ids(self) -> frozenset[str]:
+        """The mutation ids of every pending edit."""
+        return frozenset(p.mutation_id for _, p in self.edits())
+
+    def unsaved(self) -> int:
+        """How many edits the server has not acknowledged (queued or in flight)."""
+        return sum(1 for _, p in self.edits() if p.acked is None)
+
+    def in_flight(self) -> bool:
+        """Whether an edit was sent and not acknowledged yet."""
+        return any(p.sent and p.acked is None for _, p in self.edits())
+
+    def unsent(self) -> list[tuple[DocumentState, PendingEdit]]:
+        """The edits to send, in the order they were made."""
+        edits = (item for item in self.edits() if not item[1].sent and item[1].acked is None)
+        return sorted(edits, key=lambda item: item[1].seq)
+
+    def owner(self, mutation_id: str | None) -> tuple[DocumentState, PendingEdit] | None:
+        """The pending edit ``mutation_id`` and its document, if it is pending."""
+        return next((item for item in self.edits() if item[1].mutation_id == mutation_id), None)
+
+    def disconnected(self) -> None:
+        """The connection ended: everything unacknowledged must be sent again."""
+        for doc in self.values():
+            doc.disconnected()

@@ -17,7 +17,6 @@ import queue
 import threading
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import Future
-from types import TracebackType
 from typing import Any, TypeVar
 
 from .core import AsyncClient, ChangeCallback, StatusCallback
@@ -155,12 +154,7 @@ class Client:
         self.start()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     @property

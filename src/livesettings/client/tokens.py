@@ -101,20 +101,21 @@ async def sign_up(
     url: str, username: str, password: str, *, transport: httpx.AsyncBaseTransport | None = None
 ) -> Tokens:
     """Create a built-in user (``POST /v1/auth/signup``) and return its tokens."""
-    body = await post_json(
-        url, "/v1/auth/signup", {"username": username, "password": password}, transport=transport
-    )
-    return Tokens.from_body(body)
+    return await _password_grant(url, "/v1/auth/signup", username, password, transport)
 
 
 async def sign_in(
     url: str, username: str, password: str, *, transport: httpx.AsyncBaseTransport | None = None
 ) -> Tokens:
     """Sign in a built-in user (``POST /v1/auth/token``) and return its tokens."""
-    body = await post_json(
-        url, "/v1/auth/token", {"username": username, "password": password}, transport=transport
-    )
-    return Tokens.from_body(body)
+    return await _password_grant(url, "/v1/auth/token", username, password, transport)
+
+
+async def _password_grant(
+    url: str, path: str, username: str, password: str, transport: httpx.AsyncBaseTransport | None
+) -> Tokens:
+    body = {"username": username, "password": password}
+    return Tokens.from_body(await post_json(url, path, body, transport=transport))
 
 
 class RefreshingToken:

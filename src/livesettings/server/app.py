@@ -27,13 +27,17 @@ from ..errors import (
     Unauthorized,
 )
 from ..paths import to_pointer
+from .auth_routes import router as auth_router
 from .cookies import RefreshCookieReset
-from .http import router
+from .dependencies import too_large
 from .openapi import install_openapi
-from .perimeter import BodyTimeout, HostGuard, OpsGuard, OpsListener
+from .operations import router as operations_router
+from .perimeter import BodyTimeout, HostGuard, HttpMiddleware, OpsGuard, OpsListener
 from .realtime import realtime_endpoint
 from .security import SecurityHeaders
+from .service_routes import router as service_router
 from .services import Services
+from .settings_routes import router as settings_router
 
 __all__ = ["STATIC_DIR", "create_app"]
 
@@ -66,7 +70,8 @@ def create_app(config: Config | None = None, *, services: Services | None = None
     app.state.services = services
     # The routes join the app's own router: an included router is resolved again on every
     # request by this FastAPI version, which cost a fifth of a write's CPU.
-    app.router.routes.extend(router.routes)
+    for router in (auth_router, settings_router, service_router, operations_router):
+        app.router.routes.extend(router.routes)
     install_openapi(app)
     app.add_api_websocket_route("/v1/realtime", realtime_endpoint)
 
@@ -123,28 +128,19 @@ class _BodyTooLarge(StarletteHTTPException):
         self.limit = limit
 
 
-class _BodyLimit:
+class _BodyLimit(HttpMiddleware):
     """413 for a body over ``limit`` bytes: at once for a ``Content-Length`` over it, or as
     soon as a streamed body grows past it (an HTTPException, which FastAPI's body parsing
     lets through to the error handlers)."""
 
     def __init__(self, app: Any, limit: int) -> None:
-        self.app = app
+        super().__init__(app)
         self.limit = limit
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Any, receive: Any, send: Any) -> None:
         for key, value in scope["headers"]:
             if key == b"content-length" and value.isdigit() and int(value) > self.limit:
-                size = int(value)
-                response = _error_response(
-                    TooLarge(
-                        f"the request body is {size} bytes; the limit is {self.limit}",
-                        details={"size": size, "limit": self.limit},
-                    )
-                )
+                response = _error_response(too_large(int(value), self.limit))
                 await response(scope, receive, send)
                 return
         received = 0

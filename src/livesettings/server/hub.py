@@ -1,10 +1,12 @@
 """Fan-out on one node: bus events in, change frames out to every local subscriber.
 
-For each user with subscribers the hub remembers the last revision it pushed. An event for a
-newer revision makes it read the missing change rows once — from the rows this node just
-committed when it has them, else from the change log — and queue each frame to every
-subscriber of that user. So a node reads each change at most once, never once per subscriber,
-and subscribers see every revision in order, exactly once.
+For each user with subscribers the hub keeps a :class:`Room`: the subscribers, the last
+revision it pushed and the newest one it knows exists. An event for a newer revision makes it
+read the missing change rows once — from the rows this node just committed when it has them,
+else from the change log — and queue each frame to every subscriber of that user. So a node
+reads each change at most once, never once per subscriber, and subscribers see every revision
+in order, exactly once. When the bus reconnects (events may have been lost), every room is
+marked ``resync``: it reads the log until a read finds nothing newer.
 """
 
 from __future__ import annotations
@@ -12,19 +14,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..bus import BusEvent
+from ..clock import SYSTEM_CLOCK, Clock
 from ..document import mask_document
 from ..protocol import ChangeFrame, SnapshotFrame, SyncedFrame
 from ..store.base import ChangeRow, Store
 from .metrics import Metrics
 
-__all__ = ["Hub", "Subscriber"]
+__all__ = ["Hub", "Room", "Subscriber"]
 
 log = logging.getLogger("livesettings.hub")
 
@@ -41,20 +43,58 @@ class Subscriber:
     last_revision: int = -1
     on_reset: Callable[[], None] | None = field(default=None)
 
+    def send_state(self, revision: int, settings: dict[str, Any] | None) -> None:
+        """A snapshot (when ``settings`` is given), then ``synced``, at ``revision``."""
+        uid = self.user_id if self.with_user_id else None
+        if settings is not None:
+            self.send(SnapshotFrame(revision, settings, user_id=uid).to_json())
+        self.last_revision = revision
+        self.send(SyncedFrame(revision, user_id=uid).to_json())
+
+
+@dataclass(eq=False, slots=True)
+class Room:
+    """The hub's state for one user on this node."""
+
+    subs: set[Subscriber] = field(default_factory=set)
+    pushed: int = 0  # the last revision queued to this node's subscribers
+    wanted: int = -1  # the newest revision known to exist (from events and first reads)
+    resync: bool = False  # the bus may have lost events: read the log until caught up
+    joining: int = 0  # subscribes whose first read is in flight
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    drainer: asyncio.Task[None] | None = None
+
+    @property
+    def listening(self) -> bool:
+        """Events matter: someone is subscribed, or about to be."""
+        return bool(self.subs) or self.joining > 0
+
+    @property
+    def behind(self) -> bool:
+        """Subscribers have not been sent everything known to exist."""
+        return self.resync or self.wanted > self.pushed
+
+    @property
+    def idle(self) -> bool:
+        """Nothing refers to this room any more: it may be forgotten."""
+        return not self.listening and not self.lock.locked()
+
+    def caught_up(self, revision: int) -> None:
+        """Everything up to ``revision`` was pushed and nothing newer is known."""
+        self.pushed = self.wanted = revision
+        self.resync = False
+
 
 def change_frame(row: ChangeRow, with_user_id: bool) -> str:
-    return ChangeFrame(
-        revision=row.revision,
-        patch=row.patch,
-        mutation_id=row.mutation_id,
-        client_id=row.client_id,
-        committed_at=row.committed_at,
-        conflicts=list(row.conflicts),
-        user_id=row.user_id if with_user_id else None,
-    ).to_json()
+    """The ``change`` frame of a row, with ``user_id`` for service subscribers."""
+    fields = (row.revision, row.patch, row.mutation_id, row.client_id, row.committed_at)
+    uid = row.user_id if with_user_id else None
+    return ChangeFrame(*fields, conflicts=list(row.conflicts), user_id=uid).to_json()
 
 
 class Hub:
+    """This node's rooms: bus events and local commits in, frames out to subscribers."""
+
     def __init__(
         self,
         store: Store,
@@ -62,127 +102,121 @@ class Hub:
         *,
         replay_limit: int = 1000,
         view: Callable[[dict[str, Any]], dict[str, Any]] = mask_document,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._store = store
+        self._rooms: dict[str, Room] = {}
         self._view = view
         self._metrics = metrics
         self._replay_limit = replay_limit
-        self._subs: dict[str, set[Subscriber]] = {}
-        self._pushed: dict[str, int] = {}
-        self._wanted: dict[str, int] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._drainers: dict[str, asyncio.Task[None]] = {}
-        self._joining: dict[str, int] = {}  # users whose first read is in flight
+        self._clock = clock
+        self._drainers: set[asyncio.Task[None]] = set()
         self._recent: OrderedDict[tuple[str, int], ChangeRow] = OrderedDict()
 
     # -- inputs ---------------------------------------------------------------------------
     def note_committed(self, rows: Sequence[ChangeRow]) -> None:
         """Rows this node committed: kept briefly so pushing them needs no read."""
         for row in rows:
-            if row.user_id in self._subs:
+            room = self._rooms.get(row.user_id)
+            if room is not None and room.subs:
                 self._recent[(row.user_id, row.revision)] = row
         while len(self._recent) > _RECENT_ROWS:
             self._recent.popitem(last=False)
 
     def on_events(self, events: Sequence[BusEvent]) -> None:
         for event in events:
-            if event.user_id not in self._subs and event.user_id not in self._joining:
+            room = self._rooms.get(event.user_id)
+            if room is None or not room.listening:
                 continue
-            if event.revision > self._wanted.get(event.user_id, -1):
-                self._wanted[event.user_id] = event.revision
-            self._kick(event.user_id)
+            room.wanted = max(room.wanted, event.revision)
+            self._kick(event.user_id, room)
 
     def on_resync(self) -> None:
         """The bus reconnected: anything may have been missed, so ask the log."""
-        for user_id in set(self._subs) | set(self._joining):
-            self._wanted[user_id] = max(self._wanted.get(user_id, -1), 1 << 62)
-            self._kick(user_id)
+        for user_id, room in list(self._rooms.items()):
+            if room.listening:
+                room.resync = True
+                self._kick(user_id, room)
 
     # -- subscriptions --------------------------------------------------------------------
     async def subscribe(self, sub: Subscriber, since: int | None) -> int:
         """Send the snapshot or the missed changes, then ``synced``; return the revision."""
         # An event that arrives while the first read is in flight must not be dropped: it may
         # be newer than what the read saw.
-        self._joining[sub.user_id] = self._joining.get(sub.user_id, 0) + 1
+        room = self._rooms.setdefault(sub.user_id, Room())
+        room.joining += 1
         try:
-            return await self._subscribe(sub, since)
+            async with room.lock:
+                return await self._first_read(sub, since, room)
         finally:
-            self._joining[sub.user_id] -= 1
-            if not self._joining[sub.user_id]:
-                del self._joining[sub.user_id]
+            room.joining -= 1
+            self._forget_if_idle(sub.user_id, room)
 
-    async def _subscribe(self, sub: Subscriber, since: int | None) -> int:
-        lock = self._locks.setdefault(sub.user_id, asyncio.Lock())
-        async with lock:
-            doc, page = await self._store.snapshot_and_changes(
-                sub.user_id, since, self._replay_limit
-            )
-            self._metrics.changelog_reads.inc()
-            uid = sub.user_id if sub.with_user_id else None
-            if doc is not None:
-                settings = self._view(doc.settings)
-                sub.send(SnapshotFrame(doc.revision, settings, user_id=uid).to_json())
-                revision = doc.revision
-            else:
-                for row in page.changes:
-                    sub.send(change_frame(row, sub.with_user_id))
-                revision = page.changes[-1].revision if page.changes else page.revision
-            sub.last_revision = revision
-            sub.send(SyncedFrame(revision, user_id=uid).to_json())
-            subs = self._subs.setdefault(sub.user_id, set())
-            if not subs:
-                self._pushed[sub.user_id] = revision
-            else:
-                self._pushed[sub.user_id] = max(self._pushed.get(sub.user_id, 0), revision)
-            subs.add(sub)
-            wanted = max(self._wanted.get(sub.user_id, -1), page.revision)
-            if wanted > revision:
-                self._wanted[sub.user_id] = wanted
-                self._kick(sub.user_id)
-            return revision
+    async def _first_read(self, sub: Subscriber, since: int | None, room: Room) -> int:
+        doc, page = await self._store.snapshot_and_changes(sub.user_id, since, self._replay_limit)
+        self._metrics.changelog_reads.inc()
+        if doc is not None:
+            revision = doc.revision
+            sub.send_state(revision, self._view(doc.settings))
+        else:
+            for row in page.changes:
+                sub.send(change_frame(row, sub.with_user_id))
+            revision = page.changes[-1].revision if page.changes else page.revision
+            sub.send_state(revision, None)
+        room.pushed = max(room.pushed, revision) if room.subs else revision
+        room.subs.add(sub)
+        room.wanted = max(room.wanted, page.revision)
+        if room.behind:
+            self._kick(sub.user_id, room)
+        return revision
 
     def unsubscribe(self, sub: Subscriber) -> None:
-        subs = self._subs.get(sub.user_id)
-        if subs is None:
+        room = self._rooms.get(sub.user_id)
+        if room is None or sub not in room.subs:
             return
-        subs.discard(sub)
-        if not subs:
-            del self._subs[sub.user_id]
-            self._pushed.pop(sub.user_id, None)
-            self._wanted.pop(sub.user_id, None)
-            lock = self._locks.get(sub.user_id)
-            if lock is not None and not lock.locked():
-                del self._locks[sub.user_id]
+        room.subs.discard(sub)
+        if not room.subs:
+            room.caught_up(0)  # a later subscriber starts from its own first read
+            self._forget_if_idle(sub.user_id, room)
+
+    def _forget_if_idle(self, user_id: str, room: Room) -> None:
+        if room.idle and self._rooms.get(user_id) is room:
+            del self._rooms[user_id]
 
     def subscriber_count(self, user_id: str | None = None) -> int:
         if user_id is not None:
-            return len(self._subs.get(user_id, ()))
-        return sum(len(s) for s in self._subs.values())
+            room = self._rooms.get(user_id)
+            return len(room.subs) if room is not None else 0
+        return sum(len(room.subs) for room in self._rooms.values())
+
+    def room(self, user_id: str) -> Room | None:
+        """The state kept for ``user_id`` (for tests and diagnostics)."""
+        return self._rooms.get(user_id)
 
     async def close(self) -> None:
-        for task in list(self._drainers.values()):
+        tasks = list(self._drainers)
+        for task in tasks:
             task.cancel()
-        for task in list(self._drainers.values()):
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._drainers.clear()
 
     # -- pushing --------------------------------------------------------------------------
-    def _kick(self, user_id: str) -> None:
-        task = self._drainers.get(user_id)
-        if task is None or task.done():
-            self._drainers[user_id] = asyncio.create_task(self._drain(user_id))
+    def _kick(self, user_id: str, room: Room) -> None:
+        if room.drainer is None or room.drainer.done():
+            task = asyncio.create_task(self._drain(user_id, room))
+            room.drainer = task
+            self._drainers.add(task)
+            task.add_done_callback(self._drainers.discard)
 
-    async def _drain(self, user_id: str) -> None:
+    async def _drain(self, user_id: str, room: Room) -> None:
         failures = 0
         try:
-            while user_id in self._subs:
-                pushed = self._pushed.get(user_id, 0)
-                if self._wanted.get(user_id, -1) <= pushed:
-                    return
+            while room.subs and room.behind:
                 try:
-                    async with self._locks.setdefault(user_id, asyncio.Lock()):
-                        await self._push_after(user_id, self._pushed.get(user_id, 0))
+                    async with room.lock:
+                        await self._push_after(user_id, room)
                     failures = 0
                 except Exception:
                     # The database may be briefly away: retry with backoff, so a subscriber
@@ -191,59 +225,58 @@ class Hub:
                     log.warning("reading changes for fan-out failed (attempt %d)", failures)
                     await asyncio.sleep(min(5.0, 0.05 * 2**failures))
         finally:
-            if self._drainers.get(user_id) is asyncio.current_task():
-                del self._drainers[user_id]
+            if room.drainer is asyncio.current_task():
+                room.drainer = None
+            self._forget_if_idle(user_id, room)
 
-    async def _push_after(self, user_id: str, pushed: int) -> None:
-        wanted = self._wanted.get(user_id, -1)
+    def _take_recent(self, user_id: str, room: Room) -> list[ChangeRow]:
+        """The rows after ``room.pushed`` this node committed itself, up to ``wanted``."""
         rows: list[ChangeRow] = []
-        revision = pushed + 1
-        while (user_id, revision) in self._recent and revision <= wanted:
+        revision = room.pushed + 1
+        while revision <= room.wanted and (user_id, revision) in self._recent:
             rows.append(self._recent.pop((user_id, revision)))
             revision += 1
-        if not rows or revision <= wanted:
+        return rows
+
+    async def _push_after(self, user_id: str, room: Room) -> None:
+        pushed = room.pushed
+        rows = [] if room.resync else self._take_recent(user_id, room)
+        if not rows or rows[-1].revision < room.wanted:
             page = await self._store.changes_since(user_id, pushed, self._replay_limit)
             self._metrics.changelog_reads.inc()
             if page.reset:
-                await self._reset_all(user_id)
+                await self._reset_all(user_id, room)
                 return
             rows = list(page.changes)
             if not rows:
-                # Nothing newer in the log: the wanted revision was a resync probe.
-                self._wanted[user_id] = page.revision
-                self._pushed[user_id] = max(pushed, page.revision)
+                # Nothing newer in the log: this node has pushed everything there is.
+                room.caught_up(max(pushed, page.revision))
                 return
-        now_ms = time.time() * 1000
-        plain: str | None = None
-        tagged: str | None = None
+        now_ms = self._clock.time() * 1000
         for row in rows:
-            plain = tagged = None
-            for sub in list(self._subs.get(user_id, ())):
-                if row.revision <= sub.last_revision:
-                    continue
-                if sub.with_user_id:
-                    tagged = tagged or change_frame(row, True)
-                    sub.send(tagged)
-                else:
-                    plain = plain or change_frame(row, False)
-                    sub.send(plain)
-                sub.last_revision = row.revision
-                self._metrics.pushes.inc()
+            self._push(user_id, room, row)
             self._metrics.push_latency.observe(max(0.0, now_ms - row.committed_at) / 1000)
-            self._pushed[user_id] = row.revision
-        if self._wanted.get(user_id, -1) >= 1 << 62:
-            self._wanted[user_id] = self._pushed[user_id] + 1  # keep probing until caught up
+            room.pushed = row.revision
 
-    async def _reset_all(self, user_id: str) -> None:
+    def _push(self, user_id: str, room: Room, row: ChangeRow) -> None:
+        """Queue the frame of one change to each subscriber that has not had it."""
+        frames: dict[bool, str] = {}
+        for sub in list(room.subs):
+            if row.revision <= sub.last_revision:
+                continue
+            frame = frames.get(sub.with_user_id)
+            if frame is None:
+                frame = frames[sub.with_user_id] = change_frame(row, sub.with_user_id)
+            sub.send(frame)
+            sub.last_revision = row.revision
+            self._metrics.pushes.inc()
+
+    async def _reset_all(self, user_id: str, room: Room) -> None:
         """The log no longer reaches back: every subscriber of the user gets a snapshot."""
         doc = await self._store.get_document(user_id)
         settings = self._view(doc.settings)
-        for sub in list(self._subs.get(user_id, ())):
-            uid = sub.user_id if sub.with_user_id else None
-            sub.send(SnapshotFrame(doc.revision, settings, user_id=uid).to_json())
-            sub.send(SyncedFrame(doc.revision, user_id=uid).to_json())
-            sub.last_revision = doc.revision
+        for sub in list(room.subs):
+            sub.send_state(doc.revision, settings)
             if sub.on_reset is not None:
                 sub.on_reset()
-        self._pushed[user_id] = doc.revision
-        self._wanted[user_id] = doc.revision
+        room.caught_up(doc.revision)

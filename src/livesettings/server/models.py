@@ -182,14 +182,19 @@ class SettingsDocument(BaseModel):
     api_keys: dict[str, MaskedSecret] = Field(default_factory=dict)
 
 
-class SettingsPatch(BaseModel):
-    """An RFC 7386 JSON Merge Patch; ``null`` deletes (on a top-level field: resets it)."""
+class _Writable(BaseModel):
+    """The fields a write names (every one optional; ``null`` resets); ``api_keys`` differs."""
 
     model_config = ConfigDict(extra="forbid")
     theme: Literal["light", "dark", "system"] | None = None
     language: Annotated[str | None, _nullable(_LANGUAGE)] = None
     preferences: Annotated[dict[str, Any] | None, _nullable(_JSON_OBJECT)] = None
     ai_providers: Annotated[dict[str, Any] | None, _nullable(_JSON_OBJECT)] = None
+
+
+class SettingsPatch(_Writable):
+    """An RFC 7386 JSON Merge Patch; ``null`` deletes (on a top-level field: resets it)."""
+
     api_keys: Annotated[
         dict[str, str | None] | None,
         _nullable(
@@ -202,14 +207,9 @@ class SettingsPatch(BaseModel):
     ] = None
 
 
-class SettingsReplacement(BaseModel):
+class SettingsReplacement(_Writable):
     """A whole document for PUT: absent or ``null`` fields reset, absent secrets are deleted."""
 
-    model_config = ConfigDict(extra="forbid")
-    theme: Literal["light", "dark", "system"] | None = None
-    language: Annotated[str | None, _nullable(_LANGUAGE)] = None
-    preferences: Annotated[dict[str, Any] | None, _nullable(_JSON_OBJECT)] = None
-    ai_providers: Annotated[dict[str, Any] | None, _nullable(_JSON_OBJECT)] = None
     api_keys: Annotated[
         dict[str, Any] | None,
         _nullable(

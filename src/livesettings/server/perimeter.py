@@ -26,7 +26,15 @@ from ..config import Config
 from ..errors import BadRequest, Forbidden, LiveSettingsError, NotFound, Unauthorized
 from .security import host_allowed, origin_allowed
 
-__all__ = ["OPS_PATHS", "BodyTimeout", "HostGuard", "OpsGuard", "OpsListener", "RequestTimeout"]
+__all__ = [
+    "OPS_PATHS",
+    "BodyTimeout",
+    "HostGuard",
+    "HttpMiddleware",
+    "OpsGuard",
+    "OpsListener",
+    "RequestTimeout",
+]
 
 OPS_PATHS = frozenset({"/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 _HEALTH_PATHS = frozenset({"/healthz", "/readyz"})
@@ -93,7 +101,24 @@ class HostGuard:
             await refuse(refusal, scope, receive, send)
 
 
-class BodyTimeout:
+class HttpMiddleware:
+    """An ASGI middleware for plain HTTP requests (:meth:`handle`); WebSocket and lifespan
+    scopes pass by untouched."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self.handle(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
+class BodyTimeout(HttpMiddleware):
     """Fails a request whose body is not complete ``timeout`` seconds after its headers.
 
     The deadline runs only while the body is incomplete: later ``receive`` calls (a stream
@@ -101,13 +126,10 @@ class BodyTimeout:
     """
 
     def __init__(self, app: ASGIApp, timeout: float) -> None:
-        self.app = app
+        super().__init__(app)
         self.timeout = timeout
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
         complete = False

@@ -9,49 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
-import time
 import uuid
 from typing import Any
 
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from .. import protocol
 from ..auth import Claims
-from ..document import validate_patch
-from ..errors import (
-    Forbidden,
-    LiveSettingsError,
-    RateLimited,
-    TokenExpired,
-    Unauthorized,
-)
-from ..merge import Mutation
-from ..protocol import (
-    CLOSE_GOING_AWAY,
-    CLOSE_POLICY,
-    CLOSE_RATE_LIMITED,
-    CLOSE_TOO_BIG,
-    CLOSE_UNAUTHORIZED,
-    AckFrame,
-    AuthFrame,
-    AuthOkFrame,
-    PingFrame,
-    PongFrame,
-    SubscribeFrame,
-    UnsubscribeFrame,
-    UpdateFrame,
-    error_frame,
-    parse_client_frame,
-)
-from ..store.base import CommitOutcome, PendingMutation
-from ..store.planning import body_hash
-from .http import client_address
+from ..errors import Forbidden, LiveSettingsError, RateLimited, TokenExpired, Unauthorized
+from ..store.base import CommitOutcome
+from .dependencies import client_address, draining
 from .hub import Subscriber
+from .mutations import Edit, check_write_rate, enqueue, patch_mutation
 from .services import Services
-from .writer import rate_cost
 
-__all__ = ["Session", "realtime_endpoint"]
+__all__ = ["Session", "SessionState", "realtime_endpoint", "transition"]
 
 log = logging.getLogger("livesettings.realtime")
 
@@ -64,29 +39,57 @@ async def realtime_endpoint(websocket: WebSocket) -> None:
     services: Services = websocket.app.state.services
     # Host and Origin were checked before the upgrade (perimeter.HostGuard).
     if services.draining:
-        await _deny(websocket, 503, "draining", "the server is shutting down")
+        await _deny(websocket, draining())
         return
     address = client_address(websocket, services)
     wait = services.connect_limiter.take(services.address_key(address))
     if wait > 0:
-        await _deny(websocket, 429, "rate_limited", "too many connection attempts", wait)
+        await _deny(websocket, RateLimited("too many connection attempts", retry_after=wait))
         return
     await websocket.accept()
     await Session(websocket, services, address=address).run()
 
 
-async def _deny(
-    websocket: WebSocket, status: int, code: str, message: str, retry_after: float | None = None
-) -> None:
-    """Refuse before the upgrade with an HTTP status (403, 429, 503)."""
+async def _deny(websocket: WebSocket, error: LiveSettingsError) -> None:
+    """Refuse before the upgrade with the error's HTTP status (429, 503)."""
+    retry_after = error.retry_after if isinstance(error, RateLimited) else None
     headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after else None
     response = JSONResponse(
-        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
+        {"error": error.to_payload()}, status_code=error.status, headers=headers
     )
     try:
         await websocket.send_denial_response(response)
     except RuntimeError:
-        await websocket.close(code=CLOSE_POLICY)
+        await websocket.close(code=protocol.CLOSE_POLICY)
+
+
+class SessionState(enum.Enum):
+    """Where a :class:`Session` is: ``AUTHENTICATING`` until its first valid ``auth`` frame,
+    then ``OPEN`` (a later ``auth`` refreshes the token), and ``CLOSING`` once a close is
+    queued. Nothing leaves ``CLOSING``."""
+
+    AUTHENTICATING = "authenticating"
+    OPEN = "open"
+    CLOSING = "closing"
+
+
+_TRANSITIONS: dict[SessionState, frozenset[SessionState]] = {
+    SessionState.AUTHENTICATING: frozenset({SessionState.OPEN, SessionState.CLOSING}),
+    SessionState.OPEN: frozenset({SessionState.CLOSING}),
+    SessionState.CLOSING: frozenset(),
+}
+
+
+def transition(current: SessionState, to: SessionState) -> SessionState:
+    """``to``, when a session in ``current`` may move there; else a ``RuntimeError`` naming
+    both (a bug in the session, never the peer's doing)."""
+    allowed = _TRANSITIONS[current]
+    if to not in allowed:
+        expected = " or ".join(sorted(s.value for s in allowed)) or "nothing"
+        raise RuntimeError(
+            f"a session cannot go from {current.value} to {to.value} (expected {expected})"
+        )
+    return to
 
 
 class Session:
@@ -96,27 +99,31 @@ class Session:
         self.ws = websocket
         self.services = services
         self.address = address
-        self.claims: Claims | None = None
+        self.state = SessionState.AUTHENTICATING
+        self.claims: Claims | None = None  # set when the state becomes OPEN
         self.client_id = "ws-" + uuid.uuid4().hex[:16]
         self.subscriptions: dict[str, Subscriber] = {}
         self.outbound: asyncio.Queue[str | tuple[int, str]] = asyncio.Queue()
         self._conn: Any = None
         self._expiry: asyncio.TimerHandle | None = None
-        self._closing = False
         self._strikes: list[float] = []
+
+    def _enter(self, state: SessionState) -> None:
+        self.state = transition(self.state, state)
 
     # -- sending --------------------------------------------------------------------------
     def send(self, frame: str) -> None:
-        if self._closing:
+        if self.state is SessionState.CLOSING:
             return
         if self.outbound.qsize() >= _QUEUE_LIMIT:
-            self.close(CLOSE_POLICY, "too slow: resubscribe with since")
+            self.close(protocol.CLOSE_POLICY, "too slow: resubscribe with since")
             return
         self.outbound.put_nowait(frame)
 
     def close(self, code: int, reason: str = "") -> None:
-        if not self._closing:
-            self._closing = True
+        """Queue the close after the frames already queued; a second close does nothing."""
+        if self.state is not SessionState.CLOSING:
+            self._enter(SessionState.CLOSING)
             self.outbound.put_nowait((code, reason))
 
     async def _close_async(self, code: int, reason: str) -> None:
@@ -139,7 +146,7 @@ class Session:
             done, _ = await asyncio.wait({sender, reader}, return_when=asyncio.FIRST_COMPLETED)
             if reader in done and not sender.done():
                 # The peer went away or the reader ended: let queued frames go out, briefly.
-                self.close(CLOSE_GOING_AWAY, "bye")
+                self.close(protocol.CLOSE_GOING_AWAY, "bye")
                 with contextlib.suppress(asyncio.TimeoutError, Exception):
                     await asyncio.wait_for(sender, timeout=1.0)
         finally:
@@ -165,8 +172,8 @@ class Session:
         try:
             first = await asyncio.wait_for(self.ws.receive(), timeout=timeout)
         except TimeoutError:
-            self.send(error_frame(Unauthorized("no auth frame within the time allowed")))
-            self.close(CLOSE_UNAUTHORIZED, "auth timeout")
+            self.send(protocol.error_frame(Unauthorized("no auth frame within the time allowed")))
+            self.close(protocol.CLOSE_UNAUTHORIZED, "auth timeout")
             return
         message: Any = first
         while True:
@@ -176,7 +183,7 @@ class Session:
             if text is None:
                 text = message.get("bytes") or b""
             await self._handle(text)
-            if self._closing:
+            if self.state is SessionState.CLOSING:
                 return
             try:
                 message = await self.ws.receive()
@@ -186,61 +193,64 @@ class Session:
     async def _handle(self, text: str | bytes) -> None:
         config = self.services.config
         if len(text) > config.max_frame_bytes:
-            self.close(CLOSE_TOO_BIG, "frame too big")
+            self.close(protocol.CLOSE_TOO_BIG, "frame too big")
             return
         try:
-            frame = parse_client_frame(text, max_patch_bytes=config.max_patch_bytes)
+            frame = protocol.parse_client_frame(text, max_patch_bytes=config.max_patch_bytes)
         except LiveSettingsError as exc:
             self._error(exc)
-            if self.claims is None:
-                self.close(CLOSE_UNAUTHORIZED, "auth first")
+            if self.state is SessionState.AUTHENTICATING:
+                self.close(protocol.CLOSE_UNAUTHORIZED, "auth first")
             return
-        if isinstance(frame, AuthFrame):
+        if isinstance(frame, protocol.AuthFrame):
             await self._auth(frame)
             return
-        if self.claims is None:
+        if self.state is SessionState.AUTHENTICATING or self.claims is None:
             self._error(Unauthorized("send an auth frame first"))
-            self.close(CLOSE_UNAUTHORIZED, "auth first")
+            self.close(protocol.CLOSE_UNAUTHORIZED, "auth first")
             return
-        if isinstance(frame, PingFrame):
-            self.send(PongFrame().to_json())
-        elif isinstance(frame, SubscribeFrame):
+        if isinstance(frame, protocol.PingFrame):
+            self.send(protocol.PongFrame().to_json())
+        elif isinstance(frame, protocol.SubscribeFrame):
             await self._subscribe(frame)
-        elif isinstance(frame, UnsubscribeFrame):
+        elif isinstance(frame, protocol.UnsubscribeFrame):
             target = frame.user_id or self.claims.sub
             sub = self.subscriptions.pop(target, None)
             if sub is not None:
                 self.services.hub.unsubscribe(sub)
-        elif isinstance(frame, UpdateFrame):
+        elif isinstance(frame, protocol.UpdateFrame):
             self._update(frame)
 
     def _error(self, exc: LiveSettingsError, mutation_id: str | None = None) -> None:
         self.services.metrics.errors.inc(code=exc.code)
-        self.send(error_frame(exc, mutation_id))
+        self.send(protocol.error_frame(exc, mutation_id))
 
     # -- frames ---------------------------------------------------------------------------
-    async def _auth(self, frame: AuthFrame) -> None:
+    async def _auth(self, frame: protocol.AuthFrame) -> None:
         try:
             claims = await self.services.authenticate(
                 frame.token, address=self.address, via="websocket"
             )
         except LiveSettingsError as exc:
             self._error(exc)
-            self.close(CLOSE_UNAUTHORIZED, "invalid token")
+            self.close(protocol.CLOSE_UNAUTHORIZED, "invalid token")
             return
+        if self.state is SessionState.CLOSING:
+            return  # closed (a drain, a revocation) while the token was being checked
         if self.claims is not None and claims.sub != self.claims.sub:
             self._error(Unauthorized("a socket stays with the user it signed in as"))
-            self.close(CLOSE_UNAUTHORIZED, "user changed")
+            self.close(protocol.CLOSE_UNAUTHORIZED, "user changed")
             return
-        first = self.claims is None
+        first = self.state is SessionState.AUTHENTICATING
         self.claims = claims
         if first:
+            self._enter(SessionState.OPEN)
             if frame.client_id:
                 self.client_id = frame.client_id
             limit = self.services.config.max_connections_per_user
             if not claims.is_service and self.services.connections.count(claims.sub) >= limit:
                 self._error(RateLimited(f"more than {limit} connections for this user"))
-                self.close(CLOSE_RATE_LIMITED, "too many connections")
+                self.close(protocol.CLOSE_RATE_LIMITED, "too many connections")
                 return
             self._conn = self.services.connections.add(
                 claims.sub, self._close_async, jti=claims.jti
@@ -248,17 +258,17 @@ class Session:
         elif self._conn is not None:
             self._conn.jti = claims.jti  # `token revoke --jti` now ends it with the new token
         self._arm_expiry(claims.exp)
-        self.send(AuthOkFrame(claims.sub, claims.exp).to_json())
+        self.send(protocol.AuthOkFrame(claims.sub, claims.exp).to_json())
 
     def _arm_expiry(self, exp: int) -> None:
         if self._expiry is not None:
             self._expiry.cancel()
-        delay = max(0.0, exp - time.time())
+        delay = max(0.0, exp - self.services.clock.time())
         self._expiry = asyncio.get_running_loop().call_later(delay, self._expired)
 
     def _expired(self) -> None:
         self._error(TokenExpired("token expired; send a fresh auth frame before it runs out"))
-        self.close(CLOSE_UNAUTHORIZED, "token expired")
+        self.close(protocol.CLOSE_UNAUTHORIZED, "token expired")
 
     def _target(self, user_id: str | None) -> str:
         assert self.claims is not None
@@ -270,7 +280,7 @@ class Session:
             raise Forbidden("user id too long")
         return user_id
 
-    async def _subscribe(self, frame: SubscribeFrame) -> None:
+    async def _subscribe(self, frame: protocol.SubscribeFrame) -> None:
         try:
             target = self._target(frame.user_id)
         except LiveSettingsError as exc:
@@ -287,65 +297,36 @@ class Session:
             self.subscriptions.pop(target, None)
             self._error(exc)
 
-    def _limited(self, wait: float, mutation_id: str) -> bool:
-        if wait <= 0:
-            return False
-        error = RateLimited(
-            "too many writes; slow down", retry_after=wait, details={"retry_after": wait}
-        )
-        self._error(error, mutation_id)
-        self._strike()
-        return True
-
-    def _update(self, frame: UpdateFrame) -> None:
+    def _update(self, frame: protocol.UpdateFrame) -> None:
         services = self.services
-        limiter = services.write_limiter
+        edit = Edit(frame.mutation_id, self.client_id, frame.base_revision, frame.edited_at)
         try:
             target = self._target(frame.user_id)
-            # A user at the limit is refused before its patch is checked.
-            if self._limited(limiter.wait_for(target), frame.mutation_id):
-                return
-            patch = validate_patch(frame.patch, services.config.limits, services.schema)
+            check_write_rate(services, target)
+            pending = patch_mutation(services, target, frame.patch, edit)
         except LiveSettingsError as exc:
             self._error(exc, frame.mutation_id)
+            if isinstance(exc, RateLimited):
+                self._strike()
             return
-        if self._limited(limiter.take(target, rate_cost(patch)), frame.mutation_id):
-            return
-        now_ms = int(time.time() * 1000)
-        mutation = Mutation(
-            frame.mutation_id,
-            self.client_id,
-            frame.base_revision,
-            patch,
-            frame.edited_at if frame.edited_at is not None else now_ms,
-        )
-        pending = PendingMutation(target, mutation, body_hash("patch", patch))
-        with_user = frame.user_id is not None
+        user_id = target if frame.user_id is not None else None
 
-        def on_done(outcome: CommitOutcome) -> None:
-            if outcome.error is not None:
-                self._error(outcome.error, frame.mutation_id)
-                return
-            services.metrics.mutations.inc(outcome="repeated" if outcome.repeated else "committed")
-            for conflict in outcome.conflict_payloads:
-                services.metrics.conflicts.inc(kept=str(conflict.get("kept")))
-            self.send(
-                AckFrame(
-                    frame.mutation_id,
-                    outcome.revision,
-                    list(outcome.conflict_payloads),
-                    user_id=target if with_user else None,
-                ).to_json()
-            )
+        def ack(outcome: CommitOutcome) -> None:
+            conflicts = list(outcome.conflict_payloads)
+            answer = protocol.AckFrame(frame.mutation_id, outcome.revision, conflicts, user_id)
+            self.send(answer.to_json())
+
+        def refuse(error: LiveSettingsError) -> None:
+            self._error(error, frame.mutation_id)
 
         try:
-            services.writer.enqueue(pending, on_done)
+            enqueue(services, pending, ack, refuse)
         except LiveSettingsError as exc:
             self._error(exc, frame.mutation_id)
 
     def _strike(self) -> None:
-        now = time.monotonic()
+        now = self.services.clock.monotonic()
         self._strikes = [t for t in self._strikes if t > now - _STRIKE_WINDOW]
         self._strikes.append(now)
         if len(self._strikes) >= _STRIKES_BEFORE_CLOSE:
-            self.close(CLOSE_RATE_LIMITED, "rate limited")
+            self.close(protocol.CLOSE_RATE_LIMITED, "rate limited")

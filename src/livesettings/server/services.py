@@ -10,18 +10,18 @@ import asyncio
 import contextlib
 import functools
 import logging
-import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import config_loaders as loaders
 from ..audit import audit, close_audit_file, open_audit_file
-from ..auth import Claims, PasswordHasher, TokenIssuer, TokenVerifier, load_or_create_jwt_secret
+from ..auth import Claims, PasswordHasher, TokenIssuer
 from ..bus import Bus, open_bus
-from ..config import Config
-from ..crypto import Keyring
-from ..document import PreferencesSchema, mask_document
+from ..clock import SYSTEM_CLOCK, Clock
+from ..config import Config, load_preferences_schema
+from ..document import mask_document
 from ..errors import ConfigError, LiveSettingsError, TokenExpired, Unauthorized
 from ..jwks import JwksCache
 from ..store import Store, open_store
@@ -32,15 +32,7 @@ from .ratelimit import RateLimiter, WindowCounter
 from .security import address_key
 from .writer import Writer
 
-__all__ = [
-    "Connections",
-    "Services",
-    "check_token_claims",
-    "load_key_sets",
-    "load_keyring",
-    "load_signing",
-    "read_jwt_public_key",
-]
+__all__ = ["Connections", "Services"]
 
 log = logging.getLogger("livesettings.server")
 
@@ -95,108 +87,13 @@ class Connections:
         await asyncio.gather(*(c.close(code, reason) for c in conns), return_exceptions=True)
 
 
-def load_keyring(config: Config) -> Keyring:
-    if config.master_keys:
-        return Keyring.parse(config.master_keys)
-    if config.master_key:
-        return Keyring.from_single(config.master_key)
-    if config.is_postgres:
-        raise ConfigError(
-            "PostgreSQL needs explicit master keys: set LIVESETTINGS_MASTER_KEYS "
-            "(id:base64,…) or LIVESETTINGS_MASTER_KEY"
-        )
-    config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return Keyring.load_or_create_file(config.data_dir / "master.keys")
-
-
-def read_jwt_public_key(config: Config) -> str | None:
-    """``LIVESETTINGS_JWT_PUBLIC_KEY``: the PEM text itself, or a file holding it."""
-    text = config.jwt_public_key
-    if not text:
-        return None
-    if not text.lstrip().startswith("-----BEGIN"):
-        try:
-            with open(text, encoding="utf-8") as fh:
-                text = fh.read()
-        except OSError as exc:
-            raise ConfigError(f"cannot read LIVESETTINGS_JWT_PUBLIC_KEY: {exc}") from exc
-    return text
-
-
-def load_signing(config: Config) -> tuple[bytes | None, list[Any]]:
-    """The HS256 secret and the public keys tokens are verified with.
-
-    The embedded default generates an HS256 secret for its built-in users — unless an
-    identity provider is configured (a public key or JWKS) and no secret was generated
-    before: then the server accepts external tokens alone until a secret is set.
-    """
-    public: list[Any] = []
-    pem = read_jwt_public_key(config)
-    if pem is not None:
-        public.append(pem)
-    secret: bytes | None = None
-    if config.jwt_secret:
-        secret = config.jwt_secret.encode()
-    elif not config.is_postgres:
-        path = config.data_dir / "jwt.secret"
-        if not config.external_auth or path.exists():
-            config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            secret = load_or_create_jwt_secret(path)
-    if secret is None and not config.external_auth:
-        raise ConfigError(
-            "PostgreSQL needs an explicit LIVESETTINGS_JWT_SECRET or a public key "
-            "(LIVESETTINGS_JWT_PUBLIC_KEY / LIVESETTINGS_JWKS_FILE / LIVESETTINGS_JWKS_URL)"
-        )
-    return secret, public
-
-
-def check_token_claims(config: Config) -> None:
-    """With an identity provider, ``aud`` and ``iss`` must be checked, or explicitly waived.
-
-    Unchecked, any token the provider signed — for any of its applications — is accepted.
-    """
-    unchecked = config.unchecked_token_claims
-    if not unchecked:
-        return
-    names = " and ".join(unchecked)
-    if not config.idp_audience_issuer_optional:
-        raise ConfigError(
-            f"an identity provider is configured but {names} "
-            f"{'is' if len(unchecked) == 1 else 'are'} not set, so tokens it issued to other "
-            "applications would be accepted; set them to what its tokens for livesettings "
-            "carry, or set LIVESETTINGS_IDP_AUDIENCE_ISSUER_OPTIONAL=true to accept that"
-        )
-    log.warning(
-        "%s not set (LIVESETTINGS_IDP_AUDIENCE_ISSUER_OPTIONAL=true): tokens the identity "
-        "provider issued to other applications are accepted",
-        names,
-    )
-
-
-def load_key_sets(config: Config) -> list[JwksCache]:
-    """The identity providers' JWKS: a file is read now (``ConfigError`` if unusable); a URL
-    is fetched when the server starts."""
-    sets: list[JwksCache] = []
-    options = functools.partial(
-        JwksCache,
-        refresh_interval=config.jwks_refresh_interval,
-        max_age=config.jwks_max_age,
-        timeout=config.jwks_timeout,
-    )
-    if config.jwks_file:
-        from_file = options(path=config.jwks_file)
-        from_file.load()
-        sets.append(from_file)
-    if config.jwks_url:
-        sets.append(options(url=config.jwks_url))
-    return sets
-
-
 class Services:
-    """The running parts of one server node."""
+    """The running parts of one server node. Every part that reads the time reads ``clock``
+    (tests pass one they can move, so nothing waits on wall time for an expiry)."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.config = config
+        self.clock = clock
         self.metrics = Metrics()
         self.connections = Connections()
         self.metrics.connections = Gauge(
@@ -205,33 +102,26 @@ class Services:
             read=lambda: float(self.connections.count()),
         )
         self.schema = (
-            PreferencesSchema.from_file(config.preferences_schema)
+            load_preferences_schema(config.preferences_schema)
             if config.preferences_schema
             else None
         )
-        self.keyring = load_keyring(config)
-        secret, public = load_signing(config)
+        self.keyring = loaders.load_keyring(config)
+        secret, public = loaders.load_signing(config)
         self.issuer = (
             TokenIssuer(
                 secret,
                 ttl_seconds=config.access_token_ttl,
                 issuer=config.jwt_issuer,
                 audience=config.jwt_audience,
+                clock=clock,
             )
             if secret
             else None
         )
-        check_token_claims(config)
-        self.key_sets = load_key_sets(config)
-        self.verifier = TokenVerifier(
-            hs256_secret=secret,
-            public_keys=public,
-            key_sets=self.key_sets,
-            audience=config.jwt_audience,
-            issuer=config.jwt_issuer,
-            leeway=config.jwt_leeway,
-            service_claim=config.idp_service_claim,
-        )
+        loaders.check_token_claims(config)
+        self.key_sets = loaders.load_key_sets(config, clock=clock)
+        self.verifier = loaders.token_verifier(config, secret, public, self.key_sets, clock=clock)
         self.hasher = PasswordHasher(
             time_cost=config.argon2_time_cost, memory_cost=config.argon2_memory_cost
         )
@@ -260,6 +150,7 @@ class Services:
             schema=self.schema,
             changelog_retain=config.changelog_retain,
             commit_delay_ms=config.commit_delay_ms,
+            now_ms=clock.time_ms,
             **backend,
         )
         pool_stats = getattr(self.store, "pool_stats", None)
@@ -283,7 +174,9 @@ class Services:
                 read=lambda: float(getattr(self.bus, "reconnects", 0)),
             )
         )
-        self.hub = Hub(self.store, self.metrics, replay_limit=config.max_replay, view=self.view)
+        self.hub = Hub(
+            self.store, self.metrics, replay_limit=config.max_replay, view=self.view, clock=clock
+        )
         self.writer = Writer(
             self.store,
             self.bus,
@@ -291,26 +184,20 @@ class Services:
             max_batch=config.max_batch,
             on_committed=self.hub.note_committed,
         )
-        self.write_limiter = RateLimiter(config.write_rate, config.write_burst)
-        self.connect_limiter = RateLimiter(config.connect_rate, config.connect_burst)
+        bucket = functools.partial(RateLimiter, clock=clock.monotonic)
+        window = functools.partial(WindowCounter, clock=clock.monotonic)
+        self.write_limiter = bucket(config.write_rate, config.write_burst)
+        self.connect_limiter = bucket(config.connect_rate, config.connect_burst)
         # Failed sign-ins: per username from one address (the hard limit, so a stranger's
         # guesses do not lock the user out elsewhere), per username from anywhere (a much
         # higher ceiling against guessing from many addresses), and per address.
-        self.signin_by_user = WindowCounter(config.signin_limit, config.signin_window)
-        self.signin_by_username = WindowCounter(
-            config.signin_limit_per_username, config.signin_window
-        )
-        self.signin_by_address = WindowCounter(
-            config.signin_limit_per_address, config.signin_window
-        )
+        self.signin_by_user = window(config.signin_limit, config.signin_window)
+        self.signin_by_username = window(config.signin_limit_per_username, config.signin_window)
+        self.signin_by_address = window(config.signin_limit_per_address, config.signin_window)
         # Every sign-in and refresh, successful or not: each issues tokens and stores a row.
-        self.auth_by_user = RateLimiter(config.auth_rate, config.auth_burst)
-        self.auth_by_address = RateLimiter(
-            config.auth_rate_per_address, config.auth_burst_per_address
-        )
-        self.signup_by_address = WindowCounter(
-            config.signup_limit_per_address, config.signup_window
-        )
+        self.auth_by_user = bucket(config.auth_rate, config.auth_burst)
+        self.auth_by_address = bucket(config.auth_rate_per_address, config.auth_burst_per_address)
+        self.signup_by_address = window(config.signup_limit_per_address, config.signup_window)
         self.revoked_before: dict[str, int] = {}
         self.revoked_tokens: dict[str, int] = {}  # jti -> when the token expires anyway
         self._verified: OrderedDict[str, Claims] = OrderedDict()
@@ -401,7 +288,7 @@ class Services:
                 self._verified.clear()
                 self._verified_keys = self.verifier.keys_version
             claims = self._verified.get(token)
-            if claims is None or claims.exp <= time.time():
+            if claims is None or claims.exp <= self.clock.time():
                 claims = await self.verifier.verify_async(token)
                 # Verifying a signature costs more than the rest of a small write; a token
                 # verified once stays valid until its exp (revocations are checked each time).
@@ -442,12 +329,12 @@ class Services:
             await self._refresh_key_set(key_set)
 
     def check_expiry(self, claims: Claims) -> None:
-        if claims.exp <= time.time():
+        if claims.exp <= self.clock.time():
             raise TokenExpired("token expired")
 
     async def revoke_user(self, user_id: str) -> None:
         """End every session of a user: refresh tokens, access tokens issued so far, sockets."""
-        now_ms = int(time.time() * 1000)
+        now_ms = self.clock.time_ms()
         await self.store.revoke_refresh_tokens(user_id)
         await self.store.revoke_sessions(user_id, now_ms)
         self.revoked_before[user_id] = max(self.revoked_before.get(user_id, 0), now_ms)
@@ -459,7 +346,7 @@ class Services:
 
     def _forget_expired_token_revocations(self) -> None:
         # An expired token is refused anyway; leeway seconds later its revocation can go.
-        cutoff = time.time() - self.config.jwt_leeway - 60
+        cutoff = self.clock.time() - self.config.jwt_leeway - 60
         for jti in [j for j, exp in self.revoked_tokens.items() if exp < cutoff]:
             del self.revoked_tokens[jti]
 

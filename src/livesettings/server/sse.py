@@ -9,15 +9,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 from collections.abc import AsyncIterator
 
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 
 from ..auth import Claims
-from ..errors import Forbidden, TokenExpired
+from ..errors import TokenExpired
 from ..protocol import error_frame
+from .dependencies import draining
 from .hub import Subscriber
 from .services import Services
 
@@ -45,7 +45,7 @@ async def event_stream(
     request: Request, services: Services, claims: Claims, user_id: str, since: int | None
 ) -> StreamingResponse:
     if services.draining:
-        raise Forbidden("the server is shutting down", code="draining")
+        raise draining()
     queue: asyncio.Queue[str] = asyncio.Queue()
     overflow = asyncio.Event()
 
@@ -70,7 +70,7 @@ async def event_stream(
         try:
             yield "retry: 1000\n\n"
             while not overflow.is_set():
-                remaining = claims.exp - time.time()
+                remaining = claims.exp - services.clock.time()
                 if remaining <= 0:
                     yield sse_event(error_frame(TokenExpired("token expired")))
                     return

@@ -27,7 +27,7 @@ from ..merge import leaf_edits
 from ..store.base import ChangeRow, CommitOutcome, PendingMutation, Store
 from .metrics import Metrics
 
-__all__ = ["Writer", "patch_leaves", "rate_cost"]
+__all__ = ["FairQueue", "QueuedWrite", "Writer", "patch_leaves", "rate_cost"]
 
 log = logging.getLogger("livesettings.writer")
 
@@ -55,12 +55,58 @@ def rate_cost(patch: Mapping[str, Any]) -> int:
 
 
 @dataclass(slots=True)
-class _Item:
+class QueuedWrite:
+    """A mutation waiting for its group commit, with its waiter and its size."""
+
     pending: PendingMutation
     future: asyncio.Future[CommitOutcome]
     on_done: OnDone | None
     submitted: float
     leaves: int
+
+
+class FairQueue:
+    """Queued mutations, one queue per user; a batch takes one per user in turn.
+
+    A batch holds at most ``max_batch`` mutations and stops once it holds ``max_batch_leaves``
+    leaf edits, so one user's deep queue delays another user's write by at most one batch,
+    and each user's own order is kept.
+    """
+
+    def __init__(self, max_batch: int, max_batch_leaves: int) -> None:
+        self.max_batch, self.max_batch_leaves = max_batch, max_batch_leaves
+        self._queues: dict[str, deque[QueuedWrite]] = {}
+        self._turns: deque[str] = deque()  # users with queued mutations, next one first
+        self.queued = 0
+
+    def __bool__(self) -> bool:
+        return bool(self._turns)
+
+    def put(self, item: QueuedWrite) -> None:
+        user_id = item.pending.user_id
+        queue = self._queues.get(user_id)
+        if queue is None:
+            queue = self._queues[user_id] = deque()
+            self._turns.append(user_id)
+        queue.append(item)
+        self.queued += 1
+
+    def next_batch(self) -> list[QueuedWrite]:
+        """One mutation per user in turn, within the batch's count and work budget."""
+        batch: list[QueuedWrite] = []
+        leaves = 0
+        while self._turns and len(batch) < self.max_batch and leaves < self.max_batch_leaves:
+            user_id = self._turns.popleft()
+            queue = self._queues[user_id]
+            item = queue.popleft()
+            batch.append(item)
+            leaves += item.leaves
+            if queue:
+                self._turns.append(user_id)
+            else:
+                del self._queues[user_id]
+        self.queued -= len(batch)
+        return batch
 
 
 class Writer:
@@ -79,12 +125,8 @@ class Writer:
         self._store = store
         self._bus = bus
         self._metrics = metrics
-        self._max_batch = max_batch
-        self._max_batch_leaves = max_batch_leaves
         self._on_committed = on_committed
-        self._queues: dict[str, deque[_Item]] = {}
-        self._turns: deque[str] = deque()  # users with queued mutations, next one first
-        self._queued = 0
+        self._queue = FairQueue(max_batch, max_batch_leaves)
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -118,46 +160,23 @@ class Writer:
             raise ConnectionClosed("the server is shutting down; retry on another connection")
         future: asyncio.Future[CommitOutcome] = asyncio.get_running_loop().create_future()
         leaves = patch_leaves(pending.mutation.patch)
-        item = _Item(pending, future, on_done, time.perf_counter(), leaves)
-        queue = self._queues.get(pending.user_id)
-        if queue is None:
-            queue = self._queues[pending.user_id] = deque()
-            self._turns.append(pending.user_id)
-        queue.append(item)
-        self._queued += 1
+        self._queue.put(QueuedWrite(pending, future, on_done, time.perf_counter(), leaves))
         self._idle.clear()
         self._wakeup.set()
         return future
 
     @property
     def queued(self) -> int:
-        return self._queued
-
-    def _next_batch(self) -> list[_Item]:
-        """One mutation per user in turn, within the batch's count and work budget."""
-        batch: list[_Item] = []
-        leaves = 0
-        while self._turns and len(batch) < self._max_batch and leaves < self._max_batch_leaves:
-            user_id = self._turns.popleft()
-            queue = self._queues[user_id]
-            item = queue.popleft()
-            batch.append(item)
-            leaves += item.leaves
-            if queue:
-                self._turns.append(user_id)
-            else:
-                del self._queues[user_id]
-        self._queued -= len(batch)
-        return batch
+        return self._queue.queued
 
     async def _run(self) -> None:
         while True:
-            if not self._turns:
+            if not self._queue:
                 self._idle.set()
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            batch = self._next_batch()
+            batch = self._queue.next_batch()
             try:
                 await self._commit(batch)
             except Exception:  # never let the writer die: the futures would wait forever
@@ -166,7 +185,7 @@ class Writer:
                     if not item.future.done():
                         item.future.set_exception(StorageError("the write failed"))
 
-    async def _commit(self, batch: list[_Item]) -> None:
+    async def _commit(self, batch: list[QueuedWrite]) -> None:
         try:
             outcomes = await self._store.commit([item.pending for item in batch])
         except Exception as exc:  # the store should translate; never let the writer die

@@ -8,16 +8,18 @@ returns.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from .. import errors
 from ..crypto import WrappedKey
 from ..errors import LiveSettingsError
 from ..merge import Conflict, Mutation, Record
 from ..paths import Path
 
 __all__ = [
+    "EXPORT_PAGE",
     "SCHEMA_VERSION",
     "TOKEN_REVOCATION_GRACE_S",
     "AppliedMutation",
@@ -30,9 +32,14 @@ __all__ = [
     "Store",
     "StoredDocument",
     "UserRow",
+    "export_in_pages",
+    "username_taken",
 ]
 
 SCHEMA_VERSION = 1
+
+EXPORT_PAGE = 200
+"""Users per page of ``export_users`` (one read transaction each)."""
 
 TOKEN_REVOCATION_GRACE_S = 24 * 3600
 """How long past its expiry a token revocation is kept (covers any clock leeway)."""
@@ -148,6 +155,28 @@ class ExportedUser:
     password_hash: str | None
     document: StoredDocument
     wrapped_key: WrappedKey | None
+
+
+def username_taken(user_id: str, username: str) -> errors.Conflict:
+    """The error of an account whose username another account has."""
+    return errors.Conflict(
+        f"the username {username!r} is already taken",
+        details={"username": username, "user_id": user_id},
+    )
+
+
+async def export_in_pages(
+    page: Callable[[str], Awaitable[list[ExportedUser]]],
+) -> AsyncIterator[ExportedUser]:
+    """Every user, in user id order: ``page(after)`` reads up to :data:`EXPORT_PAGE` of them."""
+    after = ""
+    while True:
+        users = await page(after)
+        for user in users:
+            yield user
+        if len(users) < EXPORT_PAGE:
+            return
+        after = users[-1].user_id
 
 
 @runtime_checkable

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from ..crypto import WrappedKey
 from ..document import FIELDS, default_document, default_for, is_sealed
@@ -22,6 +22,7 @@ from ..paths import Path, from_pointer, to_pointer
 from .base import AppliedMutation, ChangeRow, ExportedUser, StoredDocument, UserRow
 
 __all__ = [
+    "CHANGE_COLUMNS",
     "DOCUMENT_COLUMNS",
     "JSON_FIELDS",
     "RowLike",
@@ -142,6 +143,18 @@ def _text_or_none(value: Any) -> str | None:
 
 
 # --- the change log and remembered mutations ------------------------------------------------
+
+
+CHANGE_COLUMNS: Final = (  # settings_changes, in order
+    "user_id",
+    "revision",
+    "patch",
+    "mutation_id",
+    "client_id",
+    "committed_at",
+    "conflicts",
+    "inverse",
+)
 
 
 def change_to_columns(change: ChangeRow) -> dict[str, Any]:

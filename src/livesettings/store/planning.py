@@ -12,10 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..document import (
-    FIELDS,
     Limits,
     PreferencesSchema,
-    default_document,
     mask_document,
     validate_document,
 )
@@ -28,6 +26,7 @@ from ..errors import (
 )
 from ..merge import DocState, Mutation, merge, settings_diff, state_at
 from ..records import compact_tombstones
+from ..replacement import replacement_patch
 from .base import AppliedMutation, ChangeRow, CommitOutcome, PendingMutation, StoredDocument
 from .idempotency import BodyHasher, body_hash
 
@@ -204,27 +203,7 @@ def _patch_for(
     if pending.kind == "patch":
         return pending.mutation.patch
     if pending.kind == "put":
-        # A PUT replaces the document: absent fields reset, secrets given in clear are set,
-        # masked secrets ({"set": true, …}) keep the stored one, absent secrets are removed.
-        whole = pending.mutation.patch
-        patch: dict[str, Any] = {}
-        current = doc.settings
-        for name in FIELDS:
-            if name == "api_keys":
-                continue
-            target = whole.get(name, default_document()[name])
-            patch.update(settings_diff({name: current.get(name)}, {name: target}))
-        keys_patch: dict[str, Any] = {}
-        new_keys = whole.get("api_keys") or {}
-        for name in current.get("api_keys", {}):
-            if name not in new_keys:
-                keys_patch[name] = None
-        for name, value in new_keys.items():
-            if isinstance(value, str):
-                keys_patch[name] = value
-        if keys_patch:
-            patch["api_keys"] = keys_patch
-        return patch
+        return replacement_patch(pending.mutation.patch, doc.settings)
     target_rev = pending.revert_to
     if target_rev is None or target_rev < 0 or target_rev > doc.revision:
         raise ValidationError(

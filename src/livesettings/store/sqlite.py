@@ -5,9 +5,10 @@ commit never waits for SQLite's busy lock inside the process; reads run on a sma
 thread with its own connection (WAL lets them read while the writer commits). The async methods
 hand work to those threads with ``loop.run_in_executor``.
 
-Merge semantics are not decided here: :meth:`SqliteStore.commit` loads what
-:func:`~livesettings.store.planning.plan_mutation` needs inside one ``BEGIN IMMEDIATE``
-transaction, each mutation in its own savepoint, and writes the plan it returns.
+The commit sequence is :class:`~livesettings.store.commit.CommitTemplate`'s: the writer thread
+runs it whole (:func:`~livesettings.store.commit.run_sync`) inside one ``BEGIN IMMEDIATE``
+transaction, over the statements of :mod:`~livesettings.store.sqlite_commit`; the other
+statements are :mod:`~livesettings.store.sqlite_sql`'s.
 
 With SQLite there is no row-level security; the rule "a request touches only its own user" is
 kept by this layer: every statement of a per-user method is keyed by that user's id.
@@ -21,38 +22,18 @@ import logging
 import sqlite3
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path as FilePath
 from typing import Any, Final, TypeVar
 
-from ..crypto import (
-    DataKey,
-    Keyring,
-    WrappedKey,
-    new_data_key,
-    reseal_under_new_key,
-    seal_secret,
-    unwrap_data_key,
-    wrap_data_key,
-)
-from ..document import (
-    FIELDS,
-    Limits,
-    PreferencesSchema,
-    default_for,
-    rfc3339,
-    validate_document,
-)
-from ..errors import ConfigError, Conflict, LiveSettingsError, NotFound, StorageError
+from ..crypto import DataKey, Keyring, WrappedKey, reseal_under_new_key
+from ..document import Limits, PreferencesSchema, rfc3339
+from ..errors import ConfigError, Conflict, NotFound, StorageError
 from .base import (
     SCHEMA_VERSION,
     TOKEN_REVOCATION_GRACE_S,
-    AppliedMutation,
-    ChangeRow,
     ChangesPage,
     CommitOutcome,
     ExportedUser,
@@ -60,22 +41,37 @@ from .base import (
     RefreshResult,
     StoredDocument,
     UserRow,
+    export_in_pages,
+    username_taken,
 )
 from .codec import (
-    DOCUMENT_COLUMNS,
-    JSON_FIELDS,
-    applied_from_row,
-    change_from_row,
-    change_to_columns,
-    document_from_row,
-    document_to_columns,
     dumps,
-    loads,
     user_from_row,
     wrapped_key_from_row,
 )
-from .idempotency import BodyHasher
-from .planning import Plan, Sealer, has_secrets, plan_mutation
+from .commit import CommitTemplate, all_failed, run_sync, wall_ms
+from .migrations import require_current
+from .sqlite_commit import SqliteCommit
+from .sqlite_schema import read_schema_version, setup_schema
+from .sqlite_sql import (
+    DROP_FAMILIES,
+    USER_COLUMNS,
+    changes_after,
+    current_revision,
+    export_page,
+    insert_token,
+    insert_user,
+    insert_wrapped_key,
+    load_document,
+    needs_reset,
+    owned_by,
+    read_transaction,
+    revocations_after,
+    select_user,
+    select_wrapped_key,
+    upsert_document,
+    write_transaction,
+)
 
 __all__ = ["SqliteStore", "sqlite_path"]
 
@@ -86,135 +82,6 @@ T = TypeVar("T")
 _SYNCHRONOUS: Final = ("OFF", "NORMAL", "FULL", "EXTRA")
 _BUSY_TIMEOUT_MS: Final = 10_000
 _READ_THREADS: Final = 4
-_APPLIED_RETAIN_MS: Final = 7 * 24 * 3600 * 1000  # DESIGN §3: mutation ids kept ≥ 7 days
-_PRUNE_EVERY_MS: Final = 3600 * 1000
-_KEY_CACHE_SIZE: Final = 4096
-_EXPORT_PAGE: Final = 200
-
-_TABLES: Final[dict[str, str]] = {
-    "livesettings_meta": """
-        CREATE TABLE livesettings_meta (
-            key TEXT PRIMARY KEY,
-            value TEXT NOT NULL
-        )""",
-    "user_preferences": """
-        CREATE TABLE user_preferences (
-            id INTEGER PRIMARY KEY,
-            user_id TEXT UNIQUE NOT NULL,
-            preferences TEXT,
-            api_keys TEXT,
-            ai_providers TEXT,
-            theme TEXT,
-            language TEXT,
-            created_at TEXT,
-            updated_at TEXT,
-            revision INTEGER NOT NULL DEFAULT 0,
-            leaf_meta TEXT
-        )""",
-    "settings_changes": """
-        CREATE TABLE settings_changes (
-            user_id TEXT NOT NULL,
-            revision INTEGER NOT NULL,
-            patch TEXT NOT NULL,
-            mutation_id TEXT NOT NULL,
-            client_id TEXT NOT NULL,
-            committed_at INTEGER NOT NULL,
-            conflicts TEXT NOT NULL,
-            inverse TEXT NOT NULL,
-            PRIMARY KEY (user_id, revision)
-        ) WITHOUT ROWID""",
-    "applied_mutations": """
-        CREATE TABLE applied_mutations (
-            user_id TEXT NOT NULL,
-            mutation_id TEXT NOT NULL,
-            body_hash TEXT NOT NULL,
-            revision INTEGER NOT NULL,
-            conflicts TEXT NOT NULL,
-            created_at_ms INTEGER NOT NULL,
-            PRIMARY KEY (user_id, mutation_id)
-        ) WITHOUT ROWID""",
-    "users": """
-        CREATE TABLE users (
-            user_id TEXT PRIMARY KEY,
-            username TEXT UNIQUE NOT NULL,
-            password_hash TEXT NOT NULL,
-            created_at TEXT NOT NULL
-        )""",
-    "refresh_tokens": """
-        CREATE TABLE refresh_tokens (
-            token_hash TEXT PRIMARY KEY,
-            user_id TEXT NOT NULL REFERENCES users (user_id) ON DELETE CASCADE,
-            family_id TEXT NOT NULL,
-            expires_at INTEGER NOT NULL,
-            used_at INTEGER,
-            revoked INTEGER NOT NULL DEFAULT 0
-        )""",
-    "session_revocations": """
-        CREATE TABLE session_revocations (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            user_id TEXT NOT NULL,
-            at_ms INTEGER NOT NULL
-        )""",
-    "token_revocations": """
-        CREATE TABLE token_revocations (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            jti TEXT NOT NULL,
-            expires_at INTEGER NOT NULL
-        )""",
-    "data_keys": """
-        CREATE TABLE data_keys (
-            user_id TEXT PRIMARY KEY,
-            key_id TEXT NOT NULL,
-            master_key_id TEXT NOT NULL,
-            blob TEXT NOT NULL,
-            created_at TEXT NOT NULL
-        )""",
-}
-
-# Columns a seed-style user_preferences table may lack; setup adds them in place.
-_ADDED_COLUMNS: Final = {
-    "revision": "INTEGER NOT NULL DEFAULT 0",
-    "leaf_meta": "TEXT",
-    "created_at": "TEXT",
-    "updated_at": "TEXT",
-}
-
-_INDEXES: Final[dict[str, str]] = {
-    "applied_mutations_created": "ON applied_mutations (created_at_ms)",
-    "refresh_tokens_user": "ON refresh_tokens (user_id)",
-    "refresh_tokens_family": "ON refresh_tokens (family_id)",
-    "data_keys_master": "ON data_keys (master_key_id)",
-    "session_revocations_user": "ON session_revocations (user_id)",
-}
-
-_DOC_SELECT: Final = f"SELECT {', '.join(DOCUMENT_COLUMNS)} FROM user_preferences WHERE user_id = ?"
-_DOC_UPSERT: Final = (
-    f"INSERT INTO user_preferences (user_id, {', '.join(DOCUMENT_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * (len(DOCUMENT_COLUMNS) + 1))}) "
-    "ON CONFLICT (user_id) DO UPDATE SET "
-    + ", ".join(
-        # A row adopted from the seed keeps its own creation time.
-        "created_at = COALESCE(user_preferences.created_at, excluded.created_at)"
-        if name == "created_at"
-        else f"{name} = excluded.{name}"
-        for name in DOCUMENT_COLUMNS
-    )
-)
-_CHANGE_COLUMNS: Final = (
-    "user_id",
-    "revision",
-    "patch",
-    "mutation_id",
-    "client_id",
-    "committed_at",
-    "conflicts",
-    "inverse",
-)
-_CHANGE_INSERT: Final = (
-    f"INSERT INTO settings_changes ({', '.join(_CHANGE_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(_CHANGE_COLUMNS))})"
-)
-_USER_COLUMNS: Final = "user_id, username, password_hash, created_at"
 
 
 def sqlite_path(url: str) -> FilePath:
@@ -253,26 +120,18 @@ class SqliteStore:
             raise ConfigError(
                 f"SQLITE_SYNCHRONOUS must be one of {', '.join(_SYNCHRONOUS)}, got {synchronous!r}"
             )
-        if changelog_retain < 1:
-            raise ConfigError(f"CHANGELOG_RETAIN must be at least 1, got {changelog_retain}")
         self.synchronous = sync
         self.changelog_retain = changelog_retain
+        self._now_ms = now_ms or wall_ms
+        self._commits = CommitTemplate(keyring, limits, schema, changelog_retain, self._now_ms)
         self._keyring = keyring
-        self._body_hasher = BodyHasher(keyring)
-        self._limits = limits
-        self._schema = schema
         self._commit_delay = commit_delay_ms / 1000
-        self._now_ms = now_ms or _wall_ms
         self._writer: ThreadPoolExecutor | None = None
         self._readers: ThreadPoolExecutor | None = None
         self._write_conn: sqlite3.Connection | None = None  # used on the writer thread only
         self._local = threading.local()
         self._read_conns: list[sqlite3.Connection] = []
         self._read_lock = threading.Lock()
-        # Unwrapped data keys, by the wrapped form they came from: a rotated or replaced key
-        # misses the cache, and a key whose insert was rolled back is simply never looked up.
-        self._keys: OrderedDict[tuple[str, WrappedKey], DataKey] = OrderedDict()
-        self._last_prune_ms = 0
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.url!r})"
@@ -354,25 +213,10 @@ class SqliteStore:
             raise ConfigError(
                 f"the SQLite database {self.path} does not exist; run `livesettings setup` first"
             )
-        version = await self._write(self._open_sync)
-        if version is None:
-            raise ConfigError(
-                f"the SQLite database {self.path} has no livesettings schema; "
-                "run `livesettings setup` first"
-            )
-        if version > SCHEMA_VERSION:
-            raise ConfigError(
-                f"the SQLite database {self.path} has schema version {version}, newer than "
-                f"this livesettings understands ({SCHEMA_VERSION}); upgrade livesettings"
-            )
-        if version < SCHEMA_VERSION:
-            raise ConfigError(
-                f"the SQLite database {self.path} has schema version {version}; "
-                f"run `livesettings setup` to upgrade it to {SCHEMA_VERSION}"
-            )
+        require_current(await self._write(self._open_sync), f"SQLite database {self.path}")
 
     def _open_sync(self) -> int | None:
-        return _read_schema_version(self._writer_conn())
+        return read_schema_version(self._writer_conn())
 
     async def close(self) -> None:
         writer, readers = self._writer, self._readers
@@ -387,7 +231,7 @@ class SqliteStore:
         for conn in conns:
             conn.close()
         self._local = threading.local()
-        self._keys.clear()
+        self._commits.keys.clear()
 
     def _close_writer(self) -> None:
         if self._write_conn is not None:
@@ -404,93 +248,17 @@ class SqliteStore:
 
     def _setup_sync(self) -> list[str]:
         conn = self._writer_conn(create=True)
-        lines: list[str] = []
-        with _transaction(conn):
-            version = _read_schema_version(conn)
-            if version is not None and version > SCHEMA_VERSION:
-                raise ConfigError(
-                    f"the database has schema version {version}, newer than this livesettings "
-                    f"understands ({SCHEMA_VERSION}); upgrade livesettings"
-                )
-            existing = {
-                row["name"]
-                for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-            }
-            for name, ddl in _TABLES.items():
-                if name not in existing:
-                    conn.execute(ddl)
-                    lines.append(f"created table {name}")
-            columns = {row["name"] for row in conn.execute("PRAGMA table_info(user_preferences)")}
-            for name, ddl in _ADDED_COLUMNS.items():
-                if name not in columns:
-                    conn.execute(f"ALTER TABLE user_preferences ADD COLUMN {name} {ddl}")
-                    lines.append(f"added column user_preferences.{name}")
-            for name, ddl in _INDEXES.items():
-                if not conn.execute(
-                    "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?", (name,)
-                ).fetchone():
-                    conn.execute(f"CREATE INDEX {name} {ddl}")
-                    lines.append(f"created index {name}")
-            lines.extend(self._adopt_seed_rows(conn))
-            if version != SCHEMA_VERSION:
-                conn.execute(
-                    "INSERT INTO livesettings_meta (key, value) VALUES ('schema_version', ?) "
-                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    (str(SCHEMA_VERSION),),
-                )
-                lines.append(f"recorded schema version {SCHEMA_VERSION}")
-        if not lines:
-            lines.append(f"schema is up to date (version {SCHEMA_VERSION})")
-        return lines
-
-    def _adopt_seed_rows(self, conn: sqlite3.Connection) -> list[str]:
-        """Bring rows livesettings never wrote (``leaf_meta`` NULL) into the document shape.
-
-        Values the document does not accept fall back to their field's default, and
-        plaintext API keys are sealed under the user's data key (which needs the keyring).
-        """
-        rows = conn.execute(
-            f"SELECT user_id, {', '.join(DOCUMENT_COLUMNS)} FROM user_preferences "
-            "WHERE leaf_meta IS NULL"
-        ).fetchall()
-        lines: list[str] = []
-        now = self._now_ms()
-        for row in rows:
-            user_id = row["user_id"]
-            settings: dict[str, Any] = {}
-            for name in FIELDS:
-                try:
-                    raw = loads(row[name], name) if name in JSON_FIELDS else row[name]
-                    settings[name] = validate_document({name: raw}, check_size=False)[name]
-                except LiveSettingsError:
-                    settings[name] = default_for(name)
-                    lines.append(f"user {user_id}: reset invalid {name} to its default")
-            keys = settings["api_keys"]
-            plaintext = sum(isinstance(value, str) for value in keys.values())
-            if plaintext:
-                key = self._data_key(conn, user_id)
-                settings["api_keys"] = {
-                    name: seal_secret(user_id, name, value, key, now_ms=now)
-                    if isinstance(value, str)
-                    else value
-                    for name, value in keys.items()
-                }
-                lines.append(f"user {user_id}: sealed {plaintext} API key(s)")
-            doc = StoredDocument(
-                user_id,
-                int(row["revision"] or 0),
-                settings,
-                {},
-                updated_at=row["updated_at"],
-                created_at=row["created_at"],
+        with write_transaction(conn):
+            lines = setup_schema(
+                conn,
+                keyring=self._keyring,
+                data_key=functools.partial(self._data_key, conn),
+                now_ms=self._now_ms(),
             )
-            _upsert_document(conn, doc)
-        if rows:
-            lines.append(f"adopted {len(rows)} existing user_preferences row(s)")
-        return lines
+        return lines or [f"schema is up to date (version {SCHEMA_VERSION})"]
 
     async def schema_version(self) -> int | None:
-        return await self._read(_read_schema_version)
+        return await self._read(read_schema_version)
 
     async def ping(self) -> None:
         await self._read(lambda conn: conn.execute("SELECT 1").fetchone())
@@ -504,7 +272,7 @@ class SqliteStore:
                 "sqlite_version": sqlite3.sqlite_version,
                 "journal_mode": str(conn.execute("PRAGMA journal_mode").fetchone()[0]),
                 "synchronous": _SYNCHRONOUS[sync] if 0 <= sync < len(_SYNCHRONOUS) else str(sync),
-                "schema_version": _read_schema_version(conn),
+                "schema_version": read_schema_version(conn),
             }
 
         return await self._read(facts)
@@ -512,172 +280,37 @@ class SqliteStore:
     # --- documents and the change log ------------------------------------------------------
 
     async def get_document(self, user_id: str) -> StoredDocument:
-        return await self._read(_load_document, user_id)
+        return await self._read(load_document, user_id)
 
     async def commit(self, batch: Sequence[PendingMutation]) -> list[CommitOutcome]:
         if not batch:
             return []
+        pending = list(batch)
+
+        def write() -> list[CommitOutcome]:
+            committing = SqliteCommit(self._writer_conn(), self._commit_delay)
+            return run_sync(self._commits.commit(committing, pending))
+
         try:
-            return await self._write(self._commit_sync, list(batch))
+            return await self._write(write)
         except (StorageError, RuntimeError) as exc:
             # RuntimeError: the store was closed under us (the executor refuses new work).
-            return _all_failed(batch, exc)
-
-    def _commit_sync(self, batch: list[PendingMutation]) -> list[CommitOutcome]:
-        conn = self._writer_conn()
-        now = self._now_ms()
-        outcomes: list[CommitOutcome] = []
-        docs: dict[str, StoredDocument] = {}  # later mutations of a user see earlier ones
-        try:
-            with _transaction(conn):
-                for pending in batch:
-                    outcomes.append(self._commit_one(conn, pending, docs, now))
-                for user_id, doc in docs.items():
-                    conn.execute(
-                        "DELETE FROM settings_changes WHERE user_id = ? AND revision <= ?",
-                        (user_id, doc.revision - self.changelog_retain),
-                    )
-                pruned = self._prune(conn, now)
-                if self._commit_delay:
-                    time.sleep(self._commit_delay)
-        except sqlite3.Error as exc:
-            logger.warning("group commit of %d mutation(s) failed: %s", len(batch), exc)
-            return _all_failed(batch, exc)
-        if pruned:
-            self._last_prune_ms = now
-        return outcomes
-
-    def _commit_one(
-        self,
-        conn: sqlite3.Connection,
-        pending: PendingMutation,
-        docs: dict[str, StoredDocument],
-        now: int,
-    ) -> CommitOutcome:
-        conn.execute("SAVEPOINT mutation")
-        try:
-            plan = self._plan(conn, pending, docs, now)
-            if plan.outcome.error is None:
-                self._write_plan(conn, pending.user_id, plan, now)
-        except Exception as exc:
-            # Rolling back to the savepoint raises if SQLite already dropped the whole
-            # transaction (disk full, I/O error): then the batch fails as one.
-            conn.execute("ROLLBACK TO mutation")
-            conn.execute("RELEASE mutation")
-            return CommitOutcome(
-                pending.user_id, pending.mutation.mutation_id, 0, error=_as_error(exc)
-            )
-        if plan.outcome.error is not None:
-            conn.execute("ROLLBACK TO mutation")  # e.g. a data key made for a refused write
-        conn.execute("RELEASE mutation")
-        if plan.document is not None:
-            docs[pending.user_id] = plan.document
-        return plan.outcome
-
-    def _plan(
-        self,
-        conn: sqlite3.Connection,
-        pending: PendingMutation,
-        docs: dict[str, StoredDocument],
-        now: int,
-    ) -> Plan:
-        user_id = pending.user_id
-        doc = docs.get(user_id) or _load_document(conn, user_id)
-        row = conn.execute(
-            "SELECT mutation_id, body_hash, revision, conflicts FROM applied_mutations "
-            "WHERE user_id = ? AND mutation_id = ?",
-            (user_id, pending.mutation.mutation_id),
-        ).fetchone()
-        prior = None if row is None else applied_from_row(row)
-        inverses: list[dict[str, Any]] = []
-        oldest = 0
-        target = pending.revert_to
-        if prior is None and pending.kind == "revert" and target is not None:
-            if 0 <= target <= doc.revision:
-                inverses = [
-                    loads(r["inverse"], "inverse patch")
-                    for r in conn.execute(
-                        "SELECT inverse FROM settings_changes WHERE user_id = ? AND revision > ? "
-                        "ORDER BY revision DESC",
-                        (user_id, target),
-                    )
-                ]
-            oldest = _oldest_known(conn, user_id, doc.revision)
-        seal: Sealer | None = None
-        if prior is None and has_secrets(pending):
-            seal = _sealer(user_id, self._data_key(conn, user_id), now)
-        return plan_mutation(
-            pending,
-            doc,
-            prior,
-            now_ms=now,
-            seal=seal,
-            limits=self._limits,
-            schema=self._schema,
-            inverses=inverses,
-            oldest_revertable=oldest,
-            changelog_retain=self.changelog_retain,
-            hasher=self._body_hasher,
-        )
-
-    def _write_plan(self, conn: sqlite3.Connection, user_id: str, plan: Plan, now: int) -> None:
-        if plan.document is not None:
-            _upsert_document(conn, plan.document)
-        if plan.change is not None:
-            _insert_change(conn, plan.change)
-        if plan.remember is not None:
-            _remember(conn, user_id, plan.remember, now)
+            return all_failed(batch, exc)
 
     def _data_key(self, conn: sqlite3.Connection, user_id: str) -> DataKey:
         """The user's data key, made (and stored wrapped) on the user's first secret."""
-        if self._keyring is None:
-            raise ConfigError("storing a secret needs a master key, and none is configured")
-        row = conn.execute(
-            "SELECT key_id, master_key_id, blob FROM data_keys WHERE user_id = ?", (user_id,)
-        ).fetchone()
-        if row is None:
-            key = new_data_key()
-            wrapped = wrap_data_key(self._keyring, user_id, key)
-            conn.execute(
-                "INSERT INTO data_keys (user_id, key_id, master_key_id, blob, created_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (user_id, wrapped.id, wrapped.master_key_id, wrapped.blob, self._now_text()),
-            )
-        else:
-            wrapped = wrapped_key_from_row(row)
-            cached = self._keys.get((user_id, wrapped))
-            if cached is not None:
-                self._keys.move_to_end((user_id, wrapped))
-                return cached
-            key = unwrap_data_key(self._keyring, user_id, wrapped)
-        self._keys[(user_id, wrapped)] = key
-        if len(self._keys) > _KEY_CACHE_SIZE:
-            self._keys.popitem(last=False)
-        return key
-
-    def _prune(self, conn: sqlite3.Connection, now: int) -> bool:
-        """Now and then, forget mutation ids past their 7 days and long-expired tokens."""
-        if now - self._last_prune_ms < _PRUNE_EVERY_MS:
-            return False
-        conn.execute(
-            "DELETE FROM applied_mutations WHERE created_at_ms < ?", (now - _APPLIED_RETAIN_MS,)
-        )
-        conn.execute(
-            "DELETE FROM refresh_tokens WHERE expires_at < ?",
-            ((now - _APPLIED_RETAIN_MS) // 1000,),
-        )
-        return True
+        return run_sync(self._commits.data_key(SqliteCommit(conn, 0), user_id))
 
     async def changes_since(self, user_id: str, since: int, limit: int) -> ChangesPage:
         """The changes after ``since`` in revision order (at most ``limit``), or a reset when
         ``since`` is from the future or older than the retained log."""
 
         def read(conn: sqlite3.Connection) -> ChangesPage:
-            with _read_transaction(conn):
-                revision = _current_revision(conn, user_id)
-                if _needs_reset(conn, user_id, since, revision):
+            with read_transaction(conn):
+                revision = current_revision(conn, user_id)
+                if needs_reset(conn, user_id, since, revision):
                     return ChangesPage((), revision, True)
-                return ChangesPage(_changes(conn, user_id, since, limit), revision, False)
+                return ChangesPage(changes_after(conn, user_id, since, limit), revision, False)
 
         return await self._read(read)
 
@@ -688,15 +321,15 @@ class SqliteStore:
         from the future, or more than ``limit`` changes behind (a subscriber must get all)."""
 
         def read(conn: sqlite3.Connection) -> tuple[StoredDocument | None, ChangesPage]:
-            with _read_transaction(conn):
-                doc = _load_document(conn, user_id)
+            with read_transaction(conn):
+                doc = load_document(conn, user_id)
                 if (
                     since is None
                     or doc.revision - since > limit
-                    or _needs_reset(conn, user_id, since, doc.revision)
+                    or needs_reset(conn, user_id, since, doc.revision)
                 ):
                     return doc, ChangesPage((), doc.revision, True)
-                changes = _changes(conn, user_id, since, limit)
+                changes = changes_after(conn, user_id, since, limit)
                 return None, ChangesPage(changes, doc.revision, False)
 
         return await self._read(read)
@@ -708,25 +341,25 @@ class SqliteStore:
             conn = self._writer_conn()
             user = UserRow(user_id, username, password_hash, self._now_text())
             try:
-                with _transaction(conn):
-                    _insert_user(conn, user)
+                with write_transaction(conn):
+                    insert_user(conn, user)
             except sqlite3.IntegrityError as exc:
-                raise _user_exists(user_id, username) from exc
+                raise username_taken(user_id, username) from exc
             return user
 
         return await self._write(write)
 
     async def get_user(self, user_id: str) -> UserRow | None:
-        return await self._read(_select_user, "user_id", user_id)
+        return await self._read(select_user, "user_id", user_id)
 
     async def get_user_by_username(self, username: str) -> UserRow | None:
-        return await self._read(_select_user, "username", username)
+        return await self._read(select_user, "username", username)
 
     async def list_users(self) -> list[UserRow]:
         """Every account, without its password hash (as on PostgreSQL)."""
 
         def read(conn: sqlite3.Connection) -> list[UserRow]:
-            rows = conn.execute(f"SELECT {_USER_COLUMNS} FROM users ORDER BY username")
+            rows = conn.execute(f"SELECT {USER_COLUMNS} FROM users ORDER BY username")
             return [replace(user_from_row(row), password_hash="") for row in rows]
 
         return await self._read(read)
@@ -740,7 +373,7 @@ class SqliteStore:
         def write() -> bool:
             conn = self._writer_conn()
             removed = 0
-            with _transaction(conn):
+            with write_transaction(conn):
                 for table in (
                     "refresh_tokens",
                     "users",
@@ -751,8 +384,7 @@ class SqliteStore:
                 ):
                     cursor = conn.execute(f"DELETE FROM {table} WHERE user_id = ?", (user_id,))
                     removed += cursor.rowcount
-            for cached in [k for k in self._keys if k[0] == user_id]:
-                del self._keys[cached]
+            self._commits.keys.forget(user_id)
             return removed > 0
 
         return await self._write(write)
@@ -767,7 +399,7 @@ class SqliteStore:
 
     def _execute_count(self, sql: str, params: tuple[Any, ...]) -> int:
         conn = self._writer_conn()
-        with _transaction(conn):
+        with write_transaction(conn):
             return int(conn.execute(sql, params).rowcount)
 
     async def add_refresh_token(
@@ -785,10 +417,10 @@ class SqliteStore:
         def write() -> None:
             conn = self._writer_conn()
             try:
-                with _transaction(conn):
-                    _insert_token(conn, token_hash, user_id, family_id, expires_at)
+                with write_transaction(conn):
+                    insert_token(conn, token_hash, user_id, family_id, expires_at)
                     if max_families is not None:
-                        conn.execute(_DROP_FAMILIES, (user_id, user_id, max_families))
+                        conn.execute(DROP_FAMILIES, (user_id, user_id, max_families))
             except sqlite3.IntegrityError as exc:
                 raise NotFound(f"user {user_id!r} has no account") from exc
 
@@ -811,7 +443,7 @@ class SqliteStore:
 
         def write() -> RefreshResult:
             conn = self._writer_conn()
-            with _transaction(conn):
+            with write_transaction(conn):
                 row = conn.execute(
                     "SELECT user_id, family_id, expires_at, used_at, revoked FROM refresh_tokens "
                     "WHERE token_hash = ?",
@@ -828,7 +460,7 @@ class SqliteStore:
                 conn.execute(
                     "UPDATE refresh_tokens SET used_at = ? WHERE token_hash = ?", (now, token_hash)
                 )
-                _insert_token(conn, new_hash, user_id, family_id, new_expires_at)
+                insert_token(conn, new_hash, user_id, family_id, new_expires_at)
                 return RefreshResult("ok", user_id, family_id)
 
         return await self._write(write)
@@ -849,7 +481,7 @@ class SqliteStore:
 
         def write() -> None:
             conn = self._writer_conn()
-            with _transaction(conn):
+            with write_transaction(conn):
                 conn.execute("DELETE FROM session_revocations WHERE user_id = ?", (user_id,))
                 conn.execute(
                     "INSERT INTO session_revocations (user_id, at_ms) VALUES (?, ?)",
@@ -859,21 +491,16 @@ class SqliteStore:
         await self._write(write)
 
     async def revocations_since(self, after_id: int) -> list[tuple[int, str, int]]:
-        def read(conn: sqlite3.Connection) -> list[tuple[int, str, int]]:
-            rows = conn.execute(
-                "SELECT id, user_id, at_ms FROM session_revocations WHERE id > ? ORDER BY id",
-                (after_id,),
-            )
-            return [(int(row["id"]), row["user_id"], int(row["at_ms"])) for row in rows]
-
-        return await self._read(read)
+        return await self._read(
+            revocations_after, "session_revocations", "user_id, at_ms", after_id
+        )
 
     async def revoke_token(self, jti: str, expires_at: int) -> None:
         """Void the token ``jti`` until ``expires_at``; forget revocations long expired."""
 
         def write() -> None:
             conn = self._writer_conn()
-            with _transaction(conn):
+            with write_transaction(conn):
                 conn.execute(
                     "DELETE FROM token_revocations WHERE expires_at < ?",
                     (int(time.time()) - TOKEN_REVOCATION_GRACE_S,),
@@ -886,19 +513,12 @@ class SqliteStore:
         await self._write(write)
 
     async def token_revocations_since(self, after_id: int) -> list[tuple[int, str, int]]:
-        def read(conn: sqlite3.Connection) -> list[tuple[int, str, int]]:
-            rows = conn.execute(
-                "SELECT id, jti, expires_at FROM token_revocations WHERE id > ? ORDER BY id",
-                (after_id,),
-            )
-            return [(int(row["id"]), row["jti"], int(row["expires_at"])) for row in rows]
-
-        return await self._read(read)
+        return await self._read(revocations_after, "token_revocations", "jti, expires_at", after_id)
 
     # --- data keys -------------------------------------------------------------------------
 
     async def get_wrapped_key(self, user_id: str) -> WrappedKey | None:
-        return await self._read(_select_wrapped_key, user_id)
+        return await self._read(select_wrapped_key, user_id)
 
     async def wrapped_keys_not_under(
         self, master_key_id: str, limit: int
@@ -951,11 +571,11 @@ class SqliteStore:
 
         def write() -> int | None:
             conn = self._writer_conn()
-            with _transaction(conn):
-                wrapped = _select_wrapped_key(conn, user_id)
+            with write_transaction(conn):
+                wrapped = select_wrapped_key(conn, user_id)
                 if wrapped is None:
                     return None
-                doc = _load_document(conn, user_id)
+                doc = load_document(conn, user_id)
                 renewed = reseal_under_new_key(keyring, user_id, wrapped, doc.settings["api_keys"])
                 conn.execute(
                     "UPDATE data_keys SET key_id = ?, master_key_id = ?, blob = ?, "
@@ -994,23 +614,16 @@ class SqliteStore:
 
     # --- export / import -------------------------------------------------------------------
 
-    async def export_users(self) -> AsyncIterator[ExportedUser]:
+    def export_users(self) -> AsyncIterator[ExportedUser]:
         """Every user with a document, an account or a data key, in user id order."""
-        after = ""
-        while True:
-            page = await self._read(_export_page, after)
-            for user in page:
-                yield user
-            if len(page) < _EXPORT_PAGE:
-                return
-            after = page[-1].user_id
+        return export_in_pages(functools.partial(self._read, export_page))
 
     async def import_user(self, user: ExportedUser) -> None:
         """Write an exported user; ``Conflict`` when that user (or username) already exists."""
 
         def write() -> None:
             conn = self._writer_conn()
-            with _transaction(conn):
+            with write_transaction(conn):
                 for table in ("users", "user_preferences", "data_keys"):
                     if conn.execute(
                         f"SELECT 1 FROM {table} WHERE user_id = ?", (user.user_id,)
@@ -1024,240 +637,16 @@ class SqliteStore:
                         user.user_id, user.username, user.password_hash or "", self._now_text()
                     )
                     try:
-                        _insert_user(conn, row)
+                        insert_user(conn, row)
                     except sqlite3.IntegrityError as exc:
-                        raise _user_exists(user.user_id, user.username) from exc
+                        raise username_taken(user.user_id, user.username) from exc
                 doc = user.document
                 if doc.revision > 0 or doc.created_at is not None:
-                    _upsert_document(conn, _owned_by(doc, user.user_id))
+                    upsert_document(conn, owned_by(doc, user.user_id))
                 if user.wrapped_key is not None:
-                    key = user.wrapped_key
-                    conn.execute(
-                        "INSERT INTO data_keys (user_id, key_id, master_key_id, blob, created_at) "
-                        "VALUES (?, ?, ?, ?, ?)",
-                        (user.user_id, key.id, key.master_key_id, key.blob, self._now_text()),
-                    )
+                    insert_wrapped_key(conn, user.user_id, user.wrapped_key, self._now_text())
 
         await self._write(write)
 
     def _now_text(self) -> str:
         return rfc3339(self._now_ms())
-
-
-# --- statements shared by the methods above (each takes the connection of its thread) --------
-
-
-def _wall_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-@contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    """``BEGIN IMMEDIATE`` … ``COMMIT``: the write lock is taken up front, so a transaction
-    never fails half way for want of it."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            try:
-                conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                logger.exception("rollback failed")
-        raise
-
-
-@contextmanager
-def _read_transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    """One snapshot for several SELECTs (WAL keeps it while the writer commits)."""
-    conn.execute("BEGIN")
-    try:
-        yield
-    finally:
-        conn.execute("COMMIT")
-
-
-def _sealer(user_id: str, key: DataKey, now: int) -> Sealer:
-    def seal(name: str, plaintext: str) -> dict[str, Any]:
-        return seal_secret(user_id, name, plaintext, key, now_ms=now)
-
-    return seal
-
-
-def _all_failed(batch: Sequence[PendingMutation], exc: BaseException) -> list[CommitOutcome]:
-    """Every outcome of a batch whose transaction failed as a whole (nothing was written)."""
-    error = StorageError(f"the commit failed: {exc}")
-    error.__cause__ = exc
-    return [CommitOutcome(p.user_id, p.mutation.mutation_id, 0, error=error) for p in batch]
-
-
-def _as_error(exc: BaseException) -> LiveSettingsError:
-    if isinstance(exc, LiveSettingsError):
-        return exc
-    error: LiveSettingsError
-    if isinstance(exc, sqlite3.Error):
-        error = StorageError(f"the mutation could not be stored: {exc}")
-    else:
-        logger.error("a mutation failed unexpectedly", exc_info=exc)
-        error = LiveSettingsError("the mutation failed on the server", code="internal_error")
-    error.__cause__ = exc
-    return error
-
-
-def _read_schema_version(conn: sqlite3.Connection) -> int | None:
-    if not conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'livesettings_meta'"
-    ).fetchone():
-        return None
-    row = conn.execute(
-        "SELECT value FROM livesettings_meta WHERE key = 'schema_version'"
-    ).fetchone()
-    if row is None:
-        return None
-    try:
-        return int(row["value"])
-    except ValueError:
-        raise ConfigError(f"the stored schema version {row['value']!r} is not a number") from None
-
-
-def _load_document(conn: sqlite3.Connection, user_id: str) -> StoredDocument:
-    return document_from_row(user_id, conn.execute(_DOC_SELECT, (user_id,)).fetchone())
-
-
-def _owned_by(doc: StoredDocument, user_id: str) -> StoredDocument:
-    if doc.user_id == user_id:
-        return doc
-    return StoredDocument(
-        user_id, doc.revision, doc.settings, doc.records, doc.updated_at, doc.created_at
-    )
-
-
-def _upsert_document(conn: sqlite3.Connection, doc: StoredDocument) -> None:
-    columns = document_to_columns(doc)
-    conn.execute(_DOC_UPSERT, (doc.user_id, *(columns[name] for name in DOCUMENT_COLUMNS)))
-
-
-def _insert_change(conn: sqlite3.Connection, change: ChangeRow) -> None:
-    columns = change_to_columns(change)
-    conn.execute(_CHANGE_INSERT, tuple(columns[name] for name in _CHANGE_COLUMNS))
-
-
-def _remember(conn: sqlite3.Connection, user_id: str, applied: AppliedMutation, now: int) -> None:
-    conn.execute(
-        "INSERT INTO applied_mutations "
-        "(user_id, mutation_id, body_hash, revision, conflicts, created_at_ms) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
-        (
-            user_id,
-            applied.mutation_id,
-            applied.body_hash,
-            applied.revision,
-            dumps(list(applied.conflicts)),
-            now,
-        ),
-    )
-
-
-def _current_revision(conn: sqlite3.Connection, user_id: str) -> int:
-    row = conn.execute(
-        "SELECT revision FROM user_preferences WHERE user_id = ?", (user_id,)
-    ).fetchone()
-    return 0 if row is None else int(row["revision"] or 0)
-
-
-def _oldest_known(conn: sqlite3.Connection, user_id: str, revision: int) -> int:
-    """The oldest revision the retained log can rebuild: the first retained one minus one
-    (0 when nothing was pruned); with no change rows at all, only the current one."""
-    row = conn.execute(
-        "SELECT MIN(revision) AS oldest FROM settings_changes WHERE user_id = ?", (user_id,)
-    ).fetchone()
-    return revision if row["oldest"] is None else int(row["oldest"]) - 1
-
-
-def _needs_reset(conn: sqlite3.Connection, user_id: str, since: int, revision: int) -> bool:
-    return since > revision or since < _oldest_known(conn, user_id, revision)
-
-
-def _changes(
-    conn: sqlite3.Connection, user_id: str, since: int, limit: int
-) -> tuple[ChangeRow, ...]:
-    rows = conn.execute(
-        "SELECT * FROM settings_changes WHERE user_id = ? AND revision > ? "
-        "ORDER BY revision LIMIT ?",
-        (user_id, since, limit),
-    )
-    return tuple(change_from_row(row) for row in rows)
-
-
-def _insert_user(conn: sqlite3.Connection, user: UserRow) -> None:
-    conn.execute(
-        f"INSERT INTO users ({_USER_COLUMNS}) VALUES (?, ?, ?, ?)",
-        (user.user_id, user.username, user.password_hash, user.created_at),
-    )
-
-
-def _user_exists(user_id: str, username: str) -> Conflict:
-    return Conflict(
-        f"the username {username!r} is already taken",
-        details={"username": username, "user_id": user_id},
-    )
-
-
-def _select_user(conn: sqlite3.Connection, column: str, value: str) -> UserRow | None:
-    row = conn.execute(f"SELECT {_USER_COLUMNS} FROM users WHERE {column} = ?", (value,)).fetchone()
-    return None if row is None else user_from_row(row)
-
-
-# A live family has exactly one unused, unrevoked token; its expiry orders the families by
-# their last sign-in or refresh. Those past the newest N go, with every token they hold.
-_DROP_FAMILIES: Final = """
-    DELETE FROM refresh_tokens WHERE user_id = ? AND family_id IN (
-        SELECT family_id FROM refresh_tokens
-        WHERE user_id = ? AND revoked = 0 AND used_at IS NULL
-        ORDER BY expires_at DESC, rowid DESC
-        LIMIT -1 OFFSET ?
-    )"""
-
-
-def _insert_token(
-    conn: sqlite3.Connection, token_hash: str, user_id: str, family_id: str, expires_at: int
-) -> None:
-    conn.execute(
-        "INSERT INTO refresh_tokens (token_hash, user_id, family_id, expires_at) "
-        "VALUES (?, ?, ?, ?)",
-        (token_hash, user_id, family_id, expires_at),
-    )
-
-
-def _select_wrapped_key(conn: sqlite3.Connection, user_id: str) -> WrappedKey | None:
-    row = conn.execute(
-        "SELECT key_id, master_key_id, blob FROM data_keys WHERE user_id = ?", (user_id,)
-    ).fetchone()
-    return None if row is None else wrapped_key_from_row(row)
-
-
-def _export_page(conn: sqlite3.Connection, after: str) -> list[ExportedUser]:
-    with _read_transaction(conn):
-        ids = [
-            row["user_id"]
-            for row in conn.execute(
-                "SELECT user_id FROM (SELECT user_id FROM users UNION "
-                "SELECT user_id FROM user_preferences UNION SELECT user_id FROM data_keys) "
-                "WHERE user_id > ? ORDER BY user_id LIMIT ?",
-                (after, _EXPORT_PAGE),
-            )
-        ]
-        users: list[ExportedUser] = []
-        for user_id in ids:
-            account = _select_user(conn, "user_id", user_id)
-            users.append(
-                ExportedUser(
-                    user_id,
-                    None if account is None else account.username,
-                    None if account is None else account.password_hash,
-                    _load_document(conn, user_id),
-                    _select_wrapped_key(conn, user_id),
-                )
-            )
-        return users

@@ -9,17 +9,18 @@ import {
   diffPatch,
   parsePath,
 } from "./livesettings.js";
+import {
+  PROVIDERS,
+  controlId,
+  describePatch,
+  fieldLabel,
+  formatValue,
+  providerName,
+  relativeTime,
+} from "./labels.js";
 
 const $ = (id) => document.getElementById(id);
 
-const PROVIDERS = [
-  ["openai", "OpenAI"],
-  ["anthropic", "Anthropic"],
-  ["google", "Google"],
-  ["mistral", "Mistral"],
-  ["ollama", "Ollama"],
-];
-const PROVIDER_NAMES = new Map(PROVIDERS);
 const SCHEMA_KEY = "livesettings:schema";
 const DEFAULT_TEMPERATURE = 1;
 const MAX_TOKENS_LIMIT = 10_000_000;
@@ -55,54 +56,9 @@ function clientOptions() {
 
 // -- labels and values -------------------------------------------------------------------
 
-function providerName(id) {
-  return PROVIDER_NAMES.get(id) ?? id;
-}
-
-function fieldLabel(pointer) {
-  const path = parsePath(pointer);
-  const [field, a, b] = path;
-  if (field === "theme") return "Theme";
-  if (field === "language") return "Language";
-  if (field === "ai_providers") {
-    if (a === "default") return "Default provider";
-    const names = { model: "Model", temperature: "Temperature", max_tokens: "Max tokens" };
-    if (a && b && names[b]) return `${names[b]} (${providerName(a)})`;
-    return a ? `AI provider ${providerName(a)}` : "AI providers";
-  }
-  if (field === "api_keys") return a ? `${providerName(a)} API key` : "API keys";
-  if (field === "preferences") {
-    return path.length > 1 ? `Preference “${path.slice(1).join(".")}”` : "Preferences";
-  }
-  return pointer;
-}
-
-function formatValue(pointer, value) {
-  const [field] = parsePath(pointer);
-  if (value === null || value === undefined) return "removed";
-  if (field === "api_keys") {
-    return value && value.last4 ? `a key ending in ${value.last4}` : "a new key";
-  }
-  if (field === "theme") return { light: "Light", dark: "Dark", system: "Same as the system" }[value] ?? String(value);
-  if (typeof value === "string") return `“${value}”`;
-  return JSON.stringify(value);
-}
-
 function currentProvider(settings) {
   const chosen = settings.ai_providers.default;
   return typeof chosen === "string" && chosen ? chosen : "openai";
-}
-
-function relativeTime(ms) {
-  if (!ms) return "never";
-  const seconds = Math.round((Date.now() - ms) / 1000);
-  const format = new Intl.RelativeTimeFormat("en", { numeric: "auto" });
-  if (Math.abs(seconds) < 60) return seconds < 5 ? "just now" : format.format(-seconds, "second");
-  const minutes = Math.round(seconds / 60);
-  if (minutes < 60) return format.format(-minutes, "minute");
-  const hours = Math.round(minutes / 60);
-  if (hours < 48) return format.format(-hours, "hour");
-  return new Date(ms).toLocaleString();
 }
 
 function element(tag, attributes = {}, ...children) {
@@ -119,20 +75,9 @@ function element(tag, attributes = {}, ...children) {
 // -- field errors ------------------------------------------------------------------------
 
 function errorTarget(pointer) {
-  const path = parsePath(pointer ?? "");
-  const [field, a, b] = path;
-  if (field === "theme") return "theme";
-  if (field === "language") return "language";
-  if (field === "ai_providers") {
-    if (a === "default") return "provider";
-    const ids = { model: "model", temperature: "temperature", max_tokens: "max-tokens" };
-    return ids[b] ?? "provider";
-  }
-  if (field === "api_keys") {
-    return a && $(`key-${a}-error`) ? `key-${a}` : "key-custom";
-  }
-  if (field === "preferences") return "preferences";
-  return null;
+  const [field, a] = parsePath(pointer ?? "");
+  if (field === "api_keys") return a && $(`key-${a}-error`) ? `key-${a}` : "key-custom";
+  return controlId(pointer);
 }
 
 function showFieldError(id, message) {
@@ -450,23 +395,6 @@ function renderPanel(status = client?.status) {
 
 // -- history -----------------------------------------------------------------------------
 
-function describePatch(patch) {
-  const parts = [];
-  const walk = (node, path) => {
-    for (const [key, value] of Object.entries(node)) {
-      const here = [...path, key];
-      const secret = here.length >= 2 && here[0] === "api_keys"; // one leaf, masked
-      if (value && typeof value === "object" && !Array.isArray(value) && !secret && Object.keys(value).length) {
-        walk(value, here);
-      } else {
-        const pointer = "/" + here.join("/");
-        parts.push(`${fieldLabel(pointer)} → ${formatValue(pointer, value)}`);
-      }
-    }
-  };
-  walk(patch, []);
-  return parts.length ? parts.join(", ") : "no visible change";
-}
 
 function scheduleHistory() {
   clearTimeout(historyTimer);

@@ -10,7 +10,17 @@ const CACHE = "livesettings-shell-v1";
 const SHELL = [
   "/",
   "/static/app.js",
+  "/static/labels.js",
   "/static/livesettings.js",
+  // the modules livesettings.js re-exports from
+  "/static/client.js",
+  "/static/errors.js",
+  "/static/http.js",
+  "/static/session.js",
+  "/static/state.js",
+  "/static/storage.js",
+  "/static/tabs.js",
+  "/static/transports.js",
   "/static/styles.css",
   "/static/icon.svg",
 ];

@@ -1,0 +1,185 @@
+"""The statements of the group commit on PostgreSQL (the sequence is :mod:`.commit`'s).
+
+Each mutation's savepoint also sets ``livesettings.user_id``, so row-level security confines
+the mutation to its user; the release of one savepoint rides on the next one's round trip
+(``COMMIT`` releases the last). A winning mutation is written in one statement. Before
+``COMMIT`` one ``pg_notify`` carries every ``[user_id, revision]`` the batch created.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import asyncpg
+
+from ..bus.notify import NOTIFY_CHANNEL, notify_payloads
+from ..errors import LiveSettingsError
+from .base import AppliedMutation, CommitOutcome, PendingMutation, StoredDocument
+from .codec import (
+    CHANGE_COLUMNS,
+    DOCUMENT_COLUMNS,
+    applied_from_row,
+    change_to_columns,
+    document_to_columns,
+    dumps,
+)
+from .pg_errors import DRIVER_ERRORS, translate
+from .pg_sql import (
+    LOCK_USERS,
+    PgKeyTable,
+    Statements,
+    document_from_pg,
+    lock_key,
+    oldest_known,
+    set_user_sql,
+    text_param,
+    user_id_problem,
+)
+from .planning import Plan
+
+__all__ = ["PgCommit", "PgCommitting"]
+
+
+class PgCommit(PgKeyTable):
+    """A :class:`~livesettings.store.commit.CommitTransaction` on one pooled connection."""
+
+    mutation_errors: tuple[type[Exception], ...] = (LiveSettingsError, asyncpg.PostgresError)
+
+    def __init__(self, conn: Any, sql: Statements, *, notify: bool, delay_s: float) -> None:
+        super().__init__(conn)
+        self._sql = sql
+        self._notify = notify
+        self._delay_s = delay_s
+        self._savepoint = False
+
+    def refusal(self, user_id: str) -> LiveSettingsError | None:
+        return user_id_problem(user_id, uuid_column=self._sql.uuid_ids)
+
+    def translate(self, exc: BaseException) -> LiveSettingsError:
+        return translate(exc, None)
+
+    async def begin_mutation(self, user_id: str) -> None:
+        release = "RELEASE SAVEPOINT mutation; " if self._savepoint else ""
+        await self._conn.execute(f"{release}SAVEPOINT mutation; {set_user_sql(user_id)}")
+        self._savepoint = True
+
+    async def rollback_mutation(self) -> None:
+        await self._conn.execute("ROLLBACK TO SAVEPOINT mutation")
+
+    async def end_mutation(self) -> None:
+        """Nothing yet: the next :meth:`begin_mutation` (or ``COMMIT``) releases it."""
+
+    async def load(
+        self, pending: PendingMutation, known: StoredDocument | None
+    ) -> tuple[StoredDocument, AppliedMutation | None]:
+        """The document and the remembered mutation id in one round trip."""
+        user_id = pending.user_id
+        mutation_id = pending.mutation.mutation_id
+        sql = self._sql
+        row = await self._conn.fetchrow(sql.load, user_id, sql.doc_key(user_id), mutation_id)
+        doc = known or document_from_pg(user_id, row)
+        if row["a_body_hash"] is None:
+            return doc, None
+        prior = applied_from_row(
+            {
+                "mutation_id": mutation_id,
+                "body_hash": row["a_body_hash"],
+                "revision": row["a_revision"],
+                "conflicts": row["a_conflicts"],
+            }
+        )
+        return doc, prior
+
+    async def inverses_after(self, user_id: str, revision: int) -> list[Any]:
+        rows = await self._conn.fetch(
+            "SELECT inverse FROM public.settings_changes "
+            "WHERE user_id = $1 AND revision > $2 ORDER BY revision DESC",
+            user_id,
+            revision,
+        )
+        return [row["inverse"] for row in rows]
+
+    async def oldest_known(self, user_id: str, revision: int) -> int:
+        return await oldest_known(self._conn, user_id, revision)
+
+    async def write(self, plan: Plan, now: int) -> None:
+        """One round trip: the document, the change row and the mutation id together."""
+        remember = plan.remember
+        if remember is None:  # pragma: no cover - every plan that is not refused remembers
+            return
+        remembered = (
+            remember.mutation_id,
+            remember.body_hash,
+            remember.revision,
+            dumps(list(remember.conflicts)),
+            now,
+        )
+        user_id = plan.outcome.user_id
+        if plan.document is None or plan.change is None:
+            await self._conn.execute(self._sql.remember, user_id, *remembered)
+            return
+        doc = document_to_columns(plan.document)
+        change = change_to_columns(plan.change)
+        await self._conn.execute(
+            self._sql.write,
+            user_id,
+            *(text_param(doc[name]) for name in DOCUMENT_COLUMNS),
+            *(change[name] for name in CHANGE_COLUMNS[1:]),
+            *remembered,
+        )
+
+    async def trim_changes(self, user_id: str, cutoff: int) -> None:
+        await self._conn.execute(set_user_sql(user_id))
+        await self._conn.execute(
+            "DELETE FROM public.settings_changes WHERE user_id = $1 AND revision <= $2",
+            user_id,
+            cutoff,
+        )
+
+    async def prune(self, before_ms: int) -> None:
+        await self._conn.execute(
+            "SELECT public.livesettings_prune($1, $2)", before_ms, before_ms // 1000
+        )
+
+    async def finish(self, outcomes: Sequence[CommitOutcome]) -> None:
+        if self._notify:
+            created = [
+                (o.change.user_id, o.change.revision) for o in outcomes if o.change is not None
+            ]
+            for payload in notify_payloads(created):
+                await self._conn.execute(
+                    "SELECT pg_catalog.pg_notify($1, $2)", NOTIFY_CHANNEL, payload
+                )
+        if self._delay_s:
+            await asyncio.sleep(self._delay_s)
+
+
+class PgCommitting:
+    """How :class:`~livesettings.store.commit.CommitTemplate` opens a group commit here: a
+    pooled connection, one transaction, the batch's per-user advisory locks in one order."""
+
+    batch_errors: tuple[type[Exception], ...] = (LiveSettingsError, *DRIVER_ERRORS)
+
+    def __init__(
+        self,
+        connection: Callable[[], AbstractAsyncContextManager[Any]],
+        statements: Callable[[], Statements],
+        *,
+        notify: bool,
+        delay_s: float,
+    ) -> None:
+        self._connection = connection
+        self._statements = statements
+        self._notify = notify
+        self._delay_s = delay_s
+
+    @asynccontextmanager
+    async def transaction(self, batch: Sequence[PendingMutation]) -> AsyncIterator[PgCommit]:
+        async with self._connection() as conn:
+            sql = self._statements()
+            async with conn.transaction():
+                await conn.execute(LOCK_USERS, sorted({lock_key(p.user_id) for p in batch}))
+                yield PgCommit(conn, sql, notify=self._notify, delay_s=self._delay_s)

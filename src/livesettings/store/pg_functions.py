@@ -1,0 +1,201 @@
+"""The PostgreSQL functions: the narrow SECURITY DEFINER ones, and the advisory-lock helper.
+
+Cross-user work (sign-in by username, revocations, pruning, key rotation, export) goes through
+the ``livesettings_*`` SECURITY DEFINER functions below, each one narrow, with ``search_path =
+pg_catalog, public, pg_temp`` and every name schema-qualified. :func:`ensure_functions`
+replaces them on every setup (an upgrade may change a body) and revokes them from PUBLIC; the
+app role is granted EXECUTE by :func:`~livesettings.store.pg_policies.grant_app_role`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final
+
+from .base import TOKEN_REVOCATION_GRACE_S
+from .pg_tables import LOCK_CLASS, SCOPE_SETTING, Columns
+
+if TYPE_CHECKING:
+    import asyncpg
+
+__all__ = ["DEFINER_FUNCTIONS", "LOCK_SIGNATURE", "PRUNE_FLOOR_MS", "ensure_functions"]
+
+
+def _definer(declaration: str, returns: str, body: str) -> str:
+    """A SECURITY DEFINER function with a fixed ``search_path`` that sees every row.
+
+    It sets ``livesettings.scope`` itself and restores it before returning: PostgreSQL 15 lets
+    only superusers put a custom setting in a function's ``SET`` clause.
+    """
+    return f"""
+        CREATE OR REPLACE FUNCTION public.{declaration}
+        RETURNS {returns}
+        LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+        SET search_path = pg_catalog, public, pg_temp AS $$
+        DECLARE
+            previous text := pg_catalog.current_setting('{SCOPE_SETTING}', true);
+        BEGIN
+            PERFORM pg_catalog.set_config('{SCOPE_SETTING}', 'all', true);
+            {body}
+            PERFORM pg_catalog.set_config('{SCOPE_SETTING}', COALESCE(previous, ''), true);
+        END
+        $$"""
+
+
+_USER_ROW: Final = "TABLE (user_id text, username text, password_hash text, created_at timestamptz)"
+
+PRUNE_FLOOR_MS: Final = 7 * 24 * 3600 * 1000
+"""``livesettings_prune`` forgets no mutation id, nor expired token, younger than this."""
+
+_NOW_MS: Final = "(pg_catalog.date_part('epoch', pg_catalog.clock_timestamp()) * 1000)::bigint"
+
+
+def _definer_functions(user_id_text: str) -> dict[str, str]:
+    """``signature -> CREATE statement`` of the SECURITY DEFINER functions.
+
+    ``user_id_text`` is ``user_preferences.user_id`` (alias ``p``) as text: a seed's uuid
+    column keeps its type.
+    """
+    return {
+        # Sign-in looks a user up by name before anyone is authenticated.
+        "livesettings_user_by_username(text)": _definer(
+            "livesettings_user_by_username(p_username text)",
+            _USER_ROW,
+            "RETURN QUERY SELECT u.user_id, u.username, u.password_hash, u.created_at "
+            "FROM public.users u WHERE u.username = p_username;",
+        ),
+        # `livesettings user list` (operators): no password hash leaves through it.
+        "livesettings_list_users()": _definer(
+            "livesettings_list_users()",
+            "TABLE (user_id text, username text, created_at timestamptz)",
+            "RETURN QUERY SELECT u.user_id, u.username, u.created_at "
+            'FROM public.users u ORDER BY u.username COLLATE "C";',
+        ),
+        # A refresh token is presented without a user: find whose it is, nothing more.
+        "livesettings_refresh_token_owner(text)": _definer(
+            "livesettings_refresh_token_owner(p_token_hash text)",
+            "SETOF text",
+            "RETURN QUERY SELECT t.user_id FROM public.refresh_tokens t "
+            "WHERE t.token_hash = p_token_hash;",
+        ),
+        # Every node polls revocations to close the sockets of logged-out users.
+        "livesettings_revocations_since(bigint)": _definer(
+            "livesettings_revocations_since(p_after bigint)",
+            "TABLE (id bigint, user_id text, at_ms bigint)",
+            "RETURN QUERY SELECT r.id, r.user_id, r.at_ms FROM public.session_revocations r "
+            "WHERE r.id > p_after ORDER BY r.id;",
+        ),
+        # `token revoke --jti`: a token is void until it expires; long-expired rows go. The
+        # cut-off is the database's clock, not an argument the caller could push forward.
+        "livesettings_revoke_token(text,bigint)": _definer(
+            "livesettings_revoke_token(p_jti text, p_expires_at bigint)",
+            "void",
+            "DELETE FROM public.token_revocations r WHERE r.expires_at < "
+            "pg_catalog.date_part('epoch', pg_catalog.clock_timestamp())::bigint"
+            f" - {TOKEN_REVOCATION_GRACE_S};"
+            " INSERT INTO public.token_revocations (jti, expires_at) "
+            "VALUES (p_jti, p_expires_at);",
+        ),
+        "livesettings_token_revocations_since(bigint)": _definer(
+            "livesettings_token_revocations_since(p_after bigint)",
+            "TABLE (id bigint, jti text, expires_at bigint)",
+            "RETURN QUERY SELECT r.id, r.jti, r.expires_at FROM public.token_revocations r "
+            "WHERE r.id > p_after ORDER BY r.id;",
+        ),
+        # Forget mutation ids past their retention and long-expired refresh tokens. The
+        # cut-offs are clamped here, not trusted: whoever calls it (the app role) can never
+        # forget anything younger than the retention DESIGN §3 promises.
+        "livesettings_prune(bigint,bigint)": _definer(
+            "livesettings_prune(p_applied_before_ms bigint, p_tokens_expired_before bigint)",
+            "void",
+            "DELETE FROM public.applied_mutations a WHERE a.created_at_ms < LEAST("
+            f"p_applied_before_ms, {_NOW_MS} - {PRUNE_FLOOR_MS});"
+            " DELETE FROM public.refresh_tokens t WHERE t.expires_at < LEAST("
+            f"p_tokens_expired_before, ({_NOW_MS} - {PRUNE_FLOOR_MS}) / 1000);",
+        ),
+        # Key rotation: the data keys still wrapped by another master key, and the counts.
+        "livesettings_wrapped_keys_not_under(text,integer)": _definer(
+            "livesettings_wrapped_keys_not_under(p_master_key_id text, p_limit integer)",
+            "TABLE (user_id text, key_id text, master_key_id text, blob text)",
+            "RETURN QUERY SELECT k.user_id, k.key_id, k.master_key_id, k.blob "
+            "FROM public.data_keys k WHERE k.master_key_id <> p_master_key_id "
+            'ORDER BY k.user_id COLLATE "C" LIMIT p_limit;',
+        ),
+        # Data-key rotation walks the users that have a data key, page by page.
+        "livesettings_data_key_users_after(text,integer)": _definer(
+            "livesettings_data_key_users_after(p_after text, p_limit integer)",
+            "SETOF text",
+            "RETURN QUERY SELECT k.user_id FROM public.data_keys k "
+            'WHERE k.user_id COLLATE "C" > p_after COLLATE "C" '
+            'ORDER BY k.user_id COLLATE "C" LIMIT p_limit;',
+        ),
+        "livesettings_count_wrapped_keys()": _definer(
+            "livesettings_count_wrapped_keys()",
+            "TABLE (master_key_id text, n bigint)",
+            "RETURN QUERY SELECT k.master_key_id, count(*) FROM public.data_keys k "
+            'GROUP BY k.master_key_id ORDER BY k.master_key_id COLLATE "C";',
+        ),
+        # Export lists the users page by page; each user is then read under its own RLS.
+        "livesettings_user_ids_after(text,integer)": _definer(
+            "livesettings_user_ids_after(p_after text, p_limit integer)",
+            "SETOF text",
+            "RETURN QUERY SELECT ids.id FROM ("
+            "SELECT u.user_id AS id FROM public.users u "
+            f"UNION SELECT {user_id_text} FROM public.user_preferences p "
+            "WHERE p.user_id IS NOT NULL "
+            "UNION SELECT k.user_id FROM public.data_keys k) AS ids "
+            'WHERE ids.id COLLATE "C" > p_after COLLATE "C" '
+            'ORDER BY ids.id COLLATE "C" LIMIT p_limit;',
+        ),
+    }
+
+
+DEFINER_FUNCTIONS: Final = tuple(_definer_functions("p.user_id"))
+"""The signatures of the SECURITY DEFINER functions (``verify`` checks each of them)."""
+
+# Not SECURITY DEFINER: it runs as the app role and only takes advisory locks, in the order
+# given, so that two group commits touching the same users never deadlock.
+_LOCK_FUNCTION: Final = f"""
+    CREATE OR REPLACE FUNCTION public.livesettings_lock_users(p_keys integer[])
+    RETURNS void
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    DECLARE k integer;
+    BEGIN
+        FOREACH k IN ARRAY p_keys LOOP
+            PERFORM pg_advisory_xact_lock({LOCK_CLASS}, k);
+        END LOOP;
+    END
+    $$"""
+LOCK_SIGNATURE: Final = "livesettings_lock_users(integer[])"
+"""The signature of the lock helper (granted to the app role beside the definer functions)."""
+
+
+async def ensure_functions(conn: asyncpg.Connection, columns: Columns) -> list[str]:
+    """Create or replace every function, revoked from PUBLIC; reported when new."""
+    import asyncpg  # the driver only when PostgreSQL is used
+
+    lines: list[str] = []
+    existing = {
+        row["sig"]
+        for row in await conn.fetch(
+            "SELECT p.proname || '(' || "
+            "pg_catalog.replace(pg_catalog.oidvectortypes(p.proargtypes), ', ', ',') || ')' AS sig "
+            "FROM pg_catalog.pg_proc p "
+            "WHERE p.pronamespace = 'public'::regnamespace AND p.proname LIKE 'livesettings\\_%'"
+        )
+    }
+    functions = {**_definer_functions(columns.user_id_text("p")), LOCK_SIGNATURE: _LOCK_FUNCTION}
+    for signature, ddl in functions.items():
+        # Replaced every time (an upgrade may change a body); reported only when new.
+        try:
+            async with conn.transaction():  # a savepoint
+                await conn.execute(ddl)
+        except asyncpg.InvalidFunctionDefinitionError:
+            # An upgrade changed what it returns, which CREATE OR REPLACE cannot: drop it
+            # (its grants are given again below and by pg_policies.grant_app_role).
+            await conn.execute(f"DROP FUNCTION public.{signature}")
+            await conn.execute(ddl)
+            lines.append(f"replaced function {signature.partition('(')[0]}")
+        await conn.execute(f"REVOKE ALL ON FUNCTION public.{signature} FROM PUBLIC")
+        if signature not in existing:
+            lines.append(f"created function {signature.partition('(')[0]}")
+    return lines

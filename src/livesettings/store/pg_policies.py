@@ -1,0 +1,176 @@
+"""Row-level security on every table, its policies, and what the app role is granted.
+
+Who sees what (DESIGN §6), with row-level security enabled *and forced* on every table:
+
+    owner (setup)     owns every table and function. FORCE makes RLS apply to it too: it sees
+                      rows only while ``livesettings.scope`` is ``'all'``, which setup sets,
+                      and each SECURITY DEFINER function for its own duration.
+    app role (serve)  sees and writes only the rows of the user named by
+                      ``livesettings.user_id``, which the store sets with ``set_config(…,
+                      true)`` in each transaction — nothing when it is unset; it holds
+                      exactly :data:`APP_PRIVILEGES`, and EXECUTE on the functions.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final
+
+from .pg_functions import DEFINER_FUNCTIONS, LOCK_SIGNATURE
+from .pg_tables import SCOPE_SETTING, TABLES, USER_SETTING, Columns, quote_ident
+
+if TYPE_CHECKING:
+    import asyncpg
+
+__all__ = [
+    "APP_PRIVILEGES",
+    "ensure_owner_policies",
+    "ensure_rls",
+    "grant_app_role",
+    "user_matches",
+]
+
+APP_PRIVILEGES: Final[dict[str, str]] = {
+    "livesettings_meta": "SELECT",
+    "user_preferences": "SELECT, INSERT, UPDATE, DELETE",
+    "settings_changes": "SELECT, INSERT, DELETE",
+    "applied_mutations": "SELECT, INSERT, DELETE",
+    "users": "SELECT, INSERT, UPDATE, DELETE",
+    "refresh_tokens": "SELECT, INSERT, UPDATE, DELETE",
+    "session_revocations": "SELECT, INSERT, DELETE",
+    "data_keys": "SELECT, INSERT, UPDATE, DELETE",
+}
+"""What the app role may do to each table — and nothing else (no TRUNCATE, no DDL)."""
+
+_OWNER_SCOPE: Final = f"pg_catalog.current_setting('{SCOPE_SETTING}', true) = 'all'"
+
+
+def user_matches(column_type: str = "text") -> str:
+    """The policy expression: the row's user is the one this transaction set.
+
+    ``NULLIF(…, '')``: a transaction-local setting reads as ``''`` once it is over, never as
+    NULL, and ``''`` must match nothing.
+    """
+    column = "user_id" if column_type == "text" else "user_id::text"
+    return f"{column} = NULLIF(pg_catalog.current_setting('{USER_SETTING}', true), '')"
+
+
+async def ensure_rls(conn: asyncpg.Connection) -> list[str]:
+    lines: list[str] = []
+    rows = await conn.fetch(
+        "SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity FROM pg_catalog.pg_class c "
+        "WHERE c.relnamespace = 'public'::regnamespace AND c.relname = ANY($1::text[]) "
+        "ORDER BY c.relname",
+        list(TABLES),
+    )
+    for row in rows:
+        if not row["relrowsecurity"] or not row["relforcerowsecurity"]:
+            await conn.execute(f"ALTER TABLE public.{row['relname']} ENABLE ROW LEVEL SECURITY")
+            await conn.execute(f"ALTER TABLE public.{row['relname']} FORCE ROW LEVEL SECURITY")
+            lines.append(f"enabled and forced row-level security on {row['relname']}")
+    return lines
+
+
+async def ensure_owner_policies(conn: asyncpg.Connection, owner: str) -> list[str]:
+    """The owner's view of every table: all rows while ``livesettings.scope`` is ``'all'``."""
+    lines: list[str] = []
+    for table in TABLES:
+        lines += await _ensure_policy(conn, table, "livesettings_owner_scope", owner, _OWNER_SCOPE)
+    return lines
+
+
+async def grant_app_role(conn: asyncpg.Connection, role: str, columns: Columns) -> list[str]:
+    """Grant the app role exactly what it needs, and its policies; warn of what it has more."""
+    lines: list[str] = []
+    ident = quote_ident(role)
+    if not await conn.fetchval(
+        "SELECT pg_catalog.has_database_privilege($1, current_database(), 'CONNECT')", role
+    ):
+        await conn.execute(
+            await conn.fetchval(
+                "SELECT pg_catalog.format('GRANT CONNECT ON DATABASE %I TO %I', "
+                "current_database(), $1::text)",
+                role,
+            )
+        )
+    if not await conn.fetchval(
+        "SELECT pg_catalog.has_schema_privilege($1, 'public', 'USAGE')", role
+    ):
+        await conn.execute(f"GRANT USAGE ON SCHEMA public TO {ident}")
+    if await conn.fetchval("SELECT pg_catalog.has_schema_privilege($1, 'public', 'CREATE')", role):
+        lines.append(
+            f"warning: role {role} may create objects in schema public (granted to it or to "
+            "PUBLIC); revoke that: REVOKE CREATE ON SCHEMA public FROM PUBLIC"
+        )
+    for table, privileges in APP_PRIVILEGES.items():
+        # Revoke first, so the role holds exactly these privileges and nothing granted earlier.
+        await conn.execute(f"REVOKE ALL ON public.{table} FROM {ident}")
+        await conn.execute(f"GRANT {privileges} ON public.{table} TO {ident}")
+    for sequence in await conn.fetch(
+        "SELECT pg_catalog.pg_get_serial_sequence('public.' || c.relname, a.attname) AS seq "
+        "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid "
+        "WHERE c.relnamespace = 'public'::regnamespace AND c.relname = ANY($1::text[]) "
+        "AND a.attnum > 0 AND NOT a.attisdropped "
+        "AND pg_catalog.pg_get_serial_sequence('public.' || c.relname, a.attname) IS NOT NULL",
+        list(TABLES),
+    ):
+        await conn.execute(f"GRANT USAGE ON SEQUENCE {sequence['seq']} TO {ident}")
+    for signature in [*DEFINER_FUNCTIONS, LOCK_SIGNATURE]:
+        await conn.execute(f"GRANT EXECUTE ON FUNCTION public.{signature} TO {ident}")
+    for table in TABLES:
+        lines.extend(await _app_policies(conn, table, role, columns))
+    return lines
+
+
+async def _app_policies(
+    conn: asyncpg.Connection, table: str, role: str, columns: Columns
+) -> list[str]:
+    if table not in APP_PRIVILEGES:
+        return []  # the app role reaches it only through SECURITY DEFINER functions
+    if table == "livesettings_meta":
+        return await _ensure_policy(
+            conn, table, "livesettings_app_read", role, "true", command="SELECT", check=False
+        )
+    matches = user_matches(columns.user_id_type if table == "user_preferences" else "text")
+    lines = await _ensure_policy(conn, table, "livesettings_app_user", role, matches)
+    # Restrictive as well: a permissive policy a seed left behind cannot widen the app
+    # role's view beyond its user.
+    lines += await _ensure_policy(
+        conn, table, "livesettings_app_user_only", role, matches, restrictive=True
+    )
+    return lines
+
+
+async def _ensure_policy(
+    conn: asyncpg.Connection,
+    table: str,
+    name: str,
+    role: str,
+    using: str,
+    *,
+    restrictive: bool = False,
+    command: str = "ALL",
+    check: bool = True,
+) -> list[str]:
+    """Create policy ``name`` for ``role``, or add ``role`` to its roles when it exists."""
+    row = await conn.fetchrow(
+        "SELECT p.polroles::regrole[]::text[] AS roles FROM pg_catalog.pg_policy p "
+        "WHERE p.polrelid = $1::regclass AND p.polname = $2",
+        f"public.{table}",
+        name,
+    )
+    if row is None:
+        kind = "RESTRICTIVE" if restrictive else "PERMISSIVE"
+        with_check = f" WITH CHECK ({using})" if check else ""
+        await conn.execute(
+            f"CREATE POLICY {name} ON public.{table} AS {kind} FOR {command} "
+            f"TO {quote_ident(role)} USING ({using}){with_check}"
+        )
+        return [f"created policy {name} on {table}"]
+    roles = [r.strip('"').replace('""', '"') for r in row["roles"]]
+    if role in roles:
+        return []
+    await conn.execute(
+        f"ALTER POLICY {name} ON public.{table} TO "
+        + ", ".join(quote_ident(r) for r in [*roles, role])
+    )
+    return [f"added role {role} to policy {name} on {table}"]

@@ -1,0 +1,75 @@
+"""Leaving no old secret in PostgreSQL's files: rewrites after setup adopted rows, and after a
+key rotation. The WAL and backups keep old values until they are recycled.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+__all__ = ["SCRUB_LOCK_TIMEOUT", "scrub_after_setup", "scrub_key_tables"]
+
+SCRUB_LOCK_TIMEOUT: Final = "5s"
+"""How long a rewrite waits for a table lock: serve's queries must not queue behind it."""
+
+
+async def scrub_after_setup(conn: Any) -> list[str]:
+    """After rows were rewritten: leave no old version of them (plaintext API keys of a seed)
+    in the table's files, nor in the column statistics ANALYZE may have sampled earlier.
+
+    VACUUM cannot run in a transaction, so this follows setup's commit. The WAL and backups
+    keep old values until they are recycled.
+    """
+    await conn.execute("VACUUM (FULL, ANALYZE) public.user_preferences")
+    lines = [
+        "rewrote user_preferences (VACUUM FULL): no dead row version keeps an old value "
+        "such as a plaintext API key"
+    ]
+    # ANALYZE just replaced the table's statistics; the old rows may hold sampled values.
+    if await conn.fetchval(
+        "SELECT r.rolsuper OR pg_catalog.pg_has_role(current_user, d.datdba, 'USAGE') "
+        "FROM pg_catalog.pg_roles r, pg_catalog.pg_database d "
+        "WHERE r.rolname = current_user AND d.datname = current_database()"
+    ):
+        await conn.execute("VACUUM FULL pg_catalog.pg_statistic")
+        lines.append("rewrote pg_statistic (VACUUM FULL): no statistic sampled before keeps one")
+    else:
+        lines.append(
+            "warning: only the database owner or a superuser can rewrite pg_statistic; "
+            "statistics sampled before setup may keep old values until it is vacuumed"
+        )
+    return lines
+
+
+async def scrub_key_tables(conn: Any, *, documents: bool) -> list[str]:
+    """See :meth:`~livesettings.store.postgres.PostgresStore.scrub_key_tables`; ``conn`` is
+    the owner's (``LockNotAvailableError`` when a table stayed locked)."""
+    rights = await conn.fetchrow(
+        "SELECT r.rolsuper OR pg_catalog.pg_has_role(current_user, c.relowner, 'USAGE') "
+        "AS owner, r.rolsuper OR pg_catalog.pg_has_role(current_user, d.datdba, 'USAGE') "
+        "AS database_owner FROM pg_catalog.pg_roles r, pg_catalog.pg_class c, "
+        "pg_catalog.pg_database d WHERE r.rolname = current_user "
+        "AND c.oid = 'public.data_keys'::regclass AND d.datname = current_database()"
+    )
+    if not rights["owner"]:
+        return [
+            "warning: old wrapped data keys stay in dead row versions of data_keys until "
+            "the table is vacuumed; set LIVESETTINGS_ADMIN_DATABASE_URL (the owner "
+            "setup runs as) and run this again to rewrite it now"
+        ]
+    # A long transaction must not make serve's queries queue behind VACUUM FULL.
+    await conn.execute(f"SET lock_timeout = '{SCRUB_LOCK_TIMEOUT}'")
+    await conn.execute("VACUUM (FULL, ANALYZE) public.data_keys")
+    lines = ["rewrote data_keys (VACUUM FULL): no dead row version keeps an old key"]
+    if documents:
+        await conn.execute("VACUUM (ANALYZE) public.user_preferences")
+        lines.append("vacuumed user_preferences: dead row versions removed")
+    if rights["database_owner"]:
+        await conn.execute("VACUUM FULL pg_catalog.pg_statistic")
+        lines.append("rewrote pg_statistic: no statistic sampled before keeps an old key")
+    else:
+        lines.append(
+            "warning: only the database owner or a superuser can rewrite pg_statistic; "
+            "statistics sampled before the rotation may keep old wrapped keys until "
+            "it is vacuumed"
+        )
+    return lines

@@ -1,0 +1,54 @@
+"""The browser client's files as served from /static/ (no build step)."""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from pathlib import Path
+
+STATIC = Path(str(resources.files("livesettings"))) / "server" / "static"
+MODULES = sorted(p.name for p in STATIC.glob("*.js") if p.name != "sw.js")
+
+
+def test_the_service_worker_keeps_every_module_for_offline_reloads() -> None:
+    source = (STATIC / "sw.js").read_text("utf-8")
+    shell = re.search(r"const SHELL = \[(.*?)\];", source, re.S)
+    assert shell is not None
+    cached = set(re.findall(r'"/static/([^"]+)"', shell.group(1)))
+    assert cached >= set(MODULES), "a module the page imports is missing from sw.js SHELL"
+    assert cached <= {p.name for p in STATIC.iterdir()}, "sw.js caches a file that is gone"
+
+
+def test_modules_import_only_modules_that_exist() -> None:
+    for name in MODULES:
+        text = (STATIC / name).read_text("utf-8")
+        for target in re.findall(r'from "\./([^"]+)"', text):
+            assert (STATIC / target).is_file(), f"{name} imports ./{target}"
+
+
+def test_the_entry_point_re_exports_what_the_readme_documents() -> None:
+    entry = (STATIC / "livesettings.js").read_text("utf-8")
+    exported = set()
+    for names in re.findall(r"export \{([^}]*)\} from", entry):
+        exported |= {n.strip() for n in names.split(",") if n.strip()}
+    assert exported == {
+        "Connection",
+        "DEFAULT_OPTIONS",
+        "FIELDS",
+        "LiveSettings",
+        "LiveSettingsError",
+        "SESSION_KEY",
+        "USER_KEY",
+        "applyPatch",
+        "decodeJwt",
+        "diffPatch",
+        "getAt",
+        "parsePath",
+        "toPointer",
+    }
+
+
+def test_the_page_preloads_every_module_it_imports() -> None:
+    page = (STATIC / "index.html").read_text("utf-8")
+    preloaded = set(re.findall(r'<link rel="modulepreload" href="/static/([^"]+)">', page))
+    assert preloaded == set(MODULES) - {"app.js"}
