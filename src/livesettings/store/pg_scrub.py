@@ -4,12 +4,35 @@ key rotation. The WAL and backups keep old values until they are recycled.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any, Final
 
 __all__ = ["SCRUB_LOCK_TIMEOUT", "scrub_after_setup", "scrub_key_tables"]
 
 SCRUB_LOCK_TIMEOUT: Final = "5s"
 """How long a rewrite waits for a table lock: serve's queries must not queue behind it."""
+
+SNAPSHOT_WAIT_S: Final = 5.0
+"""How long a rewrite waits for older snapshots in the database to end (see below)."""
+
+
+async def _after_older_snapshots(conn: Any) -> None:
+    """Wait (briefly) until no other session of this database holds a snapshot.
+
+    VACUUM FULL copies row versions that a snapshot still open elsewhere might see ("recently
+    dead"), so a rewrite made while, say, an autovacuum ANALYZE of a catalog runs would keep
+    the very row versions it is meant to remove. Sessions between statements hold none.
+    """
+    deadline = time.monotonic() + SNAPSHOT_WAIT_S
+    while time.monotonic() < deadline:
+        busy = await conn.fetchval(
+            "SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE pid <> pg_backend_pid() "
+            "AND datname = current_database() AND backend_xmin IS NOT NULL"
+        )
+        if not busy:
+            return
+        await asyncio.sleep(0.05)
 
 
 async def scrub_after_setup(conn: Any) -> list[str]:
@@ -19,6 +42,7 @@ async def scrub_after_setup(conn: Any) -> list[str]:
     VACUUM cannot run in a transaction, so this follows setup's commit. The WAL and backups
     keep old values until they are recycled.
     """
+    await _after_older_snapshots(conn)
     await conn.execute("VACUUM (FULL, ANALYZE) public.user_preferences")
     lines = [
         "rewrote user_preferences (VACUUM FULL): no dead row version keeps an old value "
@@ -30,6 +54,7 @@ async def scrub_after_setup(conn: Any) -> list[str]:
         "FROM pg_catalog.pg_roles r, pg_catalog.pg_database d "
         "WHERE r.rolname = current_user AND d.datname = current_database()"
     ):
+        await _after_older_snapshots(conn)
         await conn.execute("VACUUM FULL pg_catalog.pg_statistic")
         lines.append("rewrote pg_statistic (VACUUM FULL): no statistic sampled before keeps one")
     else:
@@ -58,12 +83,14 @@ async def scrub_key_tables(conn: Any, *, documents: bool) -> list[str]:
         ]
     # A long transaction must not make serve's queries queue behind VACUUM FULL.
     await conn.execute(f"SET lock_timeout = '{SCRUB_LOCK_TIMEOUT}'")
+    await _after_older_snapshots(conn)
     await conn.execute("VACUUM (FULL, ANALYZE) public.data_keys")
     lines = ["rewrote data_keys (VACUUM FULL): no dead row version keeps an old key"]
     if documents:
         await conn.execute("VACUUM (ANALYZE) public.user_preferences")
         lines.append("vacuumed user_preferences: dead row versions removed")
     if rights["database_owner"]:
+        await _after_older_snapshots(conn)
         await conn.execute("VACUUM FULL pg_catalog.pg_statistic")
         lines.append("rewrote pg_statistic: no statistic sampled before keeps an old key")
     else:
