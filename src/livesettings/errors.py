@@ -30,6 +30,8 @@ turn those back into the same classes.
 
 from __future__ import annotations
 
+import json
+from importlib import resources
 from typing import Any, ClassVar
 
 __all__ = [
@@ -245,29 +247,21 @@ _BY_CODE: dict[str, type[LiveSettingsError]] = {
 }
 
 
-# Codes that share a class with another code (the class keeps the more general one). Every
-# code and its class are listed in spec/error_codes.json; tests/test_error_codes.py checks both.
-_BY_CODE.update(
-    {
-        "malformed_json": BadRequest,
-        "invalid_frame": BadRequest,
-        "unknown_frame_type": BadRequest,
-        "invalid_if_match": BadRequest,
-        "invalid_token": Unauthorized,
-        "unknown_field": ValidationError,
-        "invalid_value": ValidationError,
-        "invalid_key": ValidationError,
-        "schema_violation": ValidationError,
-        "invalid_username": ValidationError,
-        "weak_password": ValidationError,
-        "invalid_revision": ValidationError,
-        "username_taken": Conflict,
-        "signup_disabled": Forbidden,
-        "builtin_users_disabled": Forbidden,
-        "jwks_unavailable": Unauthorized,
-        "unknown_master_key": CryptoError,
+# Every code the server sends, with its class, is listed once in spec/error_codes.json (the
+# browser client and tests/test_error_codes.py read it too). Codes that share a class with
+# another code come from there, so an error frame (which carries no status) is rebuilt as the
+# class that raised it.
+def _codes_of_the_spec() -> dict[str, type[LiveSettingsError]]:
+    text = resources.files("livesettings").joinpath("spec/error_codes.json").read_text("utf-8")
+    classes = {cls.__name__: cls for cls in _BY_CODE.values()}
+    return {
+        code: classes[entry["class"]]
+        for code, entry in json.loads(text)["codes"].items()
+        if entry["class"] in classes and code not in _BY_CODE
     }
-)
+
+
+_BY_CODE.update(_codes_of_the_spec())
 
 
 def error_from_payload(payload: Any, status: int | None = None) -> LiveSettingsError:
