@@ -48,14 +48,14 @@ def test_values_are_converted_by_field_type() -> None:
         env={
             "LIVESETTINGS_ALLOW_SIGNUP": "no",
             "LIVESETTINGS_ALLOWED_ORIGINS": " https://a.example , ,https://b.example",
-            "LIVESETTINGS_DATA_DIR": "/tmp/somewhere",
+            "LIVESETTINGS_DATA_DIR": "some/where",
             "LIVESETTINGS_SQLITE_SYNCHRONOUS": "normal",
             "LIVESETTINGS_JWKS_TIMEOUT": "2.5",
         }
     )
     assert config.allow_signup is False
     assert config.allowed_origins == ("https://a.example", "https://b.example")
-    assert config.data_dir == Path("/tmp/somewhere")
+    assert config.data_dir == Path("some/where")
     assert config.sqlite_synchronous == "NORMAL"
     assert config.jwks_timeout == 2.5
 
