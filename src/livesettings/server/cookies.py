@@ -16,7 +16,7 @@ A refused refresh and every logout made in cookie mode clear the cookie
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 from typing import Annotated, Any
 
 from fastapi import Header, Request
@@ -68,20 +68,14 @@ async def cookie_mode(
     if x_refresh_cookie is None:
         return False
     origin = request.headers.get("origin")
-    if origin is not None and not _own_origin(origin, request.headers.get("host"), request):
+    host = request.headers.get("host")
+    if origin is not None and not origin_allowed(origin, host, _config(request), own_only=True):
         raise Forbidden(
             "the refresh cookie is only for pages of this server's own origin; "
             "send the refresh token in the body instead",
             code="cookie_cross_origin",
         )
     return True
-
-
-def _own_origin(origin: str, host: str | None, request: Request) -> bool:
-    config = _config(request)
-    if config.allowed_origins:
-        config = dataclasses.replace(config, allowed_origins=())
-    return origin_allowed(origin, host, config)
 
 
 def refresh_cookie(request: Request) -> str | None:
@@ -114,6 +108,7 @@ def token_response(request: Request, body: dict[str, Any], cookie: bool) -> JSON
     return response
 
 
+@functools.cache  # two possible values, built once
 def _clearing_header(secure: bool) -> tuple[bytes, bytes]:
     response = Response()
     response.delete_cookie(

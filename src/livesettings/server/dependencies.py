@@ -5,6 +5,7 @@ its token's claims, the JSON body, the error responses of the OpenAPI document, 
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -75,7 +76,8 @@ async def bearer_claims(
     token = credentials.credentials.strip() if credentials is not None else ""
     if not token:
         raise Unauthorized("send the access token as 'Authorization: Bearer <token>'")
-    return await services.authenticate(token, address=client_address(request, services), via="http")
+    address = functools.partial(client_address, request, services)  # only a refusal needs it
+    return await services.authenticate(token, address=address, via="http")
 
 
 ClaimsDep = Annotated[Claims, Depends(bearer_claims)]

@@ -61,7 +61,12 @@ def _known(host: str, names: frozenset[str]) -> bool:
 
 
 def origin_allowed(
-    origin: str | None, host: str | None, config: Config, *, port: int | None = None
+    origin: str | None,
+    host: str | None,
+    config: Config,
+    *,
+    port: int | None = None,
+    own_only: bool = False,
 ) -> bool:
     """No Origin (non-browser clients), the server's own origin, or a configured one.
 
@@ -70,15 +75,16 @@ def origin_allowed(
     browsers use). Without it, it is the ``Host`` the request was sent to when
     :func:`host_allowed` accepts it, or a local name (``localhost``, ``127.0.0.1``, ``[::1]``,
     ``HOST``) on ``port``, the port the connection arrived on (the ``Host``'s when unknown).
+    ``own_only`` ignores ``ALLOWED_ORIGINS``: only the server's own origin passes.
     """
     if origin is None:
         return True
-    if "*" in config.allowed_origins:
+    if not own_only and "*" in config.allowed_origins:
         return True
     theirs = _parsed_origin(origin)
     if theirs is None:
         return False  # "null", garbage
-    if theirs in _configured(config.allowed_origins):
+    if not own_only and theirs in _configured(config.allowed_origins):
         return True
     if config.public_url:
         return theirs == _own(config.public_url)
@@ -219,6 +225,17 @@ def _shown(hop: str) -> str:
     return str(ip) if ip is not None else hop[:64]
 
 
+_API_HEADERS: Mapping[bytes, bytes] = {
+    b"x-content-type-options": b"nosniff",
+    b"referrer-policy": b"no-referrer",
+}
+_PAGE_HEADERS: Mapping[bytes, bytes] = {
+    **_API_HEADERS,
+    b"content-security-policy": CSP.encode(),
+    b"x-frame-options": b"DENY",
+}
+
+
 class SecurityHeaders:
     """Adds ``nosniff`` everywhere and the CSP (and no framing) to every page and static file."""
 
@@ -231,21 +248,12 @@ class SecurityHeaders:
             return
         path: str = scope.get("path", "")
         page = not path.startswith(("/v1/", "/healthz", "/readyz", "/metrics"))
+        extra = _PAGE_HEADERS if page else _API_HEADERS
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 names = {k.lower() for k, _ in headers}
-                extra: Mapping[bytes, bytes] = {
-                    b"x-content-type-options": b"nosniff",
-                    b"referrer-policy": b"no-referrer",
-                }
-                if page:
-                    extra = {
-                        **extra,
-                        b"content-security-policy": CSP.encode(),
-                        b"x-frame-options": b"DENY",
-                    }
                 for key, value in extra.items():
                     if key not in names:
                         headers.append((key, value))

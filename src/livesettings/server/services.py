@@ -275,8 +275,12 @@ class Services:
         """The claims of a valid, unrevoked token, with the keys loaded now (no I/O)."""
         return self._unrevoked(self.verifier.verify(token))
 
-    async def authenticate(self, token: str, *, address: str, via: str) -> Claims:
+    async def authenticate(
+        self, token: str, *, address: str | Callable[[], str], via: str
+    ) -> Claims:
         """The claims of a valid, unrevoked token; a refusal is audited (never the token).
+
+        ``address`` is the caller's, or a function giving it: only a refusal needs it.
 
         An unknown key id may refetch an identity provider's JWKS (not more than once per
         ``jwks_refresh_interval``); ``via`` says where the token came from (http, websocket).
@@ -297,6 +301,8 @@ class Services:
                     self._verified.popitem(last=False)
             return self._unrevoked(claims)
         except Unauthorized as exc:
+            if not isinstance(address, str):
+                address = address()
             audit("token_rejected", code=exc.code, reason=exc.message, via=via, address=address)
             if exc.code == "jwks_unavailable":
                 reasons = "; ".join(k.last_error for k in self.key_sets if k.last_error)
