@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final
 
-from ..crypto import Keyring, WrappedKey
+from ..crypto import Keyring
 from ..document import FIELDS, rfc3339
 from .adoption import (
     ADOPTED_COLUMNS,
@@ -15,9 +15,9 @@ from .adoption import (
     cleared_line,
     keyring_for_sealing,
 )
-from .codec import wrapped_key_from_row
 from .commit import sealer
 from .datakeys import get_or_create_data_key
+from .pg_sql import PgKeyTable, row_count
 from .pg_tables import Columns
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ async def adopt_seed_rows(
         f"SET api_keys = '{{}}'::text::{columns.type_of('api_keys')} "
         "WHERE user_id IS NULL AND api_keys IS NOT NULL AND api_keys::text <> '{}'"
     )
-    if (count := int(cleared.rpartition(" ")[2])) > 0:
+    if (count := row_count(cleared)) > 0:
         touched += count
         lines.append(cleared_line(count))
     users = sorted(
@@ -74,7 +74,7 @@ async def adopt_seed_rows(
         )
         + ", created_at = $7, updated_at = $8, leaf_meta = '{}'::jsonb WHERE ctid = $1"
     )
-    keys = _KeyTable(conn)
+    keys = PgKeyTable(conn)
     for start in range(0, len(users), _ADOPT_PAGE):
         page = users[start : start + _ADOPT_PAGE]
         rows = await conn.fetch(
@@ -108,28 +108,3 @@ async def adopt_seed_rows(
         await conn.execute("DROP INDEX public.livesettings_adopting")
     lines.append(adopted_line(len(users)))
     return touched, lines
-
-
-class _KeyTable:
-    """``data_keys`` as the owner sees it during setup (:class:`~.datakeys.KeyTable`)."""
-
-    def __init__(self, conn: asyncpg.Connection) -> None:
-        self._conn = conn
-
-    async def select_wrapped_key(self, user_id: str) -> WrappedKey | None:
-        row = await self._conn.fetchrow(
-            "SELECT key_id, master_key_id, blob FROM public.data_keys WHERE user_id = $1",
-            user_id,
-        )
-        return None if row is None else wrapped_key_from_row(row)
-
-    async def insert_wrapped_key(self, user_id: str, wrapped: WrappedKey, created_at: str) -> None:
-        await self._conn.execute(
-            "INSERT INTO public.data_keys (user_id, key_id, master_key_id, blob, created_at) "
-            "VALUES ($1, $2, $3, $4, $5::text::timestamptz)",
-            user_id,
-            wrapped.id,
-            wrapped.master_key_id,
-            wrapped.blob,
-            created_at,
-        )

@@ -35,6 +35,21 @@ async def _after_older_snapshots(conn: Any) -> None:
         await asyncio.sleep(0.05)
 
 
+async def _rewrite_statistics(conn: Any, *, rewrote: str, kept: str) -> str:
+    """Rewrite ``pg_statistic`` if the current user may (the database owner or a superuser);
+    the report line, ``rewrote`` or ``kept`` completing it."""
+    allowed = await conn.fetchval(
+        "SELECT r.rolsuper OR pg_catalog.pg_has_role(current_user, d.datdba, 'USAGE') "
+        "FROM pg_catalog.pg_roles r, pg_catalog.pg_database d "
+        "WHERE r.rolname = current_user AND d.datname = current_database()"
+    )
+    if not allowed:
+        return "warning: only the database owner or a superuser can rewrite pg_statistic; " + kept
+    await _after_older_snapshots(conn)
+    await conn.execute("VACUUM FULL pg_catalog.pg_statistic")
+    return "rewrote pg_statistic" + rewrote
+
+
 async def scrub_after_setup(conn: Any) -> list[str]:
     """After rows were rewritten: leave no old version of them (plaintext API keys of a seed)
     in the table's files, nor in the column statistics ANALYZE may have sampled earlier.
@@ -49,33 +64,24 @@ async def scrub_after_setup(conn: Any) -> list[str]:
         "such as a plaintext API key"
     ]
     # ANALYZE just replaced the table's statistics; the old rows may hold sampled values.
-    if await conn.fetchval(
-        "SELECT r.rolsuper OR pg_catalog.pg_has_role(current_user, d.datdba, 'USAGE') "
-        "FROM pg_catalog.pg_roles r, pg_catalog.pg_database d "
-        "WHERE r.rolname = current_user AND d.datname = current_database()"
-    ):
-        await _after_older_snapshots(conn)
-        await conn.execute("VACUUM FULL pg_catalog.pg_statistic")
-        lines.append("rewrote pg_statistic (VACUUM FULL): no statistic sampled before keeps one")
-    else:
-        lines.append(
-            "warning: only the database owner or a superuser can rewrite pg_statistic; "
-            "statistics sampled before setup may keep old values until it is vacuumed"
+    lines.append(
+        await _rewrite_statistics(
+            conn,
+            rewrote=" (VACUUM FULL): no statistic sampled before keeps one",
+            kept="statistics sampled before setup may keep old values until it is vacuumed",
         )
+    )
     return lines
 
 
 async def scrub_key_tables(conn: Any, *, documents: bool) -> list[str]:
     """See :meth:`~livesettings.store.postgres.PostgresStore.scrub_key_tables`; ``conn`` is
     the owner's (``LockNotAvailableError`` when a table stayed locked)."""
-    rights = await conn.fetchrow(
+    if not await conn.fetchval(
         "SELECT r.rolsuper OR pg_catalog.pg_has_role(current_user, c.relowner, 'USAGE') "
-        "AS owner, r.rolsuper OR pg_catalog.pg_has_role(current_user, d.datdba, 'USAGE') "
-        "AS database_owner FROM pg_catalog.pg_roles r, pg_catalog.pg_class c, "
-        "pg_catalog.pg_database d WHERE r.rolname = current_user "
-        "AND c.oid = 'public.data_keys'::regclass AND d.datname = current_database()"
-    )
-    if not rights["owner"]:
+        "FROM pg_catalog.pg_roles r, pg_catalog.pg_class c WHERE r.rolname = current_user "
+        "AND c.oid = 'public.data_keys'::regclass"
+    ):
         return [
             "warning: old wrapped data keys stay in dead row versions of data_keys until "
             "the table is vacuumed; set LIVESETTINGS_ADMIN_DATABASE_URL (the owner "
@@ -89,14 +95,12 @@ async def scrub_key_tables(conn: Any, *, documents: bool) -> list[str]:
     if documents:
         await conn.execute("VACUUM (ANALYZE) public.user_preferences")
         lines.append("vacuumed user_preferences: dead row versions removed")
-    if rights["database_owner"]:
-        await _after_older_snapshots(conn)
-        await conn.execute("VACUUM FULL pg_catalog.pg_statistic")
-        lines.append("rewrote pg_statistic: no statistic sampled before keeps an old key")
-    else:
-        lines.append(
-            "warning: only the database owner or a superuser can rewrite pg_statistic; "
-            "statistics sampled before the rotation may keep old wrapped keys until "
-            "it is vacuumed"
+    lines.append(
+        await _rewrite_statistics(
+            conn,
+            rewrote=": no statistic sampled before keeps an old key",
+            kept="statistics sampled before the rotation may keep old wrapped keys until "
+            "it is vacuumed",
         )
+    )
     return lines
