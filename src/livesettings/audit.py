@@ -24,6 +24,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
+from .document import rfc3339
+
 __all__ = [
     "AUDIT_LOGGER",
     "audit",
@@ -64,9 +66,7 @@ def rfc3339_ms(seconds: float) -> str:
     >>> rfc3339_ms(1764349200.1239)
     '2025-11-28T17:00:00.123Z'
     """
-    millis = int(seconds * 1000)
-    whole = time.gmtime(millis // 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", whole) + f".{millis % 1000:03d}Z"
+    return rfc3339(int(seconds * 1000))
 
 
 def audit(event: str, *, clock: Callable[[], float] = time.time, **fields: Field) -> None:

@@ -7,6 +7,7 @@ Every field's environment name is ``LIVESETTINGS_`` + its upper-cased name.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import tomllib
 from collections.abc import Mapping
@@ -245,9 +246,7 @@ class Config:
     @property
     def limits(self) -> Limits:
         # Every limit this configuration names; the others keep Limits' defaults.
-        named = {f.name for f in dataclasses.fields(self)}
-        limits = [f.name for f in dataclasses.fields(Limits) if f.name in named]
-        return Limits(**{name: getattr(self, name) for name in limits})
+        return Limits(**{name: getattr(self, name) for name in _LIMIT_FIELDS})
 
     def redacted(self) -> dict[str, Any]:
         """The settings as they may be printed or logged: secrets replaced by ``***``."""
@@ -263,6 +262,9 @@ class Config:
 
 
 _SECRET_FIELDS = {"jwt_secret", "master_keys", "master_key", "ops_token"}
+# The fields of Limits that Config names too, found once: config.limits is read per write.
+_CONFIG_FIELDS = {f.name for f in dataclasses.fields(Config)}
+_LIMIT_FIELDS = tuple(f.name for f in dataclasses.fields(Limits) if f.name in _CONFIG_FIELDS)
 # Limits that make no sense below one, and rates where 0 switches the limit off.
 _AT_LEAST_ONE = (
     "write_burst",
@@ -386,8 +388,13 @@ def _field_names() -> list[str]:
     return [f.name for f in dataclasses.fields(Config) if f.name != "overridden"]
 
 
+@functools.cache
+def _type_hints() -> dict[str, Any]:
+    return get_type_hints(Config)
+
+
 def _convert(name: str, value: Any) -> Any:
-    hint = get_type_hints(Config)[name]
+    hint = _type_hints()[name]
     text = str(value).strip() if not isinstance(value, list | tuple) else value
     try:
         if hint in (int, "int"):

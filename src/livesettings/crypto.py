@@ -253,18 +253,22 @@ def seal_secret(
     ``last4`` is kept in clear (for the masked view) only for secrets of at least 12
     characters, where 4 characters reveal little.
     """
+    return {
+        "$sealed": 1,
+        **_encrypted(user_id, name, plaintext, key),
+        "last4": plaintext[-4:] if len(plaintext) >= 12 else None,
+        "updated_at": _rfc3339_ms(now_ms),
+    }
+
+
+def _encrypted(user_id: str, name: str, plaintext: str, key: DataKey) -> dict[str, Any]:
+    """The ``kid``, ``nonce`` and ``ct`` of an envelope: ``plaintext`` sealed under ``key``
+    with a fresh nonce, bound to the user, the name and the key id."""
     nonce = os.urandom(NONCE_SIZE)
     ct = AESGCM(key.key).encrypt(
         nonce, plaintext.encode("utf-8", "surrogatepass"), _aad(_SEAL_LABEL, user_id, name, key.id)
     )
-    return {
-        "$sealed": 1,
-        "kid": key.id,
-        "nonce": _b64(nonce),
-        "ct": _b64(ct),
-        "last4": plaintext[-4:] if len(plaintext) >= 12 else None,
-        "updated_at": _rfc3339_ms(now_ms),
-    }
+    return {"kid": key.id, "nonce": _b64(nonce), "ct": _b64(ct)}
 
 
 def open_secret(user_id: str, name: str, envelope: Mapping[str, Any], key: DataKey) -> str:
@@ -300,11 +304,7 @@ def reseal_secret(
     Raises ``CryptoError`` when it does not open under ``old``.
     """
     plaintext = open_secret(user_id, name, envelope, old)
-    nonce = os.urandom(NONCE_SIZE)
-    ct = AESGCM(new.key).encrypt(
-        nonce, plaintext.encode("utf-8", "surrogatepass"), _aad(_SEAL_LABEL, user_id, name, new.id)
-    )
-    return {**envelope, "kid": new.id, "nonce": _b64(nonce), "ct": _b64(ct)}
+    return {**envelope, **_encrypted(user_id, name, plaintext, new)}
 
 
 @dataclass(frozen=True)

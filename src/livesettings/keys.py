@@ -26,6 +26,7 @@ __all__ = [
     "RotationResult",
     "missing_master_keys",
     "renew_data_keys",
+    "retired_master_keys",
     "rotate_data_keys",
 ]
 
@@ -57,7 +58,12 @@ class RotationResult:
 
     def retired(self, keyring: Keyring) -> list[str]:
         """Keyring ids other than the active one that no longer wrap any data key."""
-        return [k for k in keyring.ids[1:] if self.counts.get(k, 0) == 0]
+        return retired_master_keys(self.counts, keyring)
+
+
+def retired_master_keys(counts: dict[str, int], keyring: Keyring) -> list[str]:
+    """Keyring ids other than the active one that wrap none of ``counts``' data keys."""
+    return [k for k in keyring.ids[1:] if counts.get(k, 0) == 0]
 
 
 def missing_master_keys(counts: dict[str, int], keyring: Keyring) -> dict[str, int]:

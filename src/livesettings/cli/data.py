@@ -24,6 +24,7 @@ from ..keys import (
     RotationResult,
     missing_master_keys,
     renew_data_keys,
+    retired_master_keys,
     rotate_data_keys,
 )
 from ..store import Store
@@ -166,7 +167,7 @@ def _report_outcome(
 def _report_renewal(
     config: Config, keyring: Keyring, result: RenewalResult, scrubbed: list[str]
 ) -> None:
-    retired = [k for k in keyring.ids[1:] if result.counts.get(k, 0) == 0]
+    retired = retired_master_keys(result.counts, keyring)
     fields = {"users": result.users, "secrets": result.secrets, "failed": len(result.failed)}
     report, active = _audited_report(config, keyring, "data_keys_renewed", **fields)
     report.ok(

@@ -1,7 +1,7 @@
 // The words of the settings page: the label of each settings path and the words for a value,
 // a time or a change. Pure functions (no DOM), used by app.js.
 
-import { parsePath } from "./livesettings.js";
+import { isObject, isSecretPath, parsePath, toPointer } from "./state.js";
 
 export const PROVIDERS = [
   ["openai", "OpenAI"],
@@ -80,11 +80,11 @@ export function describePatch(patch) {
   const walk = (node, path) => {
     for (const [key, value] of Object.entries(node)) {
       const here = [...path, key];
-      const secret = here.length >= 2 && here[0] === "api_keys"; // one leaf, masked
-      if (value && typeof value === "object" && !Array.isArray(value) && !secret && Object.keys(value).length) {
+      // A secret (api_keys/<name>) is one leaf, masked.
+      if (isObject(value) && !isSecretPath(here) && Object.keys(value).length) {
         walk(value, here);
       } else {
-        const pointer = "/" + here.join("/");
+        const pointer = toPointer(here);
         parts.push(`${fieldLabel(pointer)} → ${formatValue(pointer, value)}`);
       }
     }
