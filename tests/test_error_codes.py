@@ -16,6 +16,7 @@ from livesettings import errors
 from livesettings.client import core
 
 SRC = Path(str(resources.files("livesettings")))
+CLIENT = SRC / "server" / "client"  # the npm package clients/js/src
 STATIC = SRC / "server" / "static"
 SPEC: dict[str, Any] = json.loads((SRC / "spec" / "error_codes.json").read_text("utf-8"))
 CODES: dict[str, dict[str, Any]] = SPEC["codes"]
@@ -108,7 +109,7 @@ def _js_set(text: str, name: str) -> set[str]:
 
 def test_the_browser_client_acts_on_the_codes_of_the_spec() -> None:
     groups = SPEC["browser_groups"]
-    source = (STATIC / "errors.js").read_text("utf-8")
+    source = (CLIENT / "errors.js").read_text("utf-8")
     for group, name in [
         ("auth", "AUTH_CODES"),
         ("secret", "SECRET_CODES"),
@@ -122,7 +123,7 @@ def test_the_browser_client_acts_on_the_codes_of_the_spec() -> None:
 
 def test_the_browser_client_makes_and_compares_only_listed_codes() -> None:
     made: set[str] = set()
-    for path in sorted(STATIC.glob("*.js")):
+    for path in sorted([*CLIENT.glob("*.js"), *STATIC.glob("*.js")]):
         text = path.read_text("utf-8")
         made |= set(re.findall(r'LiveSettingsError\(\s*"([a-z0-9_]+)"', text))
         made |= set(re.findall(r'(?<!typeof )\b(?:err|error)\.code === "([a-z0-9_]+)"', text))

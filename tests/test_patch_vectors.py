@@ -48,7 +48,7 @@ def test_the_browser_client_passes_the_same_vectors() -> None:
     assert node is not None
     env = {
         **os.environ,
-        "LIVESETTINGS_STATIC": str(SRC / "server" / "static"),
+        "LIVESETTINGS_CLIENT": str(SRC / "server" / "client"),
         "LIVESETTINGS_SPEC": str(SRC / "spec"),
     }
     run = subprocess.run(

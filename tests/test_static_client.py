@@ -6,8 +6,11 @@ import re
 from importlib import resources
 from pathlib import Path
 
-STATIC = Path(str(resources.files("livesettings"))) / "server" / "static"
-MODULES = sorted(p.name for p in STATIC.glob("*.js") if p.name != "sw.js")
+SERVER = Path(str(resources.files("livesettings"))) / "server"
+STATIC = SERVER / "static"  # the settings page's own files
+CLIENT = SERVER / "client"  # the npm package's files (clients/js/src)
+FILES = {p.name: p for folder in (CLIENT, STATIC) for p in folder.iterdir()}
+MODULES = sorted(name for name in FILES if name.endswith(".js") and name != "sw.js")
 
 
 def test_the_service_worker_keeps_every_module_for_offline_reloads() -> None:
@@ -16,18 +19,18 @@ def test_the_service_worker_keeps_every_module_for_offline_reloads() -> None:
     assert shell is not None
     cached = set(re.findall(r'"/static/([^"]+)"', shell.group(1)))
     assert cached >= set(MODULES), "a module the page imports is missing from sw.js SHELL"
-    assert cached <= {p.name for p in STATIC.iterdir()}, "sw.js caches a file that is gone"
+    assert cached <= set(FILES), "sw.js caches a file that is gone"
 
 
 def test_modules_import_only_modules_that_exist() -> None:
     for name in MODULES:
-        text = (STATIC / name).read_text("utf-8")
+        text = FILES[name].read_text("utf-8")
         for target in re.findall(r'from "\./([^"]+)"', text):
-            assert (STATIC / target).is_file(), f"{name} imports ./{target}"
+            assert target in FILES, f"{name} imports ./{target}"
 
 
 def test_the_entry_point_re_exports_what_the_readme_documents() -> None:
-    entry = (STATIC / "livesettings.js").read_text("utf-8")
+    entry = (CLIENT / "livesettings.js").read_text("utf-8")
     exported = set()
     for names in re.findall(r"export \{([^}]*)\} from", entry):
         exported |= {n.strip() for n in names.split(",") if n.strip()}

@@ -1,7 +1,7 @@
 // The browser client's pure state core against the shared vectors (spec/*.json), under node:
 //   node --test tests/js/
 // tests/test_patch_vectors.py runs it from the Python suite, with the paths of the installed
-// package in LIVESETTINGS_STATIC and LIVESETTINGS_SPEC.
+// package in LIVESETTINGS_CLIENT and LIVESETTINGS_SPEC.
 
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
@@ -11,12 +11,12 @@ import { pathToFileURL } from "node:url";
 const root = new URL("../../src/livesettings/", import.meta.url);
 const dir = (name, fallback) =>
   process.env[name] ? pathToFileURL(process.env[name] + "/") : new URL(fallback, root);
-const STATIC = dir("LIVESETTINGS_STATIC", "server/static/");
+const CLIENT = dir("LIVESETTINGS_CLIENT", "server/client/");
 const SPEC = dir("LIVESETTINGS_SPEC", "spec/");
 const readSpec = (name) => JSON.parse(readFileSync(new URL(name, SPEC), "utf-8"));
 
-const { applyPatch, maskLocally } = await import(new URL("state.js", STATIC));
-const errors = await import(new URL("errors.js", STATIC));
+const { applyPatch, maskLocally } = await import(new URL("state.js", CLIENT));
+const errors = await import(new URL("errors.js", CLIENT));
 const vectors = readSpec("patch_vectors.json");
 const codes = readSpec("error_codes.json");
 

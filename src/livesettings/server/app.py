@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -15,7 +13,6 @@ from fastapi.responses import FileResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Match, Route
-from starlette.staticfiles import StaticFiles
 
 from .. import __version__
 from ..config import Config
@@ -38,12 +35,12 @@ from .security import SecurityHeaders
 from .service_routes import router as service_router
 from .services import Services
 from .settings_routes import router as settings_router
+from .static_files import STATIC_DIR, static_files
 
 __all__ = ["STATIC_DIR", "create_app"]
 
 log = logging.getLogger("livesettings.server")
 
-STATIC_DIR = Path(str(resources.files("livesettings") / "server" / "static"))
 _MIN_BODY_LIMIT = 16 * 1024  # sign-in and the other small bodies always fit
 
 
@@ -88,7 +85,7 @@ def create_app(config: Config | None = None, *, services: Services | None = None
             headers={"Cache-Control": "no-cache", "Service-Worker-Allowed": "/"},
         )
 
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.mount("/static", static_files(), name="static")
 
     _install_error_handlers(app, services)
     app.add_middleware(RefreshCookieReset, config=config)
