@@ -3,8 +3,9 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
 
-.PHONY: serve test lint typecheck pytest soak bench clean fmt
+.PHONY: serve test lint typecheck typecheck-js pytest soak bench clean fmt
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -12,10 +13,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The JS packages (clients/js, clients/react) and their tools, from the committed lockfile.
+$(NODE_STAMP): package.json package-lock.json clients/js/package.json clients/react/package.json
+	npm ci --no-audit --no-fund
+	touch $(NODE_STAMP)
+
 serve: $(STAMP)
 	$(BIN)/livesettings serve
 
-test: $(STAMP) lint typecheck pytest
+test: $(STAMP) $(NODE_STAMP) lint typecheck typecheck-js pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
@@ -24,7 +30,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict src
 
-pytest: $(STAMP)
+typecheck-js: $(NODE_STAMP)
+	node_modules/.bin/tsc --noEmit -p clients/js
+	node_modules/.bin/tsc --noEmit -p clients/react
+
+pytest: $(STAMP) $(NODE_STAMP)
 	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
 soak: $(STAMP)
@@ -42,4 +52,4 @@ fmt: $(STAMP)
 	$(BIN)/ruff check --fix src tests bench
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
