@@ -13,6 +13,8 @@ def test_exported_names() -> None:
         "ChangeOrigin",
         "Client",
         "ConnectionState",
+        "EditConflict",
+        "ErrorEvent",
         "OfflineCache",
         "RefreshingToken",
         "Status",

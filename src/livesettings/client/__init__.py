@@ -4,6 +4,9 @@
 code without an event loop. Both keep one user's settings in sync over ``/v1/realtime``, show
 edits at once, queue them while offline (in a SQLite cache with ``cache_path=``), replay them
 exactly once on reconnect, and tell subscribers about every change — or about a reset.
+Like the browser client, they also tell the masked API keys when they change
+(``on_api_keys_update``), conflicts as :class:`EditConflict` objects (``on_conflict``) and
+refused edits as :class:`ErrorEvent` objects (``on_error``).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 from .backoff import backoff
 from .cache import OfflineCache
 from .core import AsyncClient
+from .events import EditConflict, ErrorEvent
 from .handles import Subscription, UpdateHandle
 from .state import Ack, Change, ChangeOrigin
 from .status import ConnectionState, Status
@@ -24,6 +28,8 @@ __all__ = [
     "ChangeOrigin",
     "Client",
     "ConnectionState",
+    "EditConflict",
+    "ErrorEvent",
     "OfflineCache",
     "RefreshingToken",
     "Status",

@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import functools
-import inspect
 import logging
 import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
-from typing import Any, Final, TypeAlias
+from typing import Any, Final
 from urllib.parse import quote
 
 import httpx
@@ -62,31 +60,30 @@ from livesettings.protocol import (
 
 from .backoff import DelayFactory, backoff
 from .cache import OfflineCache, QueuedMutation, carries_secret
+from .events import (
+    ApiKeysCallback,
+    ChangeCallback,
+    ConflictCallback,
+    ErrorCallback,
+    ErrorEvent,
+    Events,
+    StatusCallback,
+    discard,
+)
 from .handles import Subscription, UpdateHandle, consume_error
-from .session import Refused, Session, as_error, cancel_and_wait, refusal, ws_url
+from .session import Lifecycle, Refused, Session, as_error, cancel_and_wait, refusal, ws_url
 from .state import Ack, Change, Documents, DocumentState, RevisionGap, copy_json
 from .status import ConnectionState, Status, SyncRate
-from .tokens import TokenSource, read_response, resolve_token
+from .tokens import TokenSource, get_json, resolve_token
 
 __all__ = ["AsyncClient", "ChangeCallback", "StatusCallback"]
 
 log = logging.getLogger("livesettings.client")
 
-ChangeCallback: TypeAlias = Callable[[Change], object]
-"""A subscriber: called with each :class:`Change`; may be a coroutine function."""
-StatusCallback: TypeAlias = Callable[[Status], object]
-"""A status listener: called with each new :class:`Status`; may be a coroutine function."""
-
 _MAX_MESSAGE: Final = 4 * 1024 * 1024  # a snapshot of a 256 KiB document, with room to spare
 _TRANSIENT: Final = frozenset({"rate_limited", "storage_unavailable"})
 _MAX_RETRIES: Final = 10
 _MIN_REFRESH_INTERVAL: Final = 1.0
-
-
-class _Lifecycle(enum.Enum):
-    NEW = "new"
-    STARTED = "started"
-    CLOSED = "closed"
 
 
 def _path(path: str | Path) -> Path:
@@ -144,7 +141,7 @@ class AsyncClient:
         self._clock = clock
         self._transport = transport
 
-        self._lifecycle = _Lifecycle.NEW
+        self._lifecycle = Lifecycle.NEW
         self._cache: OfflineCache | None = None
         self._http: httpx.AsyncClient | None = None
         self._runner: asyncio.Task[None] | None = None
@@ -153,9 +150,8 @@ class AsyncClient:
         self._docs = Documents()
         self._main = DocumentState(user_id, followed=follow)
         self._listeners: dict[str, list[ChangeCallback]] = {}
-        self._status_listeners: list[StatusCallback] = []
+        self._events = Events()
         self._futures: dict[str, asyncio.Future[Ack]] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
         self._seq = 0
         self._paused_until = 0.0
         self._user_id: str | None = None
@@ -177,13 +173,13 @@ class AsyncClient:
     async def start(self) -> None:
         """Open the cache, start connecting, and wait (up to ``connect_timeout``) for the
         first sync or the first failure — after which the client works offline."""
-        if self._lifecycle is _Lifecycle.STARTED:
+        if self._lifecycle is Lifecycle.STARTED:
             return
-        if self._lifecycle is _Lifecycle.CLOSED:
+        if self._lifecycle is Lifecycle.CLOSED:
             raise ConnectionClosed("this client was closed; create a new one")
         if self._cache_path is not None:
             self._cache = OfflineCache.open(self._cache_path)
-        self._lifecycle = _Lifecycle.STARTED
+        self._lifecycle = Lifecycle.STARTED
         self._first_outcome = asyncio.Event()
         self._idle = asyncio.Event()
         if self._cache is not None:
@@ -195,6 +191,7 @@ class AsyncClient:
             base_url=self.url, transport=self._transport, timeout=self._connect_timeout
         )
         self._restore(self._main)
+        self._events.seen_keys(self._main.view, tell=False)
         if self._cache is not None:
             # Queued edits of other documents (a service's) are replayed too.
             for item in self._cache.load_pending():
@@ -209,11 +206,11 @@ class AsyncClient:
         """Disconnect and release everything. Unacknowledged edits stay in the offline cache
         (and are replayed by the next client using it); their handles fail with
         :class:`ConnectionClosed`."""
-        if self._lifecycle is not _Lifecycle.STARTED:
-            self._lifecycle = _Lifecycle.CLOSED
+        if self._lifecycle is not Lifecycle.STARTED:
+            self._lifecycle = Lifecycle.CLOSED
             return
-        self._lifecycle = _Lifecycle.CLOSED
-        await cancel_and_wait(self._runner, self._refresher, *self._tasks)
+        self._lifecycle = Lifecycle.CLOSED
+        await cancel_and_wait(self._runner, self._refresher, *self._events.tasks)
         queued = {p.mutation_id for _, p in self._docs.edits() if not p.secret}
         for mutation_id, future in self._futures.items():
             if not future.done():
@@ -329,8 +326,23 @@ class AsyncClient:
 
     def on_status(self, callback: StatusCallback) -> Subscription:
         """Call ``callback(status)`` whenever the :class:`Status` changes."""
-        self._status_listeners.append(callback)
-        return Subscription(lambda: _discard(self._status_listeners, callback))
+        return self._events.listen(self._events.status, callback)
+
+    def on_api_keys_update(self, callback: ApiKeysCallback) -> Subscription:
+        """Call ``callback(api_keys)`` when the followed document's ``api_keys`` change (by an
+        edit here or from the server), with the masked keys: never a plaintext secret."""
+        return self._events.listen(self._events.api_keys, callback)
+
+    def on_conflict(self, callback: ConflictCallback) -> Subscription:
+        """Call ``callback(conflict)`` with an :class:`~.events.EditConflict` for each edit of
+        this client that met a concurrent one (in its ack), or that another client overwrote."""
+        return self._events.listen(self._events.conflict, callback)
+
+    def on_error(self, callback: ErrorCallback) -> Subscription:
+        """Call ``callback(event)`` with an :class:`~.events.ErrorEvent` for each error the
+        server reports in a frame — above all an edit it refused (dropped, and counted in
+        ``status.error_count`` without setting ``status.error``)."""
+        return self._events.listen(self._events.error, callback)
 
     # -- the seed's service names ---------------------------------------------------------
     async def subscribe_to_settings_changes(
@@ -387,7 +399,8 @@ class AsyncClient:
         path = (
             "/v1/settings" if user_id is None else f"/v1/users/{quote(user_id, safe='')}/settings"
         )
-        body = await self._http_get(path)
+        assert self._http is not None
+        body = await get_json(self._http, self._token_source, path)
         settings = body.get("settings")
         if not isinstance(settings, dict):
             raise LiveSettingsError("the server's answer holds no settings", code="bad_response")
@@ -395,7 +408,7 @@ class AsyncClient:
 
     # -- internals: documents -------------------------------------------------------------
     def _require_started(self) -> None:
-        if self._lifecycle is not _Lifecycle.STARTED:
+        if self._lifecycle is not Lifecycle.STARTED:
             expected = "start() or 'async with' first"
             raise ConnectionClosed(f"the client is {self._lifecycle.value}: call {expected}")
 
@@ -411,7 +424,7 @@ class AsyncClient:
         listeners.append(callback)
 
         def cancel() -> None:
-            _discard(listeners, callback)
+            discard(listeners, callback)
             doc = self._docs.get(key)
             if not listeners and doc is not None and doc is not self._main and doc.followed:
                 doc.followed = False
@@ -423,24 +436,9 @@ class AsyncClient:
     def _emit(self, doc: DocumentState, change: Change | None) -> None:
         if change is None:
             return
-        for callback in list(self._listeners.get(doc.key, ())):
-            self._call(callback, change)
-
-    def _call(self, callback: Callable[[Any], object], arg: Any) -> None:
-        try:
-            result = callback(arg)
-        except Exception:
-            log.exception("a livesettings callback failed")
-            return
-        if inspect.isawaitable(result):
-            task = asyncio.ensure_future(result)
-            self._tasks.add(task)
-            task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("a livesettings callback failed", exc_info=task.exception())
+        self._events.emit(self._listeners.get(doc.key, ()), change)
+        if doc is self._main:
+            self._events.seen_keys(doc.view)
 
     def _submit(self, doc: DocumentState, patch: dict[str, Any]) -> UpdateHandle:
         self._require_started()
@@ -520,8 +518,7 @@ class AsyncClient:
         if status == self._status:
             return
         self._status = status
-        for callback in list(self._status_listeners):
-            self._call(callback, status)
+        self._events.emit(self._events.status, status)
 
     # -- internals: the connection --------------------------------------------------------
     async def _run(self) -> None:
@@ -730,6 +727,7 @@ class AsyncClient:
                 self._note_sync()
                 ack = Ack(frame.mutation_id, frame.revision, list(frame.conflicts), doc.user_id)
                 self._settle(frame.mutation_id, ack, None)
+                self._events.acked(frame.conflicts, frame.revision, frame.mutation_id, doc.user_id)
             self._emit(doc, change)
         if self._cache is not None:
             # An edit leaves the queue once the confirmed state includes it (or it was refused):
@@ -750,15 +748,23 @@ class AsyncClient:
         if mine is not None:
             ack = Ack(mine.mutation_id, frame.revision, list(frame.conflicts), doc.user_id)
             self._settle(mine.mutation_id, ack, None)
+            if mine.acked is None:  # its ack did not come (it was lost with a connection)
+                self._events.acked(frame.conflicts, frame.revision, mine.mutation_id, doc.user_id)
+        else:
+            self._events.overwritten(frame, self._client_id, doc.user_id)
         self._emit(doc, change)
 
     def _on_error(self, session: Session, frame: ErrorFrame) -> None:
         error = frame.to_error()
         mutation_id = frame.mutation_id
         found = self._docs.owner(mutation_id)
+        if found is None and mutation_id is not None:
+            self._refused(error, mutation_id, None)  # an edit no longer pending here
+            return
         if found is None:
             session.last_error = error
             self._note_error(error)
+            self._events.emit(self._events.error, ErrorEvent.of(error, None, None))
             if isinstance(error, TokenExpired | Unauthorized):
                 return  # the server closes with 4001 next; the run loop handles it
             if session.waiting and isinstance(error, Forbidden):
@@ -780,21 +786,12 @@ class AsyncClient:
             self._paused_until = max(self._paused_until, loop.time() + wait)
             loop.call_later(wait, self._flush)
             return
-        self._note_error(error)
+        # A refused edit is dropped and told, not a state of the client: status.error stays.
         _, change = owner.on_reject(pending.mutation_id)
         self._settle(pending.mutation_id, None, error)
         self._emit(owner, change)
+        self._refused(error, pending.mutation_id, owner.user_id)
 
-    async def _http_get(self, path: str) -> dict[str, Any]:
-        assert self._http is not None
-        token = await resolve_token(self._token_source)
-        try:
-            response = await self._http.get(path, headers={"Authorization": f"Bearer {token}"})
-        except httpx.TransportError as exc:
-            raise ConnectionClosed(f"cannot reach {self.url}: {exc}") from exc
-        return read_response(response)
-
-
-def _discard(items: list[Any], item: Any) -> None:
-    with contextlib.suppress(ValueError):
-        items.remove(item)
+    def _refused(self, error: LiveSettingsError, mutation_id: str, user_id: str | None) -> None:
+        self._error_count += 1
+        self._events.emit(self._events.error, ErrorEvent.of(error, mutation_id, user_id))

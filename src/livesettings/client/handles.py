@@ -79,8 +79,8 @@ class UpdateHandle:
 def consume_error(future: asyncio.Future[Ack]) -> None:
     """Mark an edit's error as retrieved (a done callback on every edit's future).
 
-    An edit nobody awaits may still fail: its error reaches ``Status.error``, so asyncio need
-    not also log "exception was never retrieved".
+    An edit nobody awaits may still fail: its error reaches the ``on_error`` listeners and
+    ``Status.error_count``, so asyncio need not also log "exception was never retrieved".
     """
     if not future.cancelled():
         future.exception()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
 import logging
 from typing import Any
@@ -12,9 +13,17 @@ from websockets.exceptions import InvalidStatus
 
 from livesettings.errors import ConnectionClosed, LiveSettingsError, error_from_payload
 
-__all__ = ["Refused", "Session", "as_error", "cancel_and_wait", "refusal", "ws_url"]
+__all__ = ["Lifecycle", "Refused", "Session", "as_error", "cancel_and_wait", "refusal", "ws_url"]
 
 log = logging.getLogger("livesettings.client")
+
+
+class Lifecycle(enum.Enum):
+    """Where a client stands: made, started, or closed (for good)."""
+
+    NEW = "new"
+    STARTED = "started"
+    CLOSED = "closed"
 
 
 class Session:

@@ -37,8 +37,10 @@ class Status:
     ``unsaved`` counts local edits the server has not acknowledged yet (queued or in flight);
     ``last_sync_at`` is the time (ms since the epoch) of the last acknowledgement or completed
     catch-up; ``syncs_per_minute`` counts those over the trailing minute; ``error`` is the last
-    error reported by the server or met while connecting (cleared when the client is back
-    online), and ``error_count`` counts them all.
+    error about the connection or the client as a whole (cleared when the client is back
+    online), and ``error_count`` counts them all, and also the edits the server refused: such
+    an edit is dropped and told to ``on_error`` listeners, but leaves ``error`` alone, as in
+    the browser client.
     """
 
     connection: ConnectionState = ConnectionState.CONNECTING

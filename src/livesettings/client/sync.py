@@ -5,9 +5,10 @@
 views, notebooks) gets live settings without an event loop of its own. Nothing is implemented
 twice: every method is a one-line hop onto the loop.
 
-Callbacks (``subscribe``, ``on_status``) run on the client's thread: keep them short, and do
-not wait there for a result (``handle.result()``, ``flush()``) — that would block the very loop
-that produces it, so it raises ``RuntimeError`` instead.
+Callbacks (``subscribe``, ``on_status``, ``on_api_keys_update``, ``on_conflict``,
+``on_error``) run on the client's thread: keep them short, and do not wait there for a result
+(``handle.result()``, ``flush()``) — that would block the very loop that produces it, so it
+raises ``RuntimeError`` instead.
 """
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-from .core import AsyncClient, ChangeCallback, StatusCallback
+from .core import AsyncClient
+from .events import (
+    ApiKeysCallback,
+    ChangeCallback,
+    ConflictCallback,
+    ErrorCallback,
+    StatusCallback,
+)
 from .handles import Subscription, UpdateHandle
 from .state import Ack, Change
 from .status import Status
@@ -209,6 +217,19 @@ class Client:
     def on_status(self, callback: StatusCallback) -> Subscription:
         """See :meth:`AsyncClient.on_status`; ``callback`` runs on the client's thread."""
         return self._hop(self._loop.call(self._core.on_status, callback))
+
+    def on_api_keys_update(self, callback: ApiKeysCallback) -> Subscription:
+        """See :meth:`AsyncClient.on_api_keys_update`; ``callback`` runs on the client's
+        thread."""
+        return self._hop(self._loop.call(self._core.on_api_keys_update, callback))
+
+    def on_conflict(self, callback: ConflictCallback) -> Subscription:
+        """See :meth:`AsyncClient.on_conflict`; ``callback`` runs on the client's thread."""
+        return self._hop(self._loop.call(self._core.on_conflict, callback))
+
+    def on_error(self, callback: ErrorCallback) -> Subscription:
+        """See :meth:`AsyncClient.on_error`; ``callback`` runs on the client's thread."""
+        return self._hop(self._loop.call(self._core.on_error, callback))
 
     def changes(self, timeout: float | None = None) -> Iterator[Change]:
         """``for change in client.changes():`` — every change from this call on (subscribed

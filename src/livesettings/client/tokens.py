@@ -31,6 +31,7 @@ __all__ = [
     "RefreshingToken",
     "TokenSource",
     "Tokens",
+    "get_json",
     "post_json",
     "read_response",
     "resolve_token",
@@ -78,6 +79,16 @@ async def post_json(
             response = await http.post(path, json=body)
     except httpx.TransportError as exc:
         raise ConnectionClosed(f"cannot reach {url}: {exc}") from exc
+    return read_response(response)
+
+
+async def get_json(http: httpx.AsyncClient, token: TokenSource, path: str) -> dict[str, Any]:
+    """GET ``path`` with a fresh token from ``token``; the JSON answer, errors from the tree."""
+    bearer = await resolve_token(token)
+    try:
+        response = await http.get(path, headers={"Authorization": f"Bearer {bearer}"})
+    except httpx.TransportError as exc:
+        raise ConnectionClosed(f"cannot reach {http.base_url}: {exc}") from exc
     return read_response(response)
 
 
