@@ -38,8 +38,9 @@ import {
   randomId,
   storedUser,
 } from "./storage.js";
-import { TabMethods } from "./tabs.js";
-import { TransportMethods } from "./transports.js";
+import { SeedMethods } from "./service.js";
+import { TabMethods, isBrowserPage } from "./tabs.js";
+import { TransportMethods, webSocketClass } from "./transports.js";
 
 const SEEN_LIMIT = 2000;
 
@@ -68,8 +69,13 @@ export class LiveSettings extends EventTarget {
    * @param {boolean} [options.refreshCookie] cookie mode, for pages of the server's own origin:
    *   the refresh token is the HttpOnly cookie set by `signIn({cookie: true})`; `token` may be
    *   left out (the first one is fetched with the cookie), `userId` is then needed
-   * @param {string} [options.userId] needed when the token is not a JWT with `sub`
+   * @param {string} [options.userId] needed when the token is not a JWT with `sub`; with a
+   *   service token (claim `role: "service"`), the user whose settings this client follows
    * @param {number|null|false} [options.autoSaveDelay] debounce in ms; null/false: manual
+   * @param {Function} [options.WebSocket] the WebSocket class where there is no global one
+   *   (Node: the `ws` package's); with neither, the client uses the SSE event stream
+   * @param {boolean} [options.tabs] share edits and tokens with the user's other tabs
+   *   (BroadcastChannel, Web Locks); default: only in a browser page
    */
   constructor(options = {}) {
     super();
@@ -88,6 +94,10 @@ export class LiveSettings extends EventTarget {
       throw new LiveSettingsError("invalid_options", "LiveSettings needs a JWT token or userId");
     }
     this._setTokenClaims(claims);
+    const service = claims?.role === "service" && opts.userId && opts.userId !== claims.sub;
+    this._forUser = service ? opts.userId : null; // a service token acting for this user
+    this._WebSocket = webSocketClass(opts.WebSocket);
+    this._tabs = opts.tabs ?? isBrowserPage();
     this.autoSaveDelay = opts.autoSaveDelay;
     this._prefix = `${PREFIX}:${encodeURIComponent(this.userId)}`;
     this.clientId = this._loadClientId();
@@ -125,7 +135,7 @@ export class LiveSettings extends EventTarget {
     this._attempt = 0;
     this._authFailures = 0;
     this._wsFailures = 0;
-    this._mode = opts.transport === "sse" ? "sse" : "ws";
+    this._mode = opts.transport === "sse" || !this._WebSocket ? "sse" : "ws";
     this._sseSince = 0;
     this._httpQueue = [];
     this._httpBusy = false;
@@ -227,18 +237,22 @@ export class LiveSettings extends EventTarget {
     if (conn && conn.kind === "ws" && conn.ready) {
       const synced = new Promise((resolve) => this._syncedWaiters.push(resolve));
       conn.synced = false;
-      conn.ws.send(JSON.stringify({ type: "subscribe", since: null }));
+      conn.ws.send(this._frame({ type: "subscribe", since: null }));
       this._refreshStatus();
-      await Promise.race([synced, new Promise((r) => setTimeout(r, this._opts.requestTimeout))]);
+      let timer;
+      const late = new Promise((r) => (timer = setTimeout(r, this._opts.requestTimeout)));
+      await Promise.race([synced, late]);
+      clearTimeout(timer); // a pending timer would keep a Node process alive
       return this.settings;
     }
-    const body = await this._api("GET", "/v1/settings");
+    const body = await this._api("GET", this._settingsPath());
     this._applySnapshot(body.revision, body.settings, "refresh", true);
     return this.settings;
   }
 
   /** The last `limit` changes: [{revision, patch, mutation_id, client_id, committed_at, mine}]. */
   async history({ limit = 20 } = {}) {
+    this._ownUserOnly("history");
     const since = Math.max(0, this._confirmed.revision - limit);
     const body = await this._api("GET", `/v1/settings/changes?since=${since}&limit=${limit}`);
     return body.changes.map((c) => ({ ...c, mine: c.client_id === this.clientId })).reverse();
@@ -246,6 +260,7 @@ export class LiveSettings extends EventTarget {
 
   /** Restore the non-secret fields as they were at `revision`, as a new revision. */
   async revert(revision) {
+    this._ownUserOnly("revert");
     const body = await this._api(
       "POST",
       "/v1/settings/revert",
@@ -312,36 +327,6 @@ export class LiveSettings extends EventTarget {
     for (const waiter of this._waiters) waiter.resolve(false);
     this._waiters = [];
   }
-
-  // -- the seed's service names ------------------------------------------------------------
-
-  /** Call `callback(settings, detail)` on every change; returns the cleanup function. */
-  subscribeToSettingsChanges(callback) {
-    return this.on("change", (detail) => callback(detail.settings, detail));
-  }
-
-  /** Call `callback(apiKeys)` when the masked api_keys change; returns the cleanup function. */
-  onApiKeysUpdate(callback) {
-    return this.on("apiKeysChange", (detail) => callback(detail.apiKeys));
-  }
-
-  /** Apply `settings` (a merge patch) and save at once; resolves when saved. */
-  updateSettingsRealtime(settings) {
-    this.update(settings);
-    return this.saveNow();
-  }
-
-  /** The latest settings: live ones when online, else a fresh read, else the cached ones. */
-  async getLatestSettings() {
-    if (this._status.connection === Connection.ONLINE) return this.settings;
-    try {
-      return await this.refresh();
-    } catch {
-      return this.settings;
-    }
-  }
-
-
 
   /** A client for a session returned by `signIn`, `signUp` or `resumeSession`. */
   static fromSession(session, options = {}) {
@@ -651,7 +636,7 @@ export class LiveSettings extends EventTarget {
     if (revision !== this._confirmed.revision + 1) {
       // A gap should not happen; resubscribe from what we hold rather than guess.
       if (conn.kind === "ws" && conn.ready) {
-        conn.ws.send(JSON.stringify({ type: "subscribe", since: this._confirmed.revision }));
+        conn.ws.send(this._frame({ type: "subscribe", since: this._confirmed.revision }));
       } else {
         this._dropConnection(null, false);
         this._connect();
@@ -781,6 +766,6 @@ function mixin(target, sources, skip) {
   }
 }
 
-const methods = [TabMethods, TokenMethods, TransportMethods].map((cls) => cls.prototype);
+const methods = [SeedMethods, TabMethods, TokenMethods, TransportMethods].map((cls) => cls.prototype);
 mixin(LiveSettings.prototype, methods, ["constructor"]);
 mixin(LiveSettings, [SessionStatics], ["length", "name", "prototype"]);

@@ -5,6 +5,15 @@
 import { USER_KEY, randomId } from "./storage.js";
 import { byCreation, isObject, storedEntry, validEntry } from "./state.js";
 
+/**
+ * True in a browser page, where other tabs of the same user may run. Elsewhere (Node, a
+ * worker) the tab machinery stays off: Node's BroadcastChannel would link the clients of one
+ * process to each other and keep the process alive.
+ */
+export function isBrowserPage() {
+  return typeof globalThis.window === "object" && typeof globalThis.document === "object";
+}
+
 /** The storage and tab methods of `LiveSettings`, which copies them onto its prototype. */
 export class TabMethods {
   _loadClientId() {
@@ -27,13 +36,14 @@ export class TabMethods {
 
   _persistOwn() {
     // Before the tab lock is held another tab could take this queue for an orphan's.
-    if (!this._tabLocked && globalThis.navigator?.locks) return;
+    if (this._tabs && !this._tabLocked && globalThis.navigator?.locks) return;
     const key = `${this._prefix}:queue:${this.tabId}`;
     if (!this._own.length) this._store.remove(key);
     else this._store.set(key, { tab: this.tabId, entries: this._own.map(storedEntry) });
   }
 
   _loadOtherQueues() {
+    if (!this._tabs) return;
     const prefix = `${this._prefix}:queue:`;
     for (const key of this._store.keys(prefix)) {
       const tab = key.slice(prefix.length);
@@ -153,10 +163,6 @@ export class TabMethods {
       target.addEventListener(type, fn);
       this._listeners.push([target, type, fn]);
     };
-    if (typeof BroadcastChannel === "function") {
-      this._channel = new BroadcastChannel(`${this._prefix}:tabs`);
-      this._channel.onmessage = (event) => this._onTabMessage(event.data);
-    }
     listen(globalThis, "online", () => {
       this._attempt = 0;
       this._connect();
@@ -174,6 +180,11 @@ export class TabMethods {
       this._persistOwn();
       this._broadcast({ type: "bye", tab: this.tabId });
     });
+    if (!this._tabs) return;
+    if (typeof BroadcastChannel === "function") {
+      this._channel = new BroadcastChannel(`${this._prefix}:tabs`);
+      this._channel.onmessage = (event) => this._onTabMessage(event.data);
+    }
     this._acquireTabLock().then((locked) => {
       if (this._closed) return;
       this._tabLocked = locked;

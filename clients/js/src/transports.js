@@ -7,6 +7,12 @@ import { Connection, byCreation, isObject } from "./state.js";
 
 const SSE_KEEPALIVE = 15000;
 
+/** The WebSocket class to use: the one given (the `ws` package's in Node), else the global. */
+export function webSocketClass(given) {
+  if (typeof given === "function") return given;
+  return typeof globalThis.WebSocket === "function" ? globalThis.WebSocket : null;
+}
+
 /** The transport methods of `LiveSettings`, which copies them onto its prototype. */
 export class TransportMethods {
   async _connect() {
@@ -20,6 +26,7 @@ export class TransportMethods {
     if (
       this._mode === "sse" &&
       this._opts.transport === "auto" &&
+      this._WebSocket &&
       Date.now() - this._sseSince > 300000
     ) {
       this._mode = "ws"; // try WebSockets again now and then
@@ -63,7 +70,7 @@ export class TransportMethods {
     const conn = this._newConn("ws");
     let ws;
     try {
-      ws = new WebSocket(this.url.replace(/^http/, "ws") + "/v1/realtime");
+      ws = new this._WebSocket(this.url.replace(/^http/, "ws") + "/v1/realtime");
     } catch {
       this._onClosed(conn, 1006, "cannot open a socket");
       return;
@@ -76,7 +83,7 @@ export class TransportMethods {
       conn.lastRx = Date.now();
       // auth, subscribe and updates may follow each other without waiting (DESIGN §5).
       ws.send(JSON.stringify({ type: "auth", token: this._token ?? token, client_id: this.clientId }));
-      ws.send(JSON.stringify({ type: "subscribe", since: this._hasCache ? this._confirmed.revision : null }));
+      ws.send(this._frame({ type: "subscribe", since: this._hasCache ? this._confirmed.revision : null }));
       conn.ready = true;
       this._flush();
       this._refreshStatus();
@@ -95,6 +102,7 @@ export class TransportMethods {
       if (isObject(frame)) this._onFrame(frame, conn);
     };
     ws.onclose = (event) => this._onClosed(conn, event.code, event.reason);
+    ws.onerror = () => {}; // the close event follows (and the `ws` package throws unheard errors)
     this._startHeartbeat(conn);
   }
 
@@ -103,10 +111,13 @@ export class TransportMethods {
     conn.ctrl = new AbortController();
     this._conn = conn;
     this._startHeartbeat(conn);
-    const since = this._hasCache ? `?since=${this._confirmed.revision}` : "";
+    const query = new URLSearchParams();
+    if (this._hasCache) query.set("since", String(this._confirmed.revision));
+    if (this._forUser) query.set("user_id", this._forUser);
+    const search = String(query) ? `?${query}` : "";
     let response;
     try {
-      response = await fetch(this.url + "/v1/settings/events" + since, {
+      response = await fetch(this.url + "/v1/settings/events" + search, {
         headers: { Authorization: `Bearer ${token}`, Accept: "text/event-stream" },
         signal: conn.ctrl.signal,
         cache: "no-store",
@@ -163,6 +174,15 @@ export class TransportMethods {
       // aborted or the network went away: handled below
     }
     this._onClosed(conn, 1006, "the event stream ended");
+  }
+
+  // A service token acting for `userId` names the user in its frames and paths (DESIGN §4, §5).
+  _frame(frame) {
+    return JSON.stringify(this._forUser ? { ...frame, user_id: this._forUser } : frame);
+  }
+
+  _settingsPath() {
+    return this._forUser ? `/v1/users/${encodeURIComponent(this._forUser)}/settings` : "/v1/settings";
   }
 
   _startHeartbeat(conn) {
@@ -298,7 +318,7 @@ export class TransportMethods {
       if (conn.kind === "ws") {
         try {
           conn.ws.send(
-            JSON.stringify({
+            this._frame({
               type: "update",
               mutation_id: entry.id,
               base_revision: entry.base,
@@ -327,7 +347,7 @@ export class TransportMethods {
         if (entry.acked != null || !this._findEntry(entry.id)) continue;
         let body;
         try {
-          body = await this._api("PATCH", "/v1/settings", entry.patch, {
+          body = await this._api("PATCH", this._settingsPath(), entry.patch, {
             "Idempotency-Key": entry.id,
             "X-Client-Id": this.clientId,
             "X-Base-Revision": String(entry.base),
