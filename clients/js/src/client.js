@@ -82,8 +82,12 @@ export class LiveSettings extends EventTarget {
     const opts = { ...DEFAULT_OPTIONS, ...options };
     this._opts = opts;
     this.url = baseUrl(opts.url);
-    this._store = openStore(opts.storage);
-    if (opts.storage === undefined) forgetLegacyTokensOnce();
+    const page = isBrowserPage();
+    this._tabs = opts.tabs ?? page;
+    // Outside a browser page the default store is memory: a Node process's localStorage
+    // would give every client of the same user one client id.
+    this._store = openStore(opts.storage === undefined && !page ? null : opts.storage);
+    if (opts.storage === undefined && page) forgetLegacyTokensOnce();
     this._tokenSource = typeof opts.token === "function" ? opts.token : null;
     this._token = typeof opts.token === "string" ? opts.token : null;
     this._refreshToken = opts.refreshToken ?? null;
@@ -97,7 +101,6 @@ export class LiveSettings extends EventTarget {
     const service = claims?.role === "service" && opts.userId && opts.userId !== claims.sub;
     this._forUser = service ? opts.userId : null; // a service token acting for this user
     this._WebSocket = webSocketClass(opts.WebSocket);
-    this._tabs = opts.tabs ?? isBrowserPage();
     this.autoSaveDelay = opts.autoSaveDelay;
     this._prefix = `${PREFIX}:${encodeURIComponent(this.userId)}`;
     this.clientId = this._loadClientId();
@@ -766,6 +769,7 @@ function mixin(target, sources, skip) {
   }
 }
 
-const methods = [SeedMethods, TabMethods, TokenMethods, TransportMethods].map((cls) => cls.prototype);
+const mixins = [SeedMethods, TabMethods, TokenMethods, TransportMethods];
+const methods = mixins.map((cls) => cls.prototype);
 mixin(LiveSettings.prototype, methods, ["constructor"]);
 mixin(LiveSettings, [SessionStatics], ["length", "name", "prototype"]);

@@ -83,7 +83,8 @@ export class TransportMethods {
       conn.lastRx = Date.now();
       // auth, subscribe and updates may follow each other without waiting (DESIGN §5).
       ws.send(JSON.stringify({ type: "auth", token: this._token ?? token, client_id: this.clientId }));
-      ws.send(this._frame({ type: "subscribe", since: this._hasCache ? this._confirmed.revision : null }));
+      const since = this._hasCache ? this._confirmed.revision : null;
+      ws.send(this._frame({ type: "subscribe", since }));
       conn.ready = true;
       this._flush();
       this._refreshStatus();
@@ -182,7 +183,8 @@ export class TransportMethods {
   }
 
   _settingsPath() {
-    return this._forUser ? `/v1/users/${encodeURIComponent(this._forUser)}/settings` : "/v1/settings";
+    if (!this._forUser) return "/v1/settings";
+    return `/v1/users/${encodeURIComponent(this._forUser)}/settings`;
   }
 
   _startHeartbeat(conn) {
@@ -283,6 +285,7 @@ export class TransportMethods {
   async _maybeFallBack() {
     try {
       const response = await fetch(this.url + "/healthz", { cache: "no-store", credentials: "omit" });
+      await response.body?.cancel(); // an unread body would hold the connection
       if (response.ok && this._mode === "ws") {
         this._mode = "sse";
         this._sseSince = Date.now();

@@ -6,7 +6,7 @@
 // API calls (/v1/...) are never intercepted nor cached: settings are cached by the client
 // itself (without secrets), per user.
 
-const CACHE = "livesettings-shell-v1";
+const CACHE = "livesettings-shell-v2";
 const SHELL = [
   "/",
   "/static/app.js",
@@ -21,6 +21,8 @@ const SHELL = [
   "/static/storage.js",
   "/static/tabs.js",
   "/static/transports.js",
+  "/static/service.js",
+  "/static/service_feeds.js",
   "/static/styles.css",
   "/static/icon.svg",
 ];

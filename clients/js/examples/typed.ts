@@ -1,0 +1,84 @@
+// A typed Node backend: LiveSettings over the `ws` WebSocket, and the seed's
+// realtimeSettingsService with a service token. Checked by `npx tsc --noEmit -p clients/js`
+// (nothing is emitted or run).
+import WebSocket from "ws";
+import {
+  LiveSettings,
+  LiveSettingsError,
+  createRealtimeSettingsService,
+  type Conflict,
+  type ConnectionState,
+  type LiveSettingsOptions,
+  type MaskedSecret,
+  type RealtimeSettingsService,
+  type RealtimeSettingsServiceOptions,
+  type Settings,
+  type SettingsPatch,
+  type SyncStatus,
+} from "livesettings";
+
+const url = process.env.LIVESETTINGS_URL ?? "http://127.0.0.1:8000";
+
+// One user's live settings in a backend process (its own token, renewed by a function).
+const options: LiveSettingsOptions = {
+  url,
+  token: async () => process.env.USER_TOKEN ?? "",
+  userId: "user-1",
+  WebSocket,
+  autoSaveDelay: null,
+};
+const client = new LiveSettings(options);
+client.on("change", ({ settings, source }) => {
+  const theme: Settings["theme"] = settings.theme;
+  console.log(source, theme, settings.ai_providers);
+});
+client.on("conflict", (conflict: Conflict) => console.log(conflict.path, conflict.lost));
+client.on("status", (status: SyncStatus) => {
+  const state: ConnectionState = status.connection;
+  console.log(state, status.unsaved, status.lastSyncAt);
+});
+client.onApiKeysUpdate((keys) => {
+  const openai: MaskedSecret | undefined = keys.openai;
+  console.log(openai?.last4 ?? "no key");
+});
+
+async function useClient(): Promise<void> {
+  await client.ready;
+  client.set("/ai_providers/openai/model", "gpt-4o");
+  const patch: SettingsPatch = { theme: "dark", api_keys: { openai: "sk-…" } };
+  await client.updateSettingsRealtime("user-1", patch);
+  const latest: Settings = await client.getLatestSettings();
+  console.log(latest.language);
+  client.close();
+}
+
+// The backend service: one socket follows many users (a service token).
+const serviceOptions: RealtimeSettingsServiceOptions = {
+  url,
+  token: process.env.SERVICE_TOKEN ?? "",
+  WebSocket,
+};
+const service: RealtimeSettingsService = createRealtimeSettingsService(serviceOptions);
+service.on("error", ({ code, userId }) => console.error(code, userId));
+
+async function useService(userIds: string[]): Promise<void> {
+  const cleanups = userIds.map((userId) =>
+    service.subscribeToSettingsChanges(userId, (settings, { revision }) => {
+      console.log(userId, revision, settings.theme);
+    }),
+  );
+  try {
+    const result = await service.updateSettingsRealtime(userIds[0], { language: "fr" });
+    console.log(result.revision, result.settings.language);
+    const settings: Settings = await service.getLatestSettings(userIds[0]);
+    console.log(settings.preferences);
+  } catch (err) {
+    if (err instanceof LiveSettingsError) console.error(err.code, err.message);
+  } finally {
+    cleanups.forEach((cleanup) => cleanup());
+    service.close();
+  }
+}
+
+void useClient();
+void useService(["user-1", "user-2"]);
