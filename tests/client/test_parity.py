@@ -184,6 +184,24 @@ async def test_two_online_clients_editing_one_field_at_once_tell_the_loser(
     assert all((c.kept, c.mine, c.winner) == ("yours", final, final) for c in won)
 
 
+async def test_two_clients_writing_the_same_value_at_once_are_told_nothing(
+    live_server: ServerProcess, make_client: MakeClient
+) -> None:
+    user = new_user()
+    a = await make_client(live_server.url, token_for(user))
+    b = await make_client(live_server.url, token_for(user))
+    told: list[EditConflict] = []
+    a.on_conflict(told.append)
+    b.on_conflict(told.append)
+
+    # The server reports a conflict (DESIGN §3), but neither side lost a value: not told.
+    acks = await asyncio.gather(a.update({"theme": "dark"}), b.update({"theme": "dark"}))
+    assert any(ack.conflicts for ack in acks), "both edits share base 0: one met the other"
+    await a.update({"language": "pt"})  # a later change reaches both, after any conflict
+    await eventually(lambda: a.get("/language") == b.get("/language") == "pt")
+    assert told == []
+
+
 # --- refused edits -----------------------------------------------------------------------------
 
 

@@ -655,6 +655,7 @@ export class LiveSettings extends EventTarget {
     const mine = frame.client_id === this.clientId;
     for (const conflict of Array.isArray(frame.conflicts) ? frame.conflicts : []) {
       if (!isObject(conflict) || conflict.lost_by !== this.clientId || mine) continue;
+      if (sameValues(conflict)) continue;
       // Our earlier value was overwritten by a newer concurrent edit of another client.
       this._emit("conflict", {
         path: conflict.path,
@@ -686,7 +687,7 @@ export class LiveSettings extends EventTarget {
     entry.acked = Number.isInteger(frame.revision) ? frame.revision : this._confirmed.revision;
     this._recordSync();
     for (const conflict of Array.isArray(frame.conflicts) ? frame.conflicts : []) {
-      if (!isObject(conflict)) continue;
+      if (!isObject(conflict) || sameValues(conflict)) continue;
       const lost = conflict.kept === "theirs";
       this._emit("conflict", {
         path: conflict.path,
@@ -757,6 +758,13 @@ export class LiveSettings extends EventTarget {
     this._changed("rejected");
     this._flush();
   }
+}
+
+// Both edits wrote the same value: nobody lost anything, so nothing is told. Secrets are
+// compared by their masks only, which may match for different keys: those are always told.
+function sameValues(conflict) {
+  if (conflict.kept === "partial" || String(conflict.path).startsWith("/api_keys/")) return false;
+  return JSON.stringify(conflict.yours) === JSON.stringify(conflict.theirs);
 }
 
 // Copy the methods of `sources` onto `target` as a class body would: not enumerable.

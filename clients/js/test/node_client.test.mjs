@@ -115,3 +115,28 @@ test("a Node process exits by itself once its clients and services are closed", 
   assert.equal(code, 0, output);
   assert.match(output, /closed everything/);
 });
+
+test("two clients writing the same value at once are told no conflict; different values are", async () => {
+  const a = client({ token: eve.token, WebSocket });
+  const b = client({ token: eve.token, WebSocket });
+  await Promise.all([a.ready, b.ready]);
+  const told = [];
+  a.on("conflict", (detail) => told.push(detail));
+  b.on("conflict", (detail) => told.push(detail));
+
+  const same = marker("same");
+  a.set(`/preferences/${same}`, "equal");
+  b.set(`/preferences/${same}`, "equal");
+  await Promise.all([a.saveNow(), b.saveNow()]);
+
+  const differ = marker("differ");
+  a.set(`/preferences/${differ}`, "from-a");
+  b.set(`/preferences/${differ}`, "from-b");
+  await Promise.all([a.saveNow(), b.saveNow()]);
+  await waitFor(() => told.some((c) => c.path === `/preferences/${differ}`), "the real conflict");
+  assert.deepEqual(
+    told.filter((c) => c.path === `/preferences/${same}`),
+    [],
+    "a conflict between equal values was told",
+  );
+});

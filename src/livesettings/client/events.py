@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -178,6 +179,8 @@ class Events:
         """Tell the conflicts the server reported for this client's edit ``mutation_id``."""
         for report in reports:
             if isinstance(report, Mapping) and isinstance(report.get("path"), str):
+                if _same_values(report):
+                    continue
                 conflict = EditConflict.from_ack(report, revision, mutation_id, user_id)
                 self.emit(self.conflict, conflict)
 
@@ -187,7 +190,9 @@ class Events:
         if client_id is None or frame.client_id == client_id:
             return
         for report in frame.conflicts:
-            if report.get("lost_by") == client_id and isinstance(report.get("path"), str):
+            if report.get("lost_by") != client_id or not isinstance(report.get("path"), str):
+                continue
+            if not _same_values(report):
                 conflict = EditConflict.overwritten(
                     report, frame.revision, frame.mutation_id, user_id
                 )
@@ -208,3 +213,12 @@ def discard(items: list[Any], item: Any) -> None:
 def _kept(report: Mapping[str, Any]) -> Kept:
     kept = report.get("kept")
     return kept if kept in ("yours", "theirs", "partial") else "yours"
+
+
+def _same_values(report: Mapping[str, Any]) -> bool:
+    """Both edits wrote the same value: nobody lost anything, so nothing is told. Secrets are
+    compared by their masks only, which may match for different keys: those are always told."""
+    if report.get("kept") == "partial" or str(report["path"]).startswith("/api_keys/"):
+        return False
+    mine, theirs = report.get("yours"), report.get("theirs")
+    return json.dumps(mine, sort_keys=True) == json.dumps(theirs, sort_keys=True)

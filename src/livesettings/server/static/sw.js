@@ -6,7 +6,7 @@
 // API calls (/v1/...) are never intercepted nor cached: settings are cached by the client
 // itself (without secrets), per user.
 
-const CACHE = "livesettings-shell-v2";
+const CACHE = "livesettings-shell-v1";
 const SHELL = [
   "/",
   "/static/app.js",
