@@ -3,7 +3,7 @@
 // Options in the URL's fragment (never sent to a server): `server` (the livesettings origin;
 // default this page's), `token` (an access token: skips the sign-in), `manual=1` (the page
 // with manual saving and conflicts), `tokenAs=function` (the token given as an async
-// function, with the user id), `tokenAs=client` (a client made here, given as `client`),
+// function; the user is read from what it gives), `tokenAs=client` (a client made here, given as `client`),
 // and the client timings `heartbeatInterval`, `heartbeatTimeout`, `reconnectDelay`,
 // `maxReconnectDelay` (ms).
 import { StrictMode, useEffect, useState } from "react";
@@ -63,7 +63,7 @@ function App() {
     <LiveSettingsProvider
       url={server}
       token={token}
-      userId={decodeJwt(session.access_token)?.sub}
+      userId={tokenAs === "function" ? undefined : decodeJwt(session.access_token)?.sub}
       refreshToken={session.refresh_token ?? undefined}
       fallback={<p>Connecting…</p>}
       {...timings}

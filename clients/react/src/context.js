@@ -1,7 +1,7 @@
 // The provider: one LiveSettings client for the components below it.
 
 import { createContext, createElement, useContext, useEffect, useRef, useState } from "react";
-import { LiveSettings } from "livesettings";
+import { LiveSettings, LiveSettingsError, decodeJwt } from "livesettings";
 
 /** The client of the nearest provider (null outside one). */
 export const LiveSettingsContext = createContext(null);
@@ -11,6 +11,9 @@ export const LiveSettingsContext = createContext(null);
  * `client` (left open on unmount: its owner closes it), or one created from the options
  * (`url`, `token`, `refreshToken`, `userId`, `autoSaveDelay`, and any other LiveSettings
  * option such as `storage` or `transport`), closed on unmount.
+ *
+ * With a function `token` and no `userId`, the user is the `sub` of the first token the
+ * function gives (the client is created once it has answered).
  *
  * The created client is made again when `url`, `userId` or `refreshToken` change, or when a
  * string `token` changes. A function `token` is read through a ref: a new function on each
@@ -41,25 +44,40 @@ export function LiveSettingsProvider(props) {
 
   useEffect(() => {
     if (given) return undefined;
-    let client;
-    try {
+    let client = null;
+    let cancelled = false;
+    const make = (knownUserId) => {
       const source = tokenRef.current;
-      client = new LiveSettings({
-        ...optionsRef.current,
-        url,
-        userId,
-        refreshToken,
-        token: typeof source === "function" ? () => callToken(tokenRef.current) : source,
-        ...(delayRef.current !== undefined ? { autoSaveDelay: delayRef.current } : {}),
-      });
-    } catch (error) {
-      setCreated({ error });
-      return undefined;
+      try {
+        client = new LiveSettings({
+          ...optionsRef.current,
+          url,
+          userId: knownUserId,
+          refreshToken,
+          token: typeof source === "function" ? () => callToken(tokenRef.current) : source,
+          ...(delayRef.current !== undefined ? { autoSaveDelay: delayRef.current } : {}),
+        });
+      } catch (error) {
+        setCreated({ error });
+        return;
+      }
+      setCreated({ client });
+    };
+    if (typeof tokenRef.current === "function" && !userId) {
+      // The user is the `sub` of the first token the function gives.
+      userOfToken(tokenRef.current).then(
+        (sub) => cancelled || make(sub),
+        (error) => cancelled || setCreated({ error }),
+      );
+    } else {
+      make(userId);
     }
-    setCreated({ client });
     return () => {
-      client.close();
-      setCreated((current) => (current?.client === client ? null : current));
+      cancelled = true;
+      if (!client) return;
+      const closing = client;
+      closing.close();
+      setCreated((current) => (current?.client === closing ? null : current));
     };
   }, [given, url, userId, refreshToken, tokenKey]);
 
@@ -76,6 +94,18 @@ export function LiveSettingsProvider(props) {
   if (!given && created?.error) throw created.error; // to the nearest error boundary
   if (!client) return fallback;
   return createElement(LiveSettingsContext.Provider, { value: client }, children);
+}
+
+async function userOfToken(source) {
+  const token = await callToken(source);
+  const sub = typeof token === "string" ? decodeJwt(token)?.sub : null;
+  if (!sub) {
+    throw new LiveSettingsError(
+      "invalid_options",
+      "the token function gave no JWT with a `sub`: give the provider a `userId`",
+    );
+  }
+  return sub;
 }
 
 function callToken(source) {
