@@ -11,7 +11,7 @@
 //   process exits once every subscription is cleaned up, or after `close()`.
 
 import { AUTH_CODES, LiveSettingsError } from "./errors.js";
-import { request } from "./http.js";
+import { requestWithToken } from "./http.js";
 import { baseUrl, decodeJwt } from "./session.js";
 import { FeedMethods } from "./service_feeds.js";
 import { applyPatch, copy, isObject } from "./state.js";
@@ -287,23 +287,15 @@ export class RealtimeSettingsService extends EventTarget {
     return this._token;
   }
 
-  async _api(method, path, body, headers = {}) {
-    const call = async () =>
-      request(this.url + path, {
-        method,
-        body,
-        headers,
-        token: await this._validToken(),
-        timeout: this._opts.requestTimeout,
-      });
-    try {
-      return await call();
-    } catch (err) {
-      if (err.status !== 401 || !this._tokenSource) throw err;
-      await this._renew();
-      return call();
-    }
+  _api(method, path, body, headers = {}) {
+    const init = { method, body, headers, timeout: this._opts.requestTimeout };
+    return requestWithToken(this.url + path, init, {
+      token: () => this._validToken(),
+      canRenew: () => Boolean(this._tokenSource),
+      renew: () => this._renew(),
+    });
   }
+
 
   // -- held settings --------------------------------------------------------------------
 

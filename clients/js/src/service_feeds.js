@@ -4,18 +4,9 @@
 // revision held. Timers run only while something is followed.
 
 import { LiveSettingsError } from "./errors.js";
-import { isObject } from "./state.js";
+import { parseFrame, readEventStream } from "./http.js";
 
 const SSE_KEEPALIVE = 15000;
-
-function parseFrame(text) {
-  try {
-    const frame = JSON.parse(text);
-    return isObject(frame) ? frame : null;
-  } catch {
-    return null;
-  }
-}
 
 /** The feed methods of `RealtimeSettingsService`, which copies them onto its prototype. */
 export class FeedMethods {
@@ -265,28 +256,13 @@ export class FeedMethods {
     }
   }
 
-  async _readStream(body, stream, doc) {
-    const reader = body.pipeThrough(new TextDecoderStream()).getReader();
-    let buffer = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done || doc.stream !== stream) break;
-      stream.lastRx = Date.now();
-      buffer += value.replace(/\r\n?/g, "\n");
-      let end;
-      while ((end = buffer.indexOf("\n\n")) >= 0) {
-        const block = buffer.slice(0, end);
-        buffer = buffer.slice(end + 2);
-        const data = block
-          .split("\n")
-          .filter((line) => line.startsWith("data:"))
-          .map((line) => line.slice(5).replace(/^ /, ""))
-          .join("\n");
-        const frame = data ? parseFrame(data) : null;
-        if (frame) this._onFrame(frame, doc);
-        if (doc.stream !== stream) break;
-      }
-    }
-    await reader.cancel().catch(() => {});
+  _readStream(body, stream, doc) {
+    return readEventStream(body, {
+      onFrame: (frame) => this._onFrame(frame, doc),
+      onChunk: () => {
+        stream.lastRx = Date.now();
+      },
+      current: () => doc.stream === stream,
+    });
   }
 }

@@ -2,7 +2,7 @@
 // time, under a Web Lock), sign-in, and the renewal of a client's access token.
 
 import { LiveSettingsError, SESSION_END_CODES } from "./errors.js";
-import { request } from "./http.js";
+import { request, requestWithToken } from "./http.js";
 import { Connection, DEFAULT_OPTIONS, isObject } from "./state.js";
 import {
   LOGOUT_PENDING_KEY,
@@ -362,21 +362,13 @@ export class TokenMethods {
     return this._token;
   }
 
-  async _api(method, path, body, headers = {}) {
-    const call = async () =>
-      request(this.url + path, {
-        method,
-        body,
-        headers,
-        token: await this._validToken(),
-        timeout: this._opts.requestTimeout,
-      });
-    try {
-      return await call();
-    } catch (err) {
-      if (err.status !== 401 || !this._canRenew()) throw err;
-      await this._renewToken(true);
-      return call();
-    }
+  _api(method, path, body, headers = {}) {
+    const init = { method, body, headers, timeout: this._opts.requestTimeout };
+    return requestWithToken(this.url + path, init, {
+      token: () => this._validToken(),
+      canRenew: () => this._canRenew(),
+      renew: () => this._renewToken(true),
+    });
   }
+
 }

@@ -3,7 +3,8 @@
 // pending edits.
 
 import { LiveSettingsError, SESSION_END_CODES } from "./errors.js";
-import { Connection, byCreation, isObject } from "./state.js";
+import { parseFrame, readEventStream } from "./http.js";
+import { Connection, byCreation } from "./state.js";
 
 const SSE_KEEPALIVE = 15000;
 
@@ -94,13 +95,8 @@ export class TransportMethods {
       conn.lastRx = Date.now();
       conn.pingAt = null;
       conn.answered = true;
-      let frame;
-      try {
-        frame = JSON.parse(event.data);
-      } catch {
-        return;
-      }
-      if (isObject(frame)) this._onFrame(frame, conn);
+      const frame = parseFrame(event.data);
+      if (frame) this._onFrame(frame, conn);
     };
     ws.onclose = (event) => this._onClosed(conn, event.code, event.reason);
     ws.onerror = () => {}; // the close event follows (and the `ws` package throws unheard errors)
@@ -143,34 +139,14 @@ export class TransportMethods {
     this._sseSince = this._sseSince || Date.now();
     this._flush();
     this._refreshStatus();
-    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-    let buffer = "";
     try {
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done || conn !== this._conn) break;
-        conn.lastRx = Date.now();
-        buffer += value.replace(/\r\n?/g, "\n");
-        let end;
-        while ((end = buffer.indexOf("\n\n")) >= 0) {
-          const block = buffer.slice(0, end);
-          buffer = buffer.slice(end + 2);
-          const data = block
-            .split("\n")
-            .filter((line) => line.startsWith("data:"))
-            .map((line) => line.slice(5).replace(/^ /, ""))
-            .join("\n");
-          if (!data) continue;
-          let frame;
-          try {
-            frame = JSON.parse(data);
-          } catch {
-            continue;
-          }
-          if (isObject(frame)) this._onFrame(frame, conn);
-          if (conn !== this._conn) break;
-        }
-      }
+      await readEventStream(response.body, {
+        onFrame: (frame) => this._onFrame(frame, conn),
+        onChunk: () => {
+          conn.lastRx = Date.now();
+        },
+        current: () => conn === this._conn,
+      });
     } catch {
       // aborted or the network went away: handled below
     }
