@@ -8,26 +8,19 @@ through it. Page options in the query string shorten the timings (`autoSaveDelay
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, sync_playwright
+from playwright.sync_api import Browser, BrowserContext
 
-from tests.browser.helpers import CHROMIUM_ARGS, SERVER_SETTINGS
+from tests.browser.helpers import SERVER_SETTINGS, closing_contexts, launched_chromium
 from tests.support.server import ServerProcess
 
 
 @pytest.fixture(scope="package")
 def browser(chromium_path: str) -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=chromium_path, headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with launched_chromium(chromium_path) as chromium:
+        yield chromium
 
 
 @pytest.fixture(scope="package")
@@ -44,10 +37,7 @@ def shared_server(
 
 
 @pytest.fixture
-def contexts(browser: Browser) -> Iterator[list[BrowserContext]]:
+def contexts() -> Iterator[list[BrowserContext]]:
     """Contexts opened by a test (through `open_context`), closed after it."""
-    opened: list[BrowserContext] = []
-    yield opened
-    for context in opened:
-        with contextlib.suppress(Exception):
-            context.close()
+    with closing_contexts() as opened:
+        yield opened

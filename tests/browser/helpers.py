@@ -8,12 +8,12 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from playwright.sync_api import Browser, BrowserContext, Page, WebSocket
+from playwright.sync_api import Browser, BrowserContext, Page, WebSocket, sync_playwright
 
 from livesettings.server.cookies import COOKIE_PATH, REFRESH_COOKIE
 from tests.support.server import ServerProcess
@@ -37,6 +37,30 @@ __all__ = [
     "wait_status",
     "wait_until",
 ]
+
+
+@contextlib.contextmanager
+def launched_chromium(chromium_path: str) -> Iterator[Browser]:
+    """Headless Chromium for a fixture, closed after it."""
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=chromium_path, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@contextlib.contextmanager
+def closing_contexts() -> Iterator[list[BrowserContext]]:
+    """The browser contexts a test opens (appended to the list), closed after it."""
+    opened: list[BrowserContext] = []
+    yield opened
+    for context in opened:
+        with contextlib.suppress(Exception):
+            context.close()
+
 
 CHROMIUM_ARGS = [
     "--no-sandbox",

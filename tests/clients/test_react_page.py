@@ -14,15 +14,16 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect
 
 from tests.browser.helpers import (
     ARTIFACTS,
-    CHROMIUM_ARGS,
     PASSWORD,
     SERVER_SETTINGS,
     FrameLog,
     api_get,
+    closing_contexts,
+    launched_chromium,
     new_user,
     sign_in,
     wait_until,
@@ -64,22 +65,14 @@ def server(tmp_path_factory: pytest.TempPathFactory, site: str) -> Iterator[Serv
 
 @pytest.fixture(scope="module")
 def browser(chromium_path: str) -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=chromium_path, headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with launched_chromium(chromium_path) as chromium:
+        yield chromium
 
 
 @pytest.fixture
-def contexts(browser: Browser) -> Iterator[list[BrowserContext]]:
-    opened: list[BrowserContext] = []
-    yield opened
-    for context in opened:
-        context.close()
+def contexts() -> Iterator[list[BrowserContext]]:
+    with closing_contexts() as opened:
+        yield opened
 
 
 def _context(browser: Browser, contexts: list[BrowserContext]) -> BrowserContext:
