@@ -24,6 +24,7 @@ from livesettings.protocol import (
     ChangeFrame,
     ClientFrame,
     ErrorFrame,
+    MembershipFrame,
     PingFrame,
     PongFrame,
     ServerFrame,
@@ -120,7 +121,16 @@ def test_client_frame_serialisation() -> None:
 def test_frame_type_class_attributes() -> None:
     client = (AuthFrame, SubscribeFrame, UnsubscribeFrame, UpdateFrame, PingFrame)
     assert tuple(cls.type for cls in client) == protocol.CLIENT_FRAME_TYPES
-    server = (AuthOkFrame, SnapshotFrame, ChangeFrame, SyncedFrame, AckFrame, ErrorFrame, PongFrame)
+    server = (
+        AuthOkFrame,
+        SnapshotFrame,
+        ChangeFrame,
+        SyncedFrame,
+        AckFrame,
+        ErrorFrame,
+        PongFrame,
+        MembershipFrame,
+    )
     assert tuple(cls.type for cls in server) == protocol.SERVER_FRAME_TYPES
 
 
@@ -564,7 +574,7 @@ def test_error_messages_name_the_problem() -> None:
         "ping frame: unknown field 'extra' (it takes no fields)"
     )
     assert message(frame(type="subscribe", nope=1)) == (
-        "subscribe frame: unknown field 'nope' (allowed: since, user_id)"
+        "subscribe frame: unknown field 'nope' (allowed: since, user_id, doc)"
     )
     assert message("{") == (
         "the frame is not valid JSON: Expecting property name enclosed in double quotes: "
@@ -737,6 +747,7 @@ def test_constants() -> None:
         "ack",
         "error",
         "pong",
+        "membership",
     )
 
 
@@ -761,6 +772,7 @@ def test_exported_names() -> None:
         "ChangeFrame",
         "ClientFrame",
         "ErrorFrame",
+        "MembershipFrame",
         "PingFrame",
         "PongFrame",
         "ServerFrame",
@@ -790,7 +802,7 @@ def test_server_frames_read_back_typed(obj: Any, text: str) -> None:
 def test_typed_server_frames_are_lenient_where_a_newer_server_may_differ() -> None:
     # Unknown fields are ignored; a nullable field may be absent; defaults fill the rest.
     assert ServerFrame.from_json(
-        '{"type":"change","revision":3,"patch":{},"committed_at":5,"doc":"team:1"}'
+        '{"type":"change","revision":3,"patch":{},"committed_at":5,"future":"x"}'
     ) == ChangeFrame(3, {}, None, None, 5)
     assert ServerFrame.from_json('{"type":"ack","mutation_id":"m","revision":2}') == AckFrame(
         "m", 2

@@ -75,6 +75,8 @@ class Config:
     write_rate: float = 50.0
     write_burst: int = 200
     max_connections_per_user: int = 100
+    max_teams_per_user: int = 100  # teams a user may belong to (DESIGN §11)
+    max_team_members: int = 1000  # members one team may have
     connect_rate: float = 20.0
     connect_burst: int = 100
     signin_limit: int = 10
@@ -270,6 +272,8 @@ _AT_LEAST_ONE = (
     "write_burst",
     "connect_burst",
     "max_connections_per_user",
+    "max_teams_per_user",
+    "max_team_members",
     "signin_limit",
     "signin_limit_per_address",
     "signin_window",

@@ -760,3 +760,12 @@ def _fill(schema: Any, value: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value[name], dict):
             value[name] = _fill(sub, value[name])
     return value
+
+
+def __getattr__(name: str) -> Any:
+    """``document.effective`` (DESIGN §11) lives in :mod:`livesettings.effective`."""
+    if name == "effective":
+        from .effective import effective
+
+        return effective
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,7 +6,12 @@ the reverse with :meth:`ServerFrame.from_json` and the client frames' ``to_json(
 is a frozen dataclass whose serialisation is written once, in their common base.
 
 Client → server: ``auth``, ``subscribe``, ``unsubscribe``, ``update``, ``ping``.
-Server → client: ``auth_ok``, ``snapshot``, ``change``, ``synced``, ``ack``, ``error``, ``pong``.
+Server → client: ``auth_ok``, ``snapshot``, ``change``, ``synced``, ``ack``, ``error``, ``pong``,
+``membership``.
+
+Team documents (DESIGN §11): ``subscribe``, ``unsubscribe`` and ``update`` take ``doc``
+(``"team:<team_id>"``); every frame about a document other than the socket user's own carries
+``doc``.
 
 Every JSON text produced here is compact (no spaces), keeps non-ASCII characters as they are and
 refuses NaN/Infinity. Validation errors are :class:`~livesettings.errors.BadRequest` with the code
@@ -52,6 +57,7 @@ __all__ = [
     "ChangeFrame",
     "ClientFrame",
     "ErrorFrame",
+    "MembershipFrame",
     "PingFrame",
     "PongFrame",
     "ServerFrame",
@@ -84,7 +90,18 @@ MAX_INT: Final = 2**63 - 1
 """Largest revision or timestamp accepted: the stores keep them as signed 64-bit integers."""
 
 CLIENT_FRAME_TYPES: Final = ("auth", "subscribe", "unsubscribe", "update", "ping")
-SERVER_FRAME_TYPES: Final = ("auth_ok", "snapshot", "change", "synced", "ack", "error", "pong")
+SERVER_FRAME_TYPES: Final = (
+    "auth_ok",
+    "snapshot",
+    "change",
+    "synced",
+    "ack",
+    "error",
+    "pong",
+    "membership",
+)
+DOC_PREFIX: Final = "team:"
+"""The only documents a frame names with ``doc``: teams' (``team:<team_id>``)."""
 
 
 # --- JSON ----------------------------------------------------------------------------------------
@@ -183,7 +200,7 @@ class _Frame:
 
     __slots__ = ()
     type: ClassVar[str]
-    _omit_none: ClassVar[frozenset[str]] = frozenset({"user_id"})
+    _omit_none: ClassVar[frozenset[str]] = frozenset({"user_id", "doc"})
 
     def to_dict(self) -> dict[str, Any]:
         """The frame as JSON-ready data."""
@@ -222,11 +239,13 @@ class AuthFrame(ClientFrame):
 class SubscribeFrame(ClientFrame):
     """``subscribe``: catch up from ``since`` (None: snapshot), then receive live changes.
 
-    ``user_id`` is for service tokens only, naming whose document to follow.
+    ``user_id`` is for service tokens only, naming whose document to follow; ``doc`` names a
+    team's document (``team:<team_id>``).
     """
 
     since: int | None = None
     user_id: str | None = None
+    doc: str | None = None
     type: ClassVar[str] = "subscribe"
 
 
@@ -235,6 +254,7 @@ class UnsubscribeFrame(ClientFrame):
     """``unsubscribe``: stop the subscription (a service token's for ``user_id``)."""
 
     user_id: str | None = None
+    doc: str | None = None
     type: ClassVar[str] = "unsubscribe"
 
 
@@ -251,8 +271,9 @@ class UpdateFrame(ClientFrame):
     patch: dict[str, Any]
     edited_at: int | None = None
     user_id: str | None = None
+    doc: str | None = None
     type: ClassVar[str] = "update"
-    _omit_none: ClassVar[frozenset[str]] = frozenset({"edited_at", "user_id"})
+    _omit_none: ClassVar[frozenset[str]] = frozenset({"edited_at", "user_id", "doc"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,6 +348,24 @@ class _Fields:
             self.wrong("user_id", expected, value)
         return value
 
+    def doc(self) -> str | None:
+        """An optional team document key ``team:<team_id>`` (not with ``user_id``)."""
+        expected = f"a string 'team:<team_id>' of at most {MAX_ID_LENGTH} characters or null"
+        value = self.get("doc", expected, False)
+        if value is _MISSING or value is None:
+            return None
+        if not (
+            isinstance(value, str)
+            and value.startswith(DOC_PREFIX)
+            and len(DOC_PREFIX) < len(value) <= MAX_ID_LENGTH
+            and value.isascii()
+            and value.isprintable()
+        ):
+            self.wrong("doc", expected, value)
+        if self.data.get("user_id") is not None:
+            self.fail("doc", "'doc' and 'user_id' cannot both be given")
+        return value
+
     def count(self, name: str, what: str = "") -> int | None:
         """An optional integer in ``[0, MAX_INT]`` or null; bools and floats are refused."""
         expected = f"an integer >= 0{what} or null"
@@ -365,13 +404,13 @@ def _parse_auth(fields: _Fields) -> AuthFrame:
 
 
 def _parse_subscribe(fields: _Fields) -> SubscribeFrame:
-    fields.only("since", "user_id")
-    return SubscribeFrame(since=fields.count("since"), user_id=fields.user_id())
+    fields.only("since", "user_id", "doc")
+    return SubscribeFrame(since=fields.count("since"), user_id=fields.user_id(), doc=fields.doc())
 
 
 def _parse_unsubscribe(fields: _Fields) -> UnsubscribeFrame:
-    fields.only("user_id")
-    return UnsubscribeFrame(user_id=fields.user_id())
+    fields.only("user_id", "doc")
+    return UnsubscribeFrame(user_id=fields.user_id(), doc=fields.doc())
 
 
 def _parse_update(fields: _Fields, max_patch_bytes: int) -> UpdateFrame:
@@ -379,13 +418,14 @@ def _parse_update(fields: _Fields, max_patch_bytes: int) -> UpdateFrame:
     mutation_id = fields.ident("mutation_id", required=True)
     assert mutation_id is not None  # required=True never returns None
     fields.details["mutation_id"] = mutation_id
-    fields.only("mutation_id", "base_revision", "patch", "edited_at", "user_id")
+    fields.only("mutation_id", "base_revision", "patch", "edited_at", "user_id", "doc")
     base_revision = fields.count("base_revision")
     patch = fields.get("patch", "a JSON object", True)
     if type(patch) is not dict:
         fields.wrong("patch", "a JSON object", patch)
     edited_at = fields.count("edited_at", " (milliseconds since the epoch)")
     user_id = fields.user_id()
+    doc = fields.doc()
     # Size last: it is the only check that costs more than a glance.
     try:
         size = len(_dumps(patch).encode("utf-8"))
@@ -404,6 +444,7 @@ def _parse_update(fields: _Fields, max_patch_bytes: int) -> UpdateFrame:
         patch=patch,
         edited_at=edited_at,
         user_id=user_id,
+        doc=doc,
     )
 
 
@@ -513,6 +554,7 @@ class SnapshotFrame(ServerFrame):
     revision: int
     settings: dict[str, Any]
     user_id: str | None = None
+    doc: str | None = None
     type: ClassVar[str] = "snapshot"
 
 
@@ -531,6 +573,7 @@ class ChangeFrame(ServerFrame):
     committed_at: int
     conflicts: list[dict[str, Any]] = field(default_factory=list)
     user_id: str | None = None
+    doc: str | None = None
     type: ClassVar[str] = "change"
 
 
@@ -540,6 +583,7 @@ class SyncedFrame(ServerFrame):
 
     revision: int
     user_id: str | None = None
+    doc: str | None = None
     type: ClassVar[str] = "synced"
 
 
@@ -551,6 +595,7 @@ class AckFrame(ServerFrame):
     revision: int
     conflicts: list[dict[str, Any]] = field(default_factory=list)
     user_id: str | None = None
+    doc: str | None = None
     type: ClassVar[str] = "ack"
 
 
@@ -562,11 +607,14 @@ class ErrorFrame(ServerFrame):
     message: str
     mutation_id: str | None = None
     details: Any = None
+    doc: str | None = None
     type: ClassVar[str] = "error"
-    _omit_none: ClassVar[frozenset[str]] = frozenset({"mutation_id", "details"})
+    _omit_none: ClassVar[frozenset[str]] = frozenset({"mutation_id", "details", "doc"})
 
     @classmethod
-    def from_exception(cls, exc: LiveSettingsError, mutation_id: str | None = None) -> ErrorFrame:
+    def from_exception(
+        cls, exc: LiveSettingsError, mutation_id: str | None = None, doc: str | None = None
+    ) -> ErrorFrame:
         """The frame reporting ``exc``; see :func:`error_frame`."""
         details = exc.details
         if mutation_id is None and isinstance(details, dict):
@@ -577,7 +625,9 @@ class ErrorFrame(ServerFrame):
             base = details if isinstance(details, dict) else {}
             if "retry_after" not in base:
                 details = {**base, "retry_after": exc.retry_after}
-        return cls(code=exc.code, message=exc.message, mutation_id=mutation_id, details=details)
+        return cls(
+            code=exc.code, message=exc.message, mutation_id=mutation_id, details=details, doc=doc
+        )
 
     def to_error(self) -> LiveSettingsError:
         """The exception this frame reports, rebuilt as the server raised it."""
@@ -591,6 +641,17 @@ class PongFrame(ServerFrame):
     type: ClassVar[str] = "pong"
 
 
+@dataclass(frozen=True, slots=True)
+class MembershipFrame(ServerFrame):
+    """``membership``: the socket user's role in the team of ``doc`` changed; ``role`` is
+    null when they were removed (their subscription to ``doc`` then ends)."""
+
+    doc: str
+    role: str | None
+    type: ClassVar[str] = "membership"
+    _omit_none: ClassVar[frozenset[str]] = frozenset()
+
+
 _SERVER_FRAMES: Final[dict[str, type[ServerFrame]]] = {
     cls.type: cls
     for cls in (
@@ -601,11 +662,14 @@ _SERVER_FRAMES: Final[dict[str, type[ServerFrame]]] = {
         AckFrame,
         ErrorFrame,
         PongFrame,
+        MembershipFrame,
     )
 }
 
 
-def error_frame(exc: LiveSettingsError, mutation_id: str | None = None) -> str:
+def error_frame(
+    exc: LiveSettingsError, mutation_id: str | None = None, doc: str | None = None
+) -> str:
     """The ``error`` frame text for ``exc``.
 
     Without an explicit ``mutation_id``, the one :func:`parse_client_frame` recorded in the
@@ -613,7 +677,7 @@ def error_frame(exc: LiveSettingsError, mutation_id: str | None = None) -> str:
     ``retry_after`` in the details, where :func:`~livesettings.errors.error_from_payload`
     finds it.
     """
-    return ErrorFrame.from_exception(exc, mutation_id).to_json()
+    return ErrorFrame.from_exception(exc, mutation_id, doc).to_json()
 
 
 def parse_server_frame(text: str | bytes) -> dict[str, Any]:

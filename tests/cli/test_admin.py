@@ -60,6 +60,7 @@ def test_python_m_livesettings_help_and_version() -> None:
         "keys",
         "serve",
         "setup",
+        "team",
         "token",
         "user",
         "verify",
@@ -87,6 +88,12 @@ def test_every_command_has_help_with_a_one_line_description(run_cli: Cli) -> Non
         "keys rotate",
         "serve",
         "setup",
+        "team",
+        "team add",
+        "team create",
+        "team delete",
+        "team list",
+        "team remove",
         "token",
         "token issue",
         "token revoke",
@@ -109,14 +116,14 @@ def test_setup_is_idempotent(run_cli: Cli) -> None:
     first = ok(run_cli("setup")).splitlines()
     assert first[0] == "created table livesettings_meta"
     assert first[-3:] == [
-        "recorded schema version 1",
+        "recorded schema version 2",
         "master keys: old (active)",
-        "setup complete: schema version 1",
+        "setup complete: schema version 2",
     ]
     assert ok(run_cli("setup")) == (
-        "schema is up to date (version 1)\n"
+        "schema is up to date (version 2)\n"
         "master keys: old (active)\n"
-        "setup complete: schema version 1\n"
+        "setup complete: schema version 2\n"
     )
 
 
@@ -130,7 +137,7 @@ def test_setup_of_the_embedded_default_generates_private_key_files(run_cli: Cli)
     assert key_file.read_text().split(":")[1].strip() not in out  # never the key itself
     assert ok(run_cli("verify", master_keys=None, jwt_secret=None)) == (
         f"ok   database: sqlite:///{run_cli.db}\n"
-        "ok   schema version: 1\n"
+        "ok   schema version: 2\n"
         "ok   journal mode: wal\n"
         "ok   synchronous: FULL\n"
         f"ok   master keys: {key_id} (active)\n"
@@ -154,7 +161,7 @@ def test_verify_reports_wal_full_and_that_stored_keys_decrypt(run_cli: Cli) -> N
     assert (result.exit_code, result.stderr) == (0, "")
     assert result.stdout == (
         f"ok   database: sqlite:///{run_cli.db}\n"
-        "ok   schema version: 1\n"
+        "ok   schema version: 2\n"
         "ok   journal mode: wal\n"
         "ok   synchronous: FULL\n"
         "ok   master keys: old (active)\n"
@@ -223,7 +230,7 @@ def test_check_db(run_cli: Cli) -> None:
         f"-    path: {run_cli.db}",
         "-    journal mode: wal",
         "-    synchronous: FULL",
-        "-    schema version: 1",
+        "-    schema version: 2",
         "check-db: 3 checks passed",
     ]
 

@@ -108,9 +108,9 @@ def test_the_cli_on_postgresql(database: Database, tmp_path: Path) -> None:
         LIVESETTINGS_MASTER_KEYS=OLD,
     )
     first = ok(run("setup"))
-    assert first.endswith("master keys: old (active)\nsetup complete: schema version 1\n")
+    assert first.endswith("master keys: old (active)\nsetup complete: schema version 2\n")
     again = ok(run("setup"))
-    assert again.endswith("master keys: old (active)\nsetup complete: schema version 1\n")
+    assert again.endswith("master keys: old (active)\nsetup complete: schema version 2\n")
     assert "app-pw" not in first + again
 
     verified = run("verify")
@@ -121,7 +121,7 @@ def test_the_cli_on_postgresql(database: Database, tmp_path: Path) -> None:
         == f"ok   database: postgresql://{database.app_role}:***@127.0.0.1:5432/"
         + (database.app_url.rsplit("/", 1)[1])
     )
-    assert lines[1] == "ok   schema version: 1"
+    assert lines[1] == "ok   schema version: 2"
     assert (
         lines[2]
         == f"ok   app role: {database.app_role} (no superuser, no BYPASSRLS, owns no table)"

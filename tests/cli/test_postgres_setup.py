@@ -85,9 +85,9 @@ def cluster(postgres_available: bool) -> Iterator[Cluster]:
 
 def set_up_twice(run: Cli) -> None:
     first = ok(run("setup"))
-    assert first.endswith("setup complete: schema version 1\n"), first
+    assert first.endswith("setup complete: schema version 2\n"), first
     again = ok(run("setup"))
-    assert again.endswith("setup complete: schema version 1\n"), again
+    assert again.endswith("setup complete: schema version 2\n"), again
     # Nothing left to create the second time.
     assert "created" not in again, again
     verified = run("verify")

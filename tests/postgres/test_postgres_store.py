@@ -90,7 +90,8 @@ async def test_row_level_security_not_the_app_confines_the_app_role(
     database = scratch.databases["main"]
     app = await asyncpg.connect(scratch.app_url(database))
     try:
-        user_tables = [t for t in APP_PRIVILEGES if t != "livesettings_meta"]
+        # teams has no user_id: its rows show by membership (tests/teams/test_postgres.py).
+        user_tables = [t for t in APP_PRIVILEGES if t not in ("livesettings_meta", "teams")]
         counts = {t: await app.fetchval(f"SELECT count(*) FROM public.{t}") for t in user_tables}
         assert counts == dict.fromkeys(user_tables, 0)
         # Token revocations are reached only through their SECURITY DEFINER functions.
@@ -113,8 +114,11 @@ async def test_row_level_security_not_the_app_confines_the_app_role(
             "refresh_tokens": ["A"],
             "session_revocations": ["A"],
             "data_keys": ["A"],
+            "team_members": [],
         }
-        assert await app.fetchval("SELECT value FROM public.livesettings_meta") == "1"
+        assert await app.fetchval("SELECT value FROM public.livesettings_meta") == str(
+            SCHEMA_VERSION
+        )
         # Writing another user's rows: refused by the policy, or nothing to touch.
         with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
             await app.execute(
@@ -164,11 +168,13 @@ async def test_setup_creates_a_confined_app_role_with_only_what_it_needs(
         *(f"created table {t}" for t in TABLES),
         *(f"enabled and forced row-level security on {t}" for t in sorted(TABLES)),
         *(f"created policy livesettings_owner_scope on {t}" for t in TABLES),
+        "created policy livesettings_owner_member_of on team_members",
         "created index applied_mutations_created",
         "created index refresh_tokens_user",
         "created index refresh_tokens_family",
         "created index data_keys_master",
         "created index session_revocations_user",
+        "created index team_members_user",
         *(f"created function {s.partition('(')[0]}" for s in DEFINER_FUNCTIONS),
         "created function livesettings_lock_users",
         f"created role {scratch.app} (LOGIN, NOBYPASSRLS, owning nothing)",
@@ -310,7 +316,9 @@ async def test_open_refuses_a_missing_outdated_or_unprotected_schema(scratch: Sc
         with pytest.raises(ConfigError, match="newer"):
             await store.setup()
         await owner.execute("UPDATE livesettings_meta SET value = '0'")
-        with pytest.raises(ConfigError, match="run `livesettings setup` to upgrade it to 1"):
+        with pytest.raises(
+            ConfigError, match=f"run `livesettings setup` to upgrade it to {SCHEMA_VERSION}"
+        ):
             await PostgresStore(scratch.app_url(database)).open()
         await owner.execute(f"UPDATE livesettings_meta SET value = '{SCHEMA_VERSION}'")
         await owner.execute("ALTER TABLE users NO FORCE ROW LEVEL SECURITY")

@@ -37,6 +37,7 @@ class Scene:
     alice: User
     mallory: User
     alice_mutations: list[str]
+    alice_team: str = ""
 
     def markers(self) -> list[str]:
         """What only Alice's data contains (not what Mallory sends, such as her username)."""
@@ -90,7 +91,17 @@ def scene(server: ServerProcess) -> Iterator[Scene]:
                 },
             )
             assert r.status_code == 200, r.text
-        yield Scene(server, http, alice, mallory, mutations)
+        # Alice's team, holding her data too (Mallory is no member of it).
+        team = http.post("/v1/teams", json={"name": "alice-team"}, headers=alice.headers)
+        assert team.status_code == 201, team.text
+        team_id = team.json()["team_id"]
+        r = http.patch(
+            f"/v1/teams/{team_id}/settings",
+            json={"preferences": {"private": ALICE_PREFERENCE}, "api_keys": {"openai": CANARY}},
+            headers={**alice.headers, "X-Client-Id": ALICE_CLIENT},
+        )
+        assert r.status_code == 200, r.text
+        yield Scene(server, http, alice, mallory, mutations, team_id)
 
 
 # How each HTTP route is attacked. ``{alice}`` is Alice's user id; "own" routes only ever act
@@ -108,10 +119,54 @@ class Attack:
     statuses: tuple[int, ...] = (403,)
 
 
-def _attacks(alice: User) -> dict[tuple[str, str], list[Attack]]:
+def _team_attacks(alice: User, team_id: str) -> dict[tuple[str, str], list[Attack]]:
+    """Alice's team, to Mallory who is not in it: 404 everywhere (existence does not leak)."""
+    a, t = alice.user_id, f"/v1/teams/{team_id}"
+    nf = (404,)
+    return {
+        ("post", "/v1/teams"): [Attack("/v1/teams", {"name": "mallory's"}, expect=OWN)],
+        ("get", "/v1/teams"): [Attack(f"/v1/teams?user_id={a}", expect=OWN)],
+        ("delete", "/v1/teams/{team_id}"): [Attack(t, statuses=nf)],
+        ("get", "/v1/teams/{team_id}/members"): [Attack(f"{t}/members", statuses=nf)],
+        ("put", "/v1/teams/{team_id}/members/{user_id}"): [
+            Attack(f"{t}/members/{a}", {"role": "viewer"}, statuses=nf),
+            Attack(
+                f"{t}/members/{alice.username}",
+                {"username": alice.username, "role": "viewer"},
+                statuses=nf,
+            ),
+        ],
+        ("delete", "/v1/teams/{team_id}/members/{user_id}"): [
+            Attack(f"{t}/members/{a}", statuses=nf)
+        ],
+        ("get", "/v1/teams/{team_id}/settings"): [Attack(f"{t}/settings", statuses=nf)],
+        ("patch", "/v1/teams/{team_id}/settings"): [
+            Attack(f"{t}/settings", {"theme": "dark"}, statuses=nf)
+        ],
+        ("put", "/v1/teams/{team_id}/settings"): [
+            Attack(f"{t}/settings", {"theme": "dark"}, {"If-Match": '"1"'}, statuses=nf)
+        ],
+        ("get", "/v1/teams/{team_id}/settings/changes"): [
+            Attack(f"{t}/settings/changes?since=0", statuses=nf)
+        ],
+        ("post", "/v1/teams/{team_id}/settings/revert"): [
+            Attack(f"{t}/settings/revert", {"revision": 0}, statuses=nf)
+        ],
+        ("get", "/v1/teams/{team_id}/settings/events"): [
+            Attack(f"{t}/settings/events", statuses=nf)
+        ],
+        ("get", "/v1/teams/{team_id}/secrets/{name}"): [Attack(f"{t}/secrets/openai", statuses=nf)],
+        ("get", "/v1/settings/effective"): [
+            Attack(f"/v1/settings/effective?team={team_id}", statuses=nf)
+        ],
+    }
+
+
+def _attacks(alice: User, team_id: str) -> dict[tuple[str, str], list[Attack]]:
     a = alice.user_id
     q = f"user_id={a}"
     return {
+        **_team_attacks(alice, team_id),
         ("post", "/v1/auth/signup"): [
             Attack(
                 "/v1/auth/signup",
@@ -230,7 +285,7 @@ def test_every_http_route_refuses_another_users_data(scene: Scene) -> None:
         for path, item in http.get("/openapi.json").json()["paths"].items()
         for method in item
     }
-    attacks = _attacks(alice)
+    attacks = _attacks(alice, scene.alice_team)
     # A route added later must be classified here before this test passes again.
     assert operations == set(attacks), operations ^ set(attacks)
 

@@ -12,6 +12,7 @@ import pytest
 from livesettings.crypto import Keyring, new_data_key, open_secret, unwrap_data_key
 from livesettings.document import default_document
 from livesettings.errors import ConfigError, StorageError
+from livesettings.store import SCHEMA_VERSION
 from livesettings.store.adoption import (
     ADOPTED_COLUMNS,
     adopt_rows,
@@ -163,4 +164,4 @@ async def test_sqlite_adopts_duplicate_rows_as_postgres_does(
         ).fetchone() == ("{}",)
     finally:
         conn.close()
-    assert await store.setup() == ["schema is up to date (version 1)"]
+    assert await store.setup() == [f"schema is up to date (version {SCHEMA_VERSION})"]

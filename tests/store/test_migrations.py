@@ -21,6 +21,8 @@ TABLES = [
     "session_revocations",
     "token_revocations",
     "data_keys",
+    "teams",
+    "team_members",
 ]
 INDEXES = {
     "applied_mutations_created",
@@ -29,6 +31,7 @@ INDEXES = {
     "data_keys_master",
     "session_revocations_user",
     "user_preferences_user_id_key",
+    "team_members_user",
 }
 
 

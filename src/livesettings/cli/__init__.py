@@ -4,7 +4,8 @@ Exit codes: 0 success, 1 a check failed or the operation was refused, 2 usage er
 3 configuration error, 4 the database or bus is unreachable, 130 interrupted.
 
 Commands live by topic: :mod:`.admin` (serve, setup, verify, check-db), :mod:`.signing`
-(check-auth), :mod:`.accounts` (user, token), :mod:`.data` (keys rotate, export, import).
+(check-auth), :mod:`.accounts` (user, token), :mod:`.teams` (team), :mod:`.data` (keys rotate,
+export, import).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from .accounts import token, user
 from .admin import check_db, serve, setup, verify
 from .data import export, import_, keys
 from .signing import check_auth
+from .teams import team
 
 __all__ = [
     "EXIT_CONFIG",
@@ -47,7 +49,19 @@ def cli(ctx: click.Context, config_file: str | None) -> None:
     ctx.obj["config_file"] = config_file
 
 
-for _command in (serve, setup, verify, check_db, check_auth, user, token, keys, export, import_):
+for _command in (
+    serve,
+    setup,
+    verify,
+    check_db,
+    check_auth,
+    user,
+    token,
+    team,
+    keys,
+    export,
+    import_,
+):
     cli.add_command(_command)
 
 

@@ -157,7 +157,8 @@ def user_remove(
 ) -> None:
     """Delete a user, its settings and secrets; end its sessions.
 
-    USER is a username or a user id (also of a user from an identity provider).
+    USER is a username or a user id (also of a user from an identity provider). The user
+    leaves every team first; a team's last owner is refused (hand it over or delete it).
     """
     config = load_config(ctx, data_dir=data_dir, database_url=database_url)
     if not yes:
@@ -167,6 +168,8 @@ def user_remove(
         async with opened_store(config, None) as store:
             row = await _find(store, user_ref)
             user_id = user_ref if row is None else row.user_id
+            # First out of every team; refused (nothing removed) for a team's last owner.
+            await store.teams.leave_all(user_id)
             if row is not None:
                 await _end_sessions(store, user_id)  # first: no token outlives the removal
             if not await store.remove_user(user_id):

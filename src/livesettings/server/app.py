@@ -36,6 +36,7 @@ from .service_routes import router as service_router
 from .services import Services
 from .settings_routes import router as settings_router
 from .static_files import STATIC_DIR, static_files
+from .team_routes import router as team_router
 
 __all__ = ["STATIC_DIR", "create_app"]
 
@@ -67,7 +68,13 @@ def create_app(config: Config | None = None, *, services: Services | None = None
     app.state.services = services
     # The routes join the app's own router: an included router is resolved again on every
     # request by this FastAPI version, which cost a fifth of a write's CPU.
-    for router in (auth_router, settings_router, service_router, operations_router):
+    for router in (
+        auth_router,
+        settings_router,
+        team_router,
+        service_router,
+        operations_router,
+    ):
         app.router.routes.extend(router.routes)
     install_openapi(app)
     app.add_api_websocket_route("/v1/realtime", realtime_endpoint)

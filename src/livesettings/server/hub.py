@@ -7,6 +7,10 @@ else from the change log — and queue each frame to every subscriber of that us
 reads each change at most once, never once per subscriber, and subscribers see every revision
 in order, exactly once. When the bus reconnects (events may have been lost), every room is
 marked ``resync``: it reads the log until a read finds nothing newer.
+
+Rooms are keyed by document: a user's id, or ``team:<team_id>`` for a team's document (whose
+frames carry ``doc``). A subscriber's first read acts as its user (``actor``), so PostgreSQL's
+row-level security requires membership; the fan-out reads act as the document itself.
 """
 
 from __future__ import annotations
@@ -35,21 +39,32 @@ _RECENT_ROWS = 4096
 
 @dataclass(eq=False, slots=True)
 class Subscriber:
-    """One subscription of one connection. ``send`` queues a frame without blocking."""
+    """One subscription of one connection. ``send`` queues a frame without blocking.
+
+    ``user_id`` is the document key; ``doc`` is set for a team's document (its frames carry
+    it) and ``actor`` is then the member following it.
+    """
 
     user_id: str
     send: Callable[[str], None]
     with_user_id: bool = False
     last_revision: int = -1
     on_reset: Callable[[], None] | None = field(default=None)
+    doc: str | None = None
+    actor: str | None = None
+
+    @property
+    def label(self) -> tuple[str | None, str | None]:
+        """``(user_id, doc)`` as this subscriber's frames carry them."""
+        return (self.user_id if self.with_user_id else None, self.doc)
 
     def send_state(self, revision: int, settings: dict[str, Any] | None) -> None:
         """A snapshot (when ``settings`` is given), then ``synced``, at ``revision``."""
-        uid = self.user_id if self.with_user_id else None
+        uid, doc = self.label
         if settings is not None:
-            self.send(SnapshotFrame(revision, settings, user_id=uid).to_json())
+            self.send(SnapshotFrame(revision, settings, user_id=uid, doc=doc).to_json())
         self.last_revision = revision
-        self.send(SyncedFrame(revision, user_id=uid).to_json())
+        self.send(SyncedFrame(revision, user_id=uid, doc=doc).to_json())
 
 
 @dataclass(eq=False, slots=True)
@@ -85,11 +100,11 @@ class Room:
         self.resync = False
 
 
-def change_frame(row: ChangeRow, with_user_id: bool) -> str:
-    """The ``change`` frame of a row, with ``user_id`` for service subscribers."""
+def change_frame(row: ChangeRow, label: tuple[str | None, str | None]) -> str:
+    """The ``change`` frame of a row, labelled ``(user_id, doc)`` as its subscriber needs."""
     fields = (row.revision, row.patch, row.mutation_id, row.client_id, row.committed_at)
-    uid = row.user_id if with_user_id else None
-    return ChangeFrame(*fields, conflicts=list(row.conflicts), user_id=uid).to_json()
+    uid, doc = label
+    return ChangeFrame(*fields, conflicts=list(row.conflicts), user_id=uid, doc=doc).to_json()
 
 
 class Hub:
@@ -153,14 +168,16 @@ class Hub:
             self._forget_if_idle(sub.user_id, room)
 
     async def _first_read(self, sub: Subscriber, since: int | None, room: Room) -> int:
-        doc, page = await self._store.snapshot_and_changes(sub.user_id, since, self._replay_limit)
+        doc, page = await self._store.snapshot_and_changes(
+            sub.user_id, since, self._replay_limit, actor=sub.actor
+        )
         self._metrics.changelog_reads.inc()
         if doc is not None:
             revision = doc.revision
             sub.send_state(revision, self._view(doc.settings))
         else:
             for row in page.changes:
-                sub.send(change_frame(row, sub.with_user_id))
+                sub.send(change_frame(row, sub.label))
             revision = page.changes[-1].revision if page.changes else page.revision
             sub.send_state(revision, None)
         room.pushed = max(room.pushed, revision) if room.subs else revision
@@ -260,13 +277,14 @@ class Hub:
 
     def _push(self, user_id: str, room: Room, row: ChangeRow) -> None:
         """Queue the frame of one change to each subscriber that has not had it."""
-        frames: dict[bool, str] = {}
+        frames: dict[tuple[str | None, str | None], str] = {}
         for sub in list(room.subs):
             if row.revision <= sub.last_revision:
                 continue
-            frame = frames.get(sub.with_user_id)
+            label = sub.label
+            frame = frames.get(label)
             if frame is None:
-                frame = frames[sub.with_user_id] = change_frame(row, sub.with_user_id)
+                frame = frames[label] = change_frame(row, label)
             sub.send(frame)
             sub.last_revision = row.revision
             self._metrics.pushes.inc()

@@ -22,11 +22,13 @@ from ..merge import Mutation, clamp_edited_at
 from ..replacement import checked_replacement
 from ..store.base import CommitOutcome, MutationKind, PendingMutation
 from ..store.idempotency import body_hash
+from ..teams import check_mutation
 from .services import Services
 from .writer import rate_cost
 
 __all__ = [
     "Edit",
+    "Member",
     "check_write_rate",
     "commit",
     "enqueue",
@@ -51,6 +53,21 @@ class Edit:
     expected_revision: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Member:
+    """Who writes a team's document, and their role there (checked before anything queues).
+
+    The rate limit of a team write is the member's, per document (DESIGN §11).
+    """
+
+    user_id: str
+    role: str
+
+
+def _limit_key(key: str, member: Member | None) -> str:
+    return key if member is None else f"{member.user_id} {key}"
+
+
 def _refuse_if_limited(wait: float) -> None:
     if wait > 0:
         raise RateLimited(
@@ -58,27 +75,40 @@ def _refuse_if_limited(wait: float) -> None:
         )
 
 
-def check_write_rate(services: Services, user_id: str) -> None:
-    """429 for a user at the write limit, before its body is read or checked."""
-    _refuse_if_limited(services.write_limiter.wait_for(user_id))
+def check_write_rate(services: Services, user_id: str, member: Member | None = None) -> None:
+    """429 for a user at the write limit, before its body is read or checked.
+
+    ``user_id`` is the document key; ``member`` the user writing a team's document."""
+    _refuse_if_limited(services.write_limiter.wait_for(_limit_key(user_id, member)))
 
 
-def patch_mutation(services: Services, user_id: str, patch: Any, edit: Edit) -> PendingMutation:
-    """A merge patch (checked here) as a pending mutation; takes its rate-limit cost."""
+def patch_mutation(
+    services: Services, user_id: str, patch: Any, edit: Edit, member: Member | None = None
+) -> PendingMutation:
+    """A merge patch (checked here, and against the member's role) as a pending mutation;
+    takes its rate-limit cost."""
     checked = validate_patch(patch, services.config.limits, services.schema)
-    return _pending(services, user_id, edit, checked, body_hash("patch", checked))
+    return _pending(services, user_id, edit, checked, body_hash("patch", checked), member=member)
 
 
-def put_mutation(services: Services, user_id: str, body: Any, edit: Edit) -> PendingMutation:
+def put_mutation(
+    services: Services, user_id: str, body: Any, edit: Edit, member: Member | None = None
+) -> PendingMutation:
     """A whole document (checked here; masked secrets are kept) as a pending mutation."""
     checked = checked_replacement(body, services.config.limits, services.schema)
-    return _pending(services, user_id, edit, checked, body_hash("put", body), kind="put")
+    digest = body_hash("put", body)
+    return _pending(services, user_id, edit, checked, digest, kind="put", member=member)
 
 
-def revert_mutation(services: Services, user_id: str, revision: int, edit: Edit) -> PendingMutation:
-    """A revert to ``revision`` as a pending mutation (the store plans its patch)."""
+def revert_mutation(
+    services: Services, user_id: str, revision: int, edit: Edit, member: Member | None = None
+) -> PendingMutation:
+    """A revert to ``revision`` as a pending mutation (the store plans its patch); a revert
+    restores no secret, so a team's members may revert, its viewers may not."""
     digest = body_hash("revert", revision)
-    return _pending(services, user_id, edit, {}, digest, kind="revert", revert_to=revision)
+    return _pending(
+        services, user_id, edit, {}, digest, kind="revert", revert_to=revision, member=member
+    )
 
 
 def _pending(
@@ -90,8 +120,12 @@ def _pending(
     *,
     kind: MutationKind = "patch",
     revert_to: int | None = None,
+    member: Member | None = None,
 ) -> PendingMutation:
-    _refuse_if_limited(services.write_limiter.take(user_id, rate_cost(patch)))
+    if member is not None:  # checked again at commit (store/commit.py), in its transaction
+        check_mutation(member.role, kind, patch)
+    cost = rate_cost(patch)
+    _refuse_if_limited(services.write_limiter.take(_limit_key(user_id, member), cost))
     now_ms = services.clock.time_ms()
     mutation = Mutation(
         edit.mutation_id,
@@ -107,6 +141,7 @@ def _pending(
         kind=kind,
         expected_revision=edit.expected_revision,
         revert_to=revert_to,
+        actor=None if member is None else member.user_id,
     )
 
 

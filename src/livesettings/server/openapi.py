@@ -35,6 +35,10 @@ _PATH: Final[dict[str, dict[str, Any]]] = {
 }
 
 
+_PUT_PATHS: Final = ("/v1/settings", "/v1/teams/{team_id}/settings")
+"""The whole-document PUTs, whose ``If-Match`` is required (428 without)."""
+
+
 def install_openapi(app: FastAPI) -> None:
     """Serve the refined document at ``/openapi.json`` (built once, on first request)."""
     build = app.openapi
@@ -59,7 +63,7 @@ def _refined(document: dict[str, Any]) -> dict[str, Any]:
                     parameter["schema"] = dict(_HEADERS[name])
                 elif where == "path" and name in _PATH:
                     parameter["schema"] = dict(_PATH[name])
-                if (path, method, name) == ("/v1/settings", "put", "if-match"):
+                if method == "put" and name == "if-match" and path in _PUT_PATHS:
                     # Optional in the handler only to answer 428 rather than 422.
                     parameter["required"] = True
                     parameter["schema"] = {"type": "string", "pattern": _IF_MATCH_REQUIRED}

@@ -3,6 +3,13 @@
 A :class:`Session` reads frames in order and answers through one outbound queue, drained by a
 sender task, so the writer can queue an ``ack`` (synchronously, at commit) strictly before the
 hub queues the matching ``change``.
+
+Team documents (DESIGN §11): ``subscribe``, ``unsubscribe`` and ``update`` with ``doc`` reach a
+team's document; each such frame reads the user's membership first (404 ``not_found`` for a
+non-member, so existence does not leak), and every frame about it carries ``doc``. One socket
+holds any number of subscriptions. When the user's role changes the socket gets a
+``membership`` frame; when they are removed, its subscription to that document ends with an
+``error`` frame ``forbidden`` carrying ``doc``, and nothing more about it is sent.
 """
 
 from __future__ import annotations
@@ -21,9 +28,10 @@ from .. import protocol
 from ..auth import Claims
 from ..errors import Forbidden, LiveSettingsError, RateLimited, TokenExpired, Unauthorized
 from ..store.base import CommitOutcome
+from ..teams import is_team_key, parse_team_id, team_id_of, team_not_found
 from .dependencies import client_address, draining
 from .hub import Subscriber
-from .mutations import Edit, check_write_rate, enqueue, patch_mutation
+from .mutations import Edit, Member, check_write_rate, enqueue, patch_mutation
 from .services import Services
 
 __all__ = ["Session", "SessionState", "realtime_endpoint", "transition"]
@@ -102,7 +110,8 @@ class Session:
         self.state = SessionState.AUTHENTICATING
         self.claims: Claims | None = None  # set when the state becomes OPEN
         self.client_id = "ws-" + uuid.uuid4().hex[:16]
-        self.subscriptions: dict[str, Subscriber] = {}
+        self.subscriptions: dict[str, Subscriber] = {}  # by document key
+        self.team_roles: dict[str, str | None] = {}  # the last role known (sent) per team doc
         self.outbound: asyncio.Queue[str | tuple[int, str]] = asyncio.Queue()
         self._conn: Any = None
         self._expiry: asyncio.TimerHandle | None = None
@@ -214,16 +223,55 @@ class Session:
         elif isinstance(frame, protocol.SubscribeFrame):
             await self._subscribe(frame)
         elif isinstance(frame, protocol.UnsubscribeFrame):
-            target = frame.user_id or self.claims.sub
+            target = frame.doc or frame.user_id or self.claims.sub
             sub = self.subscriptions.pop(target, None)
             if sub is not None:
                 self.services.hub.unsubscribe(sub)
         elif isinstance(frame, protocol.UpdateFrame):
-            self._update(frame)
+            member = None
+            if frame.doc is not None:
+                try:
+                    member = await self._member(frame.doc)
+                except LiveSettingsError as exc:
+                    self._error(exc, frame.mutation_id, frame.doc)
+                    return
+            self._update(frame, member)
 
-    def _error(self, exc: LiveSettingsError, mutation_id: str | None = None) -> None:
+    def _error(
+        self, exc: LiveSettingsError, mutation_id: str | None = None, doc: str | None = None
+    ) -> None:
         self.services.metrics.errors.inc(code=exc.code)
-        self.send(protocol.error_frame(exc, mutation_id))
+        self.send(protocol.error_frame(exc, mutation_id, doc))
+
+    # -- team documents -------------------------------------------------------------------
+    async def _member(self, doc: str) -> Member:
+        """The socket user's membership of ``doc``'s team; 404 when there is none."""
+        assert self.claims is not None
+        team_id = parse_team_id(team_id_of(doc) or "")
+        if self.claims.is_service:
+            raise Forbidden("a team's document is followed by its members (service: user_id)")
+        team = await self.services.store.teams.membership(team_id, self.claims.sub)
+        if team is None or team.role is None:
+            raise team_not_found()
+        self.team_roles[doc] = team.role
+        return Member(self.claims.sub, team.role)
+
+    def _team_docs(self) -> list[str]:
+        """The team documents this socket relies on (re-read after a bus reconnect)."""
+        return [doc for doc, role in self.team_roles.items() if role is not None]
+
+    def _membership(self, doc: str, role: str | None) -> None:
+        """The user's role in ``doc``'s team changed (None: removed), on any node."""
+        if doc in self.team_roles and self.team_roles[doc] == role:
+            return  # already told (an event may arrive twice: locally and from the bus)
+        self.team_roles[doc] = role
+        self.send(protocol.MembershipFrame(doc, role).to_json())
+        if role is None:
+            sub = self.subscriptions.pop(doc, None)
+            if sub is not None:
+                self.services.hub.unsubscribe(sub)
+                gone = Forbidden("you are no longer a member of this team")
+                self._error(gone, doc=doc)
 
     # -- frames ---------------------------------------------------------------------------
     async def _auth(self, frame: protocol.AuthFrame) -> None:
@@ -253,7 +301,11 @@ class Session:
                 self.close(protocol.CLOSE_RATE_LIMITED, "too many connections")
                 return
             self._conn = self.services.connections.add(
-                claims.sub, self._close_async, jti=claims.jti
+                claims.sub,
+                self._close_async,
+                jti=claims.jti,
+                on_membership=self._membership,
+                team_docs=self._team_docs,
             )
         elif self._conn is not None:
             self._conn.jti = claims.jti  # `token revoke --jti` now ends it with the new token
@@ -270,42 +322,57 @@ class Session:
         self._error(TokenExpired("token expired; send a fresh auth frame before it runs out"))
         self.close(protocol.CLOSE_UNAUTHORIZED, "token expired")
 
-    def _target(self, user_id: str | None) -> str:
+    def _target(self, user_id: str | None, doc: str | None = None) -> str:
         assert self.claims is not None
+        if doc is not None:
+            return doc  # a team's document: the membership was read by _member
         if user_id is None or user_id == self.claims.sub:
             return self.claims.sub
         if not self.claims.is_service:
             raise Forbidden("a user token can only reach its own settings")
-        if len(user_id) > 128:
-            raise Forbidden("user id too long")
+        if len(user_id) > 128 or is_team_key(user_id):
+            raise Forbidden("not a user id (a team's document is named by doc)")
         return user_id
 
     async def _subscribe(self, frame: protocol.SubscribeFrame) -> None:
+        doc = frame.doc
         try:
-            target = self._target(frame.user_id)
+            member = await self._member(doc) if doc is not None else None
+            target = self._target(frame.user_id, doc)
         except LiveSettingsError as exc:
-            self._error(exc)
+            self._error(exc, doc=doc)
             return
         old = self.subscriptions.pop(target, None)
         if old is not None:
             self.services.hub.unsubscribe(old)
-        sub = Subscriber(target, self.send, with_user_id=frame.user_id is not None)
+        if member is not None:
+            sub = Subscriber(target, self.send, doc=doc, actor=member.user_id)
+        else:
+            sub = Subscriber(target, self.send, with_user_id=frame.user_id is not None)
         self.subscriptions[target] = sub
         try:
             await self.services.hub.subscribe(sub, frame.since)
         except LiveSettingsError as exc:
             self.subscriptions.pop(target, None)
-            self._error(exc)
+            self._error(exc, doc=doc)
+            return
+        removed = doc is not None and self.team_roles.get(doc) is None
+        if removed and self.subscriptions.get(target) is sub:
+            # Removed while the first read was in flight: end it as _membership would have.
+            del self.subscriptions[target]
+            self.services.hub.unsubscribe(sub)
+            self._error(Forbidden("you are no longer a member of this team"), doc=doc)
 
-    def _update(self, frame: protocol.UpdateFrame) -> None:
+    def _update(self, frame: protocol.UpdateFrame, member: Member | None = None) -> None:
         services = self.services
         edit = Edit(frame.mutation_id, self.client_id, frame.base_revision, frame.edited_at)
+        doc = frame.doc
         try:
-            target = self._target(frame.user_id)
-            check_write_rate(services, target)
-            pending = patch_mutation(services, target, frame.patch, edit)
+            target = self._target(frame.user_id, doc)
+            check_write_rate(services, target, member)
+            pending = patch_mutation(services, target, frame.patch, edit, member)
         except LiveSettingsError as exc:
-            self._error(exc, frame.mutation_id)
+            self._error(exc, frame.mutation_id, doc)
             if isinstance(exc, RateLimited):
                 self._strike()
             return
@@ -313,16 +380,18 @@ class Session:
 
         def ack(outcome: CommitOutcome) -> None:
             conflicts = list(outcome.conflict_payloads)
-            answer = protocol.AckFrame(frame.mutation_id, outcome.revision, conflicts, user_id)
+            answer = protocol.AckFrame(
+                frame.mutation_id, outcome.revision, conflicts, user_id, doc=doc
+            )
             self.send(answer.to_json())
 
         def refuse(error: LiveSettingsError) -> None:
-            self._error(error, frame.mutation_id)
+            self._error(error, frame.mutation_id, doc)
 
         try:
             enqueue(services, pending, ack, refuse)
         except LiveSettingsError as exc:
-            self._error(exc, frame.mutation_id)
+            self._error(exc, frame.mutation_id, doc)
 
     def _strike(self) -> None:
         now = self.services.clock.monotonic()

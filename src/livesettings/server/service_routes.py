@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request
 from ..audit import audit
 from ..crypto import WrappedKey, open_secret, unwrap_data_key
 from ..errors import NotFound, ValidationError
+from ..teams import is_team_key
 from .dependencies import ERRORS, ServiceDep, ServicesDep, client_address
 from .models import SecretResponse, SettingsResponse
 from .services import Services
@@ -94,3 +95,9 @@ async def _sealed_secret(services: Services, user_id: str, name: str) -> tuple[A
 def _check_user_id(user_id: str) -> None:
     if not user_id or len(user_id) > 128:
         raise ValidationError("user id must be 1 to 128 characters", path="/user_id")
+    if is_team_key(user_id):
+        raise ValidationError(
+            "a team's document is not a user's: use /v1/teams/{team_id}/…",
+            path="/user_id",
+            code="invalid_user_id",
+        )

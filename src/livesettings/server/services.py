@@ -11,21 +11,23 @@ import contextlib
 import functools
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .. import config_loaders as loaders
 from ..audit import audit, close_audit_file, open_audit_file
 from ..auth import Claims, PasswordHasher, TokenIssuer
-from ..bus import Bus, open_bus
+from ..bus import Bus, BusEvent, open_bus
 from ..clock import SYSTEM_CLOCK, Clock
 from ..config import Config, load_preferences_schema
 from ..document import mask_document
 from ..errors import ConfigError, LiveSettingsError, TokenExpired, Unauthorized
 from ..jwks import JwksCache
 from ..store import Store, open_store
+from ..teams import is_team_key
 from .hub import Hub
+from .memberships import Memberships
 from .metrics import Gauge, Metrics
 from .passwords import PasswordPool
 from .ratelimit import RateLimiter, WindowCounter
@@ -41,11 +43,17 @@ _VERIFIED_CACHE = 10_000
 CloseFn = Callable[[int, str], Awaitable[None]]
 
 
+OnMembership = Callable[[str, str | None], None]
+"""Told ``(doc, role)`` when the connection's user's role in a team changed (None: removed)."""
+
+
 @dataclass(eq=False)
 class _Conn:
     user_id: str
     close: CloseFn
     jti: str | None = None  # of the token the socket is authorised by now (a re-auth moves it)
+    on_membership: OnMembership | None = None
+    team_docs: Callable[[], Iterable[str]] | None = None  # the team documents it follows
 
 
 @dataclass
@@ -54,8 +62,16 @@ class Connections:
 
     by_user: dict[str, set[_Conn]] = field(default_factory=dict)
 
-    def add(self, user_id: str, close: CloseFn, *, jti: str | None = None) -> _Conn:
-        conn = _Conn(user_id, close, jti)
+    def add(
+        self,
+        user_id: str,
+        close: CloseFn,
+        *,
+        jti: str | None = None,
+        on_membership: OnMembership | None = None,
+        team_docs: Callable[[], Iterable[str]] | None = None,
+    ) -> _Conn:
+        conn = _Conn(user_id, close, jti, on_membership, team_docs)
         self.by_user.setdefault(user_id, set()).add(conn)
         return conn
 
@@ -70,6 +86,25 @@ class Connections:
         if user_id is not None:
             return len(self.by_user.get(user_id, ()))
         return sum(len(c) for c in self.by_user.values())
+
+    def membership(self, user_id: str, doc: str, role: str | None) -> None:
+        """Tell each connection of ``user_id`` that its role in ``doc``'s team is ``role``."""
+        for conn in list(self.by_user.get(user_id, ())):
+            if conn.on_membership is not None:
+                try:
+                    conn.on_membership(doc, role)
+                except Exception:
+                    log.exception("a connection failed to take a membership change")
+
+    def followed_teams(self) -> set[tuple[str, str]]:
+        """``(user_id, doc)`` of every team document a connection here follows."""
+        return {
+            (conn.user_id, doc)
+            for conns in self.by_user.values()
+            for conn in conns
+            if conn.team_docs is not None
+            for doc in conn.team_docs()
+        }
 
     async def close_user(self, user_id: str, code: int, reason: str) -> None:
         for conn in list(self.by_user.get(user_id, ())):
@@ -177,6 +212,7 @@ class Services:
         self.hub = Hub(
             self.store, self.metrics, replay_limit=config.max_replay, view=self.view, clock=clock
         )
+        self.memberships = Memberships(self.store, self.connections)
         self.writer = Writer(
             self.store,
             self.bus,
@@ -225,7 +261,7 @@ class Services:
             self._note_revocation(row_id, user_id, at_ms)
         for row_id, jti, expires_at in await self.store.token_revocations_since(0):
             self._note_token_revocation(row_id, jti, expires_at)
-        await self.bus.start(self.hub.on_events, self.hub.on_resync)
+        await self.bus.start(self._on_bus_events, self._on_bus_resync)
         self.writer.start()
         self._tasks.append(asyncio.create_task(self._poll_revocations()))
         for key_set in self.key_sets:
@@ -234,6 +270,15 @@ class Services:
             if key_set.max_age > 0:
                 self._tasks.append(asyncio.create_task(self._keep_fresh(key_set)))
         self.started = True
+
+    def _on_bus_events(self, events: Sequence[BusEvent]) -> None:
+        """Document events go to the hub; membership events to the user's connections."""
+        self.hub.on_events(self.memberships.documents(events))
+
+    def _on_bus_resync(self) -> None:
+        """Events may have been missed: catch subscribers up, and read memberships again."""
+        self.hub.on_resync()
+        self.memberships.resync()
 
     async def drain(self) -> None:
         """Stop taking work: close sockets with 1001 so clients reconnect elsewhere."""
@@ -251,6 +296,7 @@ class Services:
                 await task
         await self.writer.stop()
         await self.hub.close()
+        await self.memberships.close()
         await self.bus.close()
         await self.store.close()
         self.passwords.close()
@@ -310,6 +356,9 @@ class Services:
             raise
 
     def _unrevoked(self, claims: Claims) -> Claims:
+        if is_team_key(claims.sub):
+            # Team documents are keyed `team:<id>`: no token may act as one.
+            raise Unauthorized("a token's subject may not start with 'team:'", code="invalid_token")
         revoked = self.revoked_before.get(claims.sub)
         if revoked is not None and (claims.iat or 0) * 1000 < revoked:
             raise Unauthorized("this session was ended; sign in again", code="session_revoked")

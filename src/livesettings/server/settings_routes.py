@@ -13,8 +13,9 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.types import DecoratedCallable
 
+from ..auth import Claims
 from ..errors import Forbidden, PreconditionRequired, RateLimited
-from ..store.base import CommitOutcome
+from ..store.base import ChangesPage, CommitOutcome
 from .dependencies import ERRORS, ClaimsDep, ServicesDep, client_address, read_json
 from .headers import client_id_header, int_header, mutation_id_header, parse_if_match
 from .models import (
@@ -38,12 +39,15 @@ from .sse import event_stream
 
 __all__ = [
     "PATCH_BODY",
+    "PUT_BODY",
     "IdentityHeadersDep",
     "PatchHeadersDep",
     "WriteHeaders",
+    "changes_body",
     "mutation_response",
     "router",
     "settings_response",
+    "stream_limits",
     "write_patch",
     "write_route",
 ]
@@ -54,7 +58,7 @@ PATCH_BODY = {
         "content": {"application/json": {"schema": SettingsPatch.model_json_schema()}},
     }
 }
-_PUT_BODY = {
+PUT_BODY = {
     "requestBody": {
         "required": True,
         "content": {"application/json": {"schema": SettingsReplacement.model_json_schema()}},
@@ -177,7 +181,7 @@ async def patch_settings(
     return await write_patch(request, services, claims.sub, headers)
 
 
-@write_route(router, "PUT", "/v1/settings", "settings", _PUT_BODY)
+@write_route(router, "PUT", "/v1/settings", "settings", PUT_BODY)
 async def put_settings(
     request: Request,
     claims: ClaimsDep,
@@ -205,7 +209,11 @@ async def list_changes(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Any:
     """Changes after ``since`` in revision order; ``reset`` when the log no longer has them."""
-    page = await services.store.changes_since(claims.sub, since, limit)
+    return changes_body(await services.store.changes_since(claims.sub, since, limit))
+
+
+def changes_body(page: ChangesPage) -> dict[str, Any]:
+    """The body of a ``…/changes`` answer."""
     return {
         "changes": [
             {
@@ -259,7 +267,12 @@ async def settings_events(
             raise Forbidden("a user token can only follow its own settings")
         target = user_id
     resume = int_header(last_event_id, "Last-Event-ID") if last_event_id else since
-    # A stream holds a connection open like a socket: the same limits apply.
+    stream_limits(request, services, claims)
+    return await event_stream(request, services, claims, target, resume)
+
+
+def stream_limits(request: Request, services: Services, claims: Claims) -> None:
+    """A stream holds a connection open like a socket: the same limits apply (429)."""
     address = services.address_key(client_address(request, services))
     wait = services.connect_limiter.take(address)
     if wait > 0:
@@ -267,7 +280,6 @@ async def settings_events(
     limit = services.config.max_connections_per_user
     if not claims.is_service and services.connections.count(claims.sub) >= limit:
         raise RateLimited(f"more than {limit} connections for this user", retry_after=1.0)
-    return await event_stream(request, services, claims, target, resume)
 
 
 @router.get("/v1/schema", tags=["settings"])

@@ -1,7 +1,9 @@
 """``GET /v1/settings/events``: the WebSocket's frames as Server-Sent Events.
 
 ``id:`` is the revision, so a browser's (or our client's) ``Last-Event-ID`` resumes exactly
-where it stopped. The stream ends with an ``error`` event when the token expires.
+where it stopped. The stream ends with an ``error`` event when the token expires — and, for a
+team's document (``doc``), with a ``membership`` and a ``forbidden`` error event when its
+user is removed from the team.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from fastapi import Request
 from fastapi.responses import StreamingResponse
 
 from ..auth import Claims
-from ..errors import TokenExpired
-from ..protocol import error_frame
+from ..errors import Forbidden, TokenExpired
+from ..protocol import MembershipFrame, error_frame
 from .dependencies import draining
 from .hub import Subscriber
 from .services import Services
@@ -36,14 +38,22 @@ def sse_event(frame: str) -> str:
         parsed = json.loads(frame)
         kind = str(parsed.get("type", ""))
         if kind in ("change", "snapshot", "synced") and "user_id" not in parsed:
+            # A team's stream follows one document: its revisions are the ids too.
             revision = int(parsed["revision"])
     head = f"id: {revision}\n" if revision is not None else ""
     return f"{head}event: {kind}\ndata: {frame}\n\n"
 
 
 async def event_stream(
-    request: Request, services: Services, claims: Claims, user_id: str, since: int | None
+    request: Request,
+    services: Services,
+    claims: Claims,
+    user_id: str,
+    since: int | None,
+    *,
+    doc: str | None = None,
 ) -> StreamingResponse:
+    """The stream of ``user_id``'s document (``doc``: a team's, followed by its member)."""
     if services.draining:
         raise draining()
     queue: asyncio.Queue[str] = asyncio.Queue()
@@ -58,8 +68,30 @@ async def event_stream(
     async def close(code: int, reason: str) -> None:
         queue.put_nowait(_END)
 
-    sub = Subscriber(user_id, send, with_user_id=user_id != claims.sub)
-    conn = services.connections.add(claims.sub, close, jti=claims.jti)
+    told: dict[str, str | None] = {}
+
+    def on_membership(changed: str, role: str | None) -> None:
+        if changed != doc or (changed in told and told[changed] == role):
+            return  # another team, or told already (an event may arrive twice)
+        told[changed] = role
+        queue.put_nowait(MembershipFrame(changed, role).to_json())
+        if role is None:
+            services.hub.unsubscribe(sub)
+            gone = Forbidden("you are no longer a member of this team")
+            queue.put_nowait(error_frame(gone, doc=doc))
+            queue.put_nowait(_END)
+
+    if doc is not None:
+        sub = Subscriber(user_id, send, doc=doc, actor=claims.sub)
+    else:
+        sub = Subscriber(user_id, send, with_user_id=user_id != claims.sub)
+    conn = services.connections.add(
+        claims.sub,
+        close,
+        jti=claims.jti,
+        on_membership=on_membership if doc else None,
+        team_docs=(lambda: [doc]) if doc else None,
+    )
     try:
         await services.hub.subscribe(sub, since)
     except BaseException:

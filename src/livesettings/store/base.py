@@ -17,6 +17,7 @@ from ..crypto import WrappedKey
 from ..errors import LiveSettingsError
 from ..merge import Conflict, Mutation, Record
 from ..paths import Path
+from .teams import TeamStore
 
 __all__ = [
     "EXPORT_PAGE",
@@ -36,7 +37,7 @@ __all__ = [
     "username_taken",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 EXPORT_PAGE = 200
 """Users per page of ``export_users`` (one read transaction each)."""
@@ -97,8 +98,11 @@ MutationKind = Literal["patch", "put", "revert"]
 class PendingMutation:
     """One write waiting for the writer: a merge patch, a whole document or a revert.
 
-    ``body_hash`` identifies the request body for idempotency; ``expected_revision`` is the
-    strict ``If-Match`` revision; ``revert_to`` the revision a revert restores.
+    ``user_id`` is the document key (a user id, or ``team:<team_id>``); ``actor`` the user
+    writing a team's document (PostgreSQL's row-level security then requires them to be a
+    member). ``body_hash`` identifies the request body for idempotency;
+    ``expected_revision`` is the strict ``If-Match`` revision; ``revert_to`` the revision a
+    revert restores.
     """
 
     user_id: str
@@ -107,6 +111,7 @@ class PendingMutation:
     kind: MutationKind = "patch"
     expected_revision: int | None = None
     revert_to: int | None = None
+    actor: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +190,10 @@ class Store(Protocol):
 
     url: str
 
+    @property
+    def teams(self) -> TeamStore:
+        """Teams and memberships (their documents use the document methods below)."""
+
     async def open(self) -> None:
         """Connect; raise ``ConfigError`` when the schema is missing or of an unknown version."""
 
@@ -201,16 +210,19 @@ class Store(Protocol):
     async def info(self) -> dict[str, Any]:
         """Facts for ``verify``/``check-db``: backend, version, journal mode, sync level, …"""
 
-    # documents and the change log
-    async def get_document(self, user_id: str) -> StoredDocument: ...
+    # documents and the change log: ``user_id`` is the document key; ``actor`` (a team's
+    # document read for a user) makes PostgreSQL's row-level security require membership.
+    async def get_document(self, user_id: str, *, actor: str | None = None) -> StoredDocument: ...
 
     async def commit(self, batch: Sequence[PendingMutation]) -> list[CommitOutcome]:
         """Apply every pending mutation in one transaction, each atomic; durable on return."""
 
-    async def changes_since(self, user_id: str, since: int, limit: int) -> ChangesPage: ...
+    async def changes_since(
+        self, user_id: str, since: int, limit: int, *, actor: str | None = None
+    ) -> ChangesPage: ...
 
     async def snapshot_and_changes(
-        self, user_id: str, since: int | None, limit: int
+        self, user_id: str, since: int | None, limit: int, *, actor: str | None = None
     ) -> tuple[StoredDocument | None, ChangesPage]:
         """For a subscriber: the missed changes, or (``since`` null, too old, from the future)
         the document as a snapshot — read consistently in one transaction."""

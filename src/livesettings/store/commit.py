@@ -3,7 +3,8 @@
 One batch is one transaction; each mutation runs in its own savepoint, so a refused one rolls
 back alone::
 
-    transaction ─┬─ per mutation: refusal? → savepoint → load document + remembered id
+    transaction ─┬─ per mutation: refusal? → savepoint → (team) the writer's role
+                 │      → load document + remembered id
                  │      → (revert) inverse patches + oldest known → (secrets) data key
                  │      → plan_mutation → write the plan → release (or roll back)
                  ├─ trim each touched change log to CHANGELOG_RETAIN
@@ -26,6 +27,7 @@ from typing import Any, Final, Protocol, TypeVar
 from ..crypto import DataKey, Keyring, seal_secret
 from ..document import Limits, PreferencesSchema, rfc3339
 from ..errors import ConfigError, LiveSettingsError, StorageError
+from ..teams import check_mutation, team_id_of
 from .base import AppliedMutation, CommitOutcome, PendingMutation, StoredDocument
 from .codec import loads
 from .datakeys import DataKeyCache, KeyTable, get_or_create_data_key
@@ -64,7 +66,8 @@ class CommitTransaction(KeyTable, Protocol):
         """A driver error of one mutation as one of ours."""
 
     async def begin_mutation(self, user_id: str) -> None:
-        """Open the mutation's savepoint, acting as ``user_id``."""
+        """Open the mutation's savepoint, acting as ``user_id`` (the document's user, or the
+        member writing a team's document)."""
 
     async def rollback_mutation(self) -> None: ...
 
@@ -76,6 +79,9 @@ class CommitTransaction(KeyTable, Protocol):
     ) -> tuple[StoredDocument, AppliedMutation | None]:
         """The user's document (``known`` when an earlier mutation of the batch wrote it) and
         what is remembered of the mutation id."""
+
+    async def team_role(self, team_id: str, user_id: str) -> str | None:
+        """``user_id``'s role in the team, read in this transaction (None: not a member)."""
 
     async def inverses_after(self, user_id: str, revision: int) -> list[Any]:
         """The stored inverse patches of the revisions after ``revision``, newest first."""
@@ -172,8 +178,13 @@ class CommitTemplate:
         refused = tx.refusal(user_id)
         if refused is not None:
             return CommitOutcome(user_id, pending.mutation.mutation_id, 0, error=refused)
-        await tx.begin_mutation(user_id)
+        await tx.begin_mutation(pending.actor or user_id)  # a team's writer acts as themself
         try:
+            if pending.actor is not None and (team_id := team_id_of(user_id)) is not None:
+                # The writer's role now, in this transaction: a member removed or demoted
+                # since the request arrived is refused here.
+                role = await tx.team_role(team_id, pending.actor)
+                check_mutation(role, pending.kind, pending.mutation.patch)
             plan = await self._plan(tx, pending, docs.get(user_id), now)
             if plan.outcome.error is None:
                 await tx.write(plan, now)

@@ -72,6 +72,14 @@ class PgCommit(PgKeyTable):
     async def end_mutation(self) -> None:
         """Nothing yet: the next :meth:`begin_mutation` (or ``COMMIT``) releases it."""
 
+    async def team_role(self, team_id: str, user_id: str) -> str | None:
+        role = await self._conn.fetchval(
+            "SELECT role FROM public.team_members WHERE team_id = $1 AND user_id = $2",
+            team_id,
+            user_id,
+        )
+        return None if role is None else str(role)
+
     async def load(
         self, pending: PendingMutation, known: StoredDocument | None
     ) -> tuple[StoredDocument, AppliedMutation | None]:

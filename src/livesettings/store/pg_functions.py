@@ -12,12 +12,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final
 
 from .base import TOKEN_REVOCATION_GRACE_S
-from .pg_tables import LOCK_CLASS, SCOPE_SETTING, Columns
+from .pg_tables import LOCK_CLASS, SCOPE_SETTING, USER_SETTING, Columns
 
 if TYPE_CHECKING:
     import asyncpg
 
-__all__ = ["DEFINER_FUNCTIONS", "LOCK_SIGNATURE", "PRUNE_FLOOR_MS", "ensure_functions"]
+__all__ = [
+    "DEFINER_FUNCTIONS",
+    "LOCK_SIGNATURE",
+    "MEMBER_OF_FUNCTION",
+    "PRUNE_FLOOR_MS",
+    "ensure_functions",
+]
 
 
 def _definer(declaration: str, returns: str, body: str) -> str:
@@ -45,6 +51,19 @@ _USER_ROW: Final = "TABLE (user_id text, username text, password_hash text, crea
 
 PRUNE_FLOOR_MS: Final = 7 * 24 * 3600 * 1000
 """``livesettings_prune`` forgets no mutation id, nor expired token, younger than this."""
+
+_CURRENT: Final = f"NULLIF(pg_catalog.current_setting('{USER_SETTING}', true), '')"
+
+MEMBER_OF_FUNCTION: Final = f"""
+    CREATE OR REPLACE FUNCTION public.livesettings_member_of(p_key text)
+    RETURNS boolean
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, public, pg_temp AS $$
+        SELECT p_key LIKE 'team:%' AND EXISTS (
+            SELECT 1 FROM public.team_members m
+            WHERE m.team_id = pg_catalog.substr(p_key, 6) AND m.user_id = {_CURRENT})
+    $$"""
+"""The membership test of the document tables' policies (see pg_policies)."""
 
 _NOW_MS: Final = "(pg_catalog.date_part('epoch', pg_catalog.clock_timestamp()) * 1000)::bigint"
 
@@ -146,6 +165,36 @@ def _definer_functions(user_id_text: str) -> dict[str, str]:
             'WHERE ids.id COLLATE "C" > p_after COLLATE "C" '
             'ORDER BY ids.id COLLATE "C" LIMIT p_limit;',
         ),
+        # Teams (DESIGN §11). How many teams a user belongs to, for the limit on adding them.
+        "livesettings_team_count(text)": _definer(
+            "livesettings_team_count(p_user_id text)",
+            "SETOF bigint",
+            "RETURN QUERY SELECT count(*)::bigint FROM public.team_members m "
+            "WHERE m.user_id = p_user_id;",
+        ),
+        # `livesettings team list` (operators): every team and how many members it has.
+        "livesettings_list_teams()": _definer(
+            "livesettings_list_teams()",
+            "TABLE (team_id text, name text, created_at timestamptz, members bigint)",
+            "RETURN QUERY SELECT t.team_id, t.name, t.created_at, "
+            "(SELECT count(*) FROM public.team_members m WHERE m.team_id = t.team_id) "
+            'FROM public.teams t ORDER BY t.name COLLATE "C", t.team_id COLLATE "C";',
+        ),
+        # The usernames of a team's members, for a member of that team (or the team's own
+        # context): the users table shows the app role its own row only.
+        "livesettings_team_usernames(text)": _definer(
+            "livesettings_team_usernames(p_team_id text)",
+            "TABLE (user_id text, username text)",
+            "RETURN QUERY SELECT u.user_id, u.username FROM public.team_members m "
+            "JOIN public.users u ON u.user_id = m.user_id WHERE m.team_id = p_team_id "
+            f"AND ({_CURRENT} = 'team:' || p_team_id OR EXISTS (SELECT 1 FROM "
+            "public.team_members me WHERE me.team_id = p_team_id "
+            f"AND me.user_id = {_CURRENT}));",
+        ),
+        # Row-level security by membership: whether the current user belongs to the team
+        # whose document key is given. Plain SQL as the owner, whose own policy on
+        # team_members shows it the current user's memberships only.
+        "livesettings_member_of(text)": MEMBER_OF_FUNCTION,
     }
 
 

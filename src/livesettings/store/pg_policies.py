@@ -9,6 +9,11 @@ Who sees what (DESIGN §6), with row-level security enabled *and forced* on ever
                       ``livesettings.user_id``, which the store sets with ``set_config(…,
                       true)`` in each transaction — nothing when it is unset; it holds
                       exactly :data:`APP_PRIVILEGES`, and EXECUTE on the functions.
+                      Team documents (DESIGN §11, key ``team:<id>``): a document's rows are
+                      also visible when the current user is a member of its team
+                      (``livesettings_member_of``), and so are the team's row and its
+                      memberships. The document's own key as the current user (the server's
+                      fan-out, an operator) sees that document, as for a personal one.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "APP_PRIVILEGES",
+    "DOCUMENT_TABLES",
+    "doc_matches",
     "ensure_owner_policies",
     "ensure_rls",
     "grant_app_role",
@@ -38,10 +45,21 @@ APP_PRIVILEGES: Final[dict[str, str]] = {
     "refresh_tokens": "SELECT, INSERT, UPDATE, DELETE",
     "session_revocations": "SELECT, INSERT, DELETE",
     "data_keys": "SELECT, INSERT, UPDATE, DELETE",
+    "teams": "SELECT, INSERT, UPDATE, DELETE",
+    "team_members": "SELECT, INSERT, UPDATE, DELETE",
 }
 """What the app role may do to each table — and nothing else (no TRUNCATE, no DDL)."""
 
 _OWNER_SCOPE: Final = f"pg_catalog.current_setting('{SCOPE_SETTING}', true) = 'all'"
+_CURRENT: Final = f"NULLIF(pg_catalog.current_setting('{USER_SETTING}', true), '')"
+
+DOCUMENT_TABLES: Final = ("user_preferences", "settings_changes", "applied_mutations", "data_keys")
+"""The tables keyed by a document key (a user id, or ``team:<team_id>``)."""
+
+_TEAM_ROW: Final = (
+    f"('team:' || team_id = {_CURRENT} OR public.livesettings_member_of('team:' || team_id))"
+)
+_MEMBER_ROW: Final = f"(user_id = {_CURRENT} OR {_TEAM_ROW})"
 
 
 def user_matches(column_type: str = "text") -> str:
@@ -52,6 +70,14 @@ def user_matches(column_type: str = "text") -> str:
     """
     column = "user_id" if column_type == "text" else "user_id::text"
     return f"{column} = NULLIF(pg_catalog.current_setting('{USER_SETTING}', true), '')"
+
+
+def doc_matches(column_type: str = "text") -> str:
+    """The document tables' policy: the row's key is the current user's, or that of a team
+    the current user belongs to (a seed's uuid column holds no team document)."""
+    if column_type != "text":
+        return user_matches(column_type)
+    return f"({user_matches()} OR public.livesettings_member_of(user_id))"
 
 
 async def ensure_rls(conn: asyncpg.Connection) -> list[str]:
@@ -75,6 +101,16 @@ async def ensure_owner_policies(conn: asyncpg.Connection, owner: str) -> list[st
     lines: list[str] = []
     for table in TABLES:
         lines += await _ensure_policy(conn, table, "livesettings_owner_scope", owner, _OWNER_SCOPE)
+    # livesettings_member_of runs as the owner: it sees the current user's memberships.
+    lines += await _ensure_policy(
+        conn,
+        "team_members",
+        "livesettings_owner_member_of",
+        owner,
+        f"user_id = {_CURRENT}",
+        command="SELECT",
+        check=False,
+    )
     return lines
 
 
@@ -130,12 +166,29 @@ async def _app_policies(
         return await _ensure_policy(
             conn, table, "livesettings_app_read", role, "true", command="SELECT", check=False
         )
-    matches = user_matches(columns.user_id_type if table == "user_preferences" else "text")
-    lines = await _ensure_policy(conn, table, "livesettings_app_user", role, matches)
+    check: str | None = None
+    if table in DOCUMENT_TABLES:
+        matches = doc_matches(columns.user_id_type if table == "user_preferences" else "text")
+    elif table == "teams":
+        matches, check = _TEAM_ROW, "true"  # a new team has no member yet
+    elif table == "team_members":
+        matches = _MEMBER_ROW
+    else:
+        matches = user_matches()
+    lines = await _ensure_policy(
+        conn, table, "livesettings_app_user", role, matches, with_check=check, refresh=True
+    )
     # Restrictive as well: a permissive policy a seed left behind cannot widen the app
     # role's view beyond its user.
     lines += await _ensure_policy(
-        conn, table, "livesettings_app_user_only", role, matches, restrictive=True
+        conn,
+        table,
+        "livesettings_app_user_only",
+        role,
+        matches,
+        restrictive=True,
+        with_check=check,
+        refresh=True,
     )
     return lines
 
@@ -150,22 +203,30 @@ async def _ensure_policy(
     restrictive: bool = False,
     command: str = "ALL",
     check: bool = True,
+    with_check: str | None = None,
+    refresh: bool = False,
 ) -> list[str]:
-    """Create policy ``name`` for ``role``, or add ``role`` to its roles when it exists."""
+    """Create policy ``name`` for ``role``, or add ``role`` to its roles when it exists.
+
+    ``refresh``: an existing policy gets these expressions (an upgrade may change them —
+    schema version 2 added team membership to the document tables' policies).
+    """
     row = await conn.fetchrow(
         "SELECT p.polroles::regrole[]::text[] AS roles FROM pg_catalog.pg_policy p "
         "WHERE p.polrelid = $1::regclass AND p.polname = $2",
         f"public.{table}",
         name,
     )
+    checked = f" WITH CHECK ({with_check or using})" if check else ""
     if row is None:
         kind = "RESTRICTIVE" if restrictive else "PERMISSIVE"
-        with_check = f" WITH CHECK ({using})" if check else ""
         await conn.execute(
             f"CREATE POLICY {name} ON public.{table} AS {kind} FOR {command} "
-            f"TO {quote_ident(role)} USING ({using}){with_check}"
+            f"TO {quote_ident(role)} USING ({using}){checked}"
         )
         return [f"created policy {name} on {table}"]
+    if refresh:
+        await conn.execute(f"ALTER POLICY {name} ON public.{table} USING ({using}){checked}")
     roles = [r.strip('"').replace('""', '"') for r in row["roles"]]
     if role in roles:
         return []

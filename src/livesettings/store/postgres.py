@@ -89,6 +89,7 @@ from .pg_sql import (
     time_text,
     user_id_problem,
 )
+from .pg_teams import PgTeams
 from .postgres_schema import read_schema_version, setup_schema
 
 __all__ = [
@@ -156,6 +157,7 @@ class PostgresStore:
         self._pool: asyncpg.Pool | None = None
         self._sql: Statements | None = None
         self._waits = 0
+        self.teams = PgTeams(self)
 
     def __repr__(self) -> str:
         return f"PostgresStore({redact_url(self.url)!r})"
@@ -372,9 +374,9 @@ class PostgresStore:
 
     # --- documents and the change log ------------------------------------------------------
 
-    async def get_document(self, user_id: str) -> StoredDocument:
+    async def get_document(self, user_id: str, *, actor: str | None = None) -> StoredDocument:
         _, sql = self._statements()
-        async with self._user_transaction(user_id) as conn:
+        async with self._user_transaction(actor or user_id) as conn:
             return await load_document(conn, sql, user_id)
 
     async def commit(self, batch: Sequence[PendingMutation]) -> list[CommitOutcome]:
@@ -390,23 +392,25 @@ class PostgresStore:
         )
         return await self._commits.commit(committing, batch)
 
-    async def changes_since(self, user_id: str, since: int, limit: int) -> ChangesPage:
+    async def changes_since(
+        self, user_id: str, since: int, limit: int, *, actor: str | None = None
+    ) -> ChangesPage:
         """The changes after ``since`` in revision order (at most ``limit``), or a reset when
         ``since`` is from the future or older than the retained log."""
         _, sql = self._statements()
-        async with self._user_transaction(user_id) as conn:
+        async with self._user_transaction(actor or user_id) as conn:
             revision = int(await conn.fetchval(sql.revision, sql.doc_key(user_id)) or 0)
             if await needs_reset(conn, user_id, since, revision):
                 return ChangesPage((), revision, True)
             return ChangesPage(await changes_after(conn, user_id, since, limit), revision, False)
 
     async def snapshot_and_changes(
-        self, user_id: str, since: int | None, limit: int
+        self, user_id: str, since: int | None, limit: int, *, actor: str | None = None
     ) -> tuple[StoredDocument | None, ChangesPage]:
         """The missed changes, or the document as a snapshot when ``since`` is null, too old,
         from the future, or more than ``limit`` changes behind — in one snapshot."""
         _, sql = self._statements()
-        async with self._user_transaction(user_id) as conn:
+        async with self._user_transaction(actor or user_id) as conn:
             doc = await load_document(conn, sql, user_id)
             if (
                 since is None

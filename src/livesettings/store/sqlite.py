@@ -72,6 +72,7 @@ from .sqlite_sql import (
     upsert_document,
     write_transaction,
 )
+from .sqlite_teams import SqliteTeams
 
 __all__ = ["SqliteStore", "sqlite_path"]
 
@@ -132,6 +133,7 @@ class SqliteStore:
         self._local = threading.local()
         self._read_conns: list[sqlite3.Connection] = []
         self._read_lock = threading.Lock()
+        self.teams = SqliteTeams(self)
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.url!r})"
@@ -279,7 +281,7 @@ class SqliteStore:
 
     # --- documents and the change log ------------------------------------------------------
 
-    async def get_document(self, user_id: str) -> StoredDocument:
+    async def get_document(self, user_id: str, *, actor: str | None = None) -> StoredDocument:
         return await self._read(load_document, user_id)
 
     async def commit(self, batch: Sequence[PendingMutation]) -> list[CommitOutcome]:
@@ -301,7 +303,9 @@ class SqliteStore:
         """The user's data key, made (and stored wrapped) on the user's first secret."""
         return run_sync(self._commits.data_key(SqliteCommit(conn, 0), user_id))
 
-    async def changes_since(self, user_id: str, since: int, limit: int) -> ChangesPage:
+    async def changes_since(
+        self, user_id: str, since: int, limit: int, *, actor: str | None = None
+    ) -> ChangesPage:
         """The changes after ``since`` in revision order (at most ``limit``), or a reset when
         ``since`` is from the future or older than the retained log."""
 
@@ -315,10 +319,11 @@ class SqliteStore:
         return await self._read(read)
 
     async def snapshot_and_changes(
-        self, user_id: str, since: int | None, limit: int
+        self, user_id: str, since: int | None, limit: int, *, actor: str | None = None
     ) -> tuple[StoredDocument | None, ChangesPage]:
         """The missed changes, or the document as a snapshot when ``since`` is null, too old,
-        from the future, or more than ``limit`` changes behind (a subscriber must get all)."""
+        from the future, or more than ``limit`` changes behind (a subscriber must get all).
+        ``actor`` plays no part here: the server checks team membership before reading."""
 
         def read(conn: sqlite3.Connection) -> tuple[StoredDocument | None, ChangesPage]:
             with read_transaction(conn):

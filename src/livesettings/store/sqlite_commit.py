@@ -68,6 +68,12 @@ class SqliteCommit:
     async def end_mutation(self) -> None:
         self._conn.execute("RELEASE mutation")
 
+    async def team_role(self, team_id: str, user_id: str) -> str | None:
+        row = self._conn.execute(
+            "SELECT role FROM team_members WHERE team_id = ? AND user_id = ?", (team_id, user_id)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
     async def load(
         self, pending: PendingMutation, known: StoredDocument | None
     ) -> tuple[StoredDocument, AppliedMutation | None]:
