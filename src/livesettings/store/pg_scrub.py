@@ -17,8 +17,13 @@ SNAPSHOT_WAIT_S: Final = 5.0
 """How long a rewrite waits for older snapshots in the database to end (see below)."""
 
 
-async def _after_older_snapshots(conn: Any) -> None:
-    """Wait (briefly) until no other session of this database holds a snapshot.
+SNAPSHOT_ROUNDS: Final = 3
+"""How many times a rewrite is made when older snapshots outlived the wait."""
+
+
+async def _after_older_snapshots(conn: Any) -> bool:
+    """Wait (briefly) until no other session of this database holds a snapshot; whether none
+    did by the end of the wait.
 
     VACUUM FULL copies row versions that a snapshot still open elsewhere might see ("recently
     dead"), so a rewrite made while, say, an autovacuum ANALYZE of a catalog runs would keep
@@ -31,8 +36,20 @@ async def _after_older_snapshots(conn: Any) -> None:
             "AND datname = current_database() AND backend_xmin IS NOT NULL"
         )
         if not busy:
-            return
+            return True
         await asyncio.sleep(0.05)
+    return False
+
+
+async def _rewrite(conn: Any, statement: str) -> None:
+    """Run a rewrite once no older snapshot is open; when one outlived the wait (a loaded
+    machine, a long query), the copy may have kept row versions it could see, so the rewrite
+    is made again, up to ``SNAPSHOT_ROUNDS`` times."""
+    for _ in range(SNAPSHOT_ROUNDS):
+        quiet = await _after_older_snapshots(conn)
+        await conn.execute(statement)
+        if quiet:
+            return
 
 
 async def _rewrite_statistics(conn: Any, *, rewrote: str, kept: str) -> str:
@@ -45,8 +62,7 @@ async def _rewrite_statistics(conn: Any, *, rewrote: str, kept: str) -> str:
     )
     if not allowed:
         return "warning: only the database owner or a superuser can rewrite pg_statistic; " + kept
-    await _after_older_snapshots(conn)
-    await conn.execute("VACUUM FULL pg_catalog.pg_statistic")
+    await _rewrite(conn, "VACUUM FULL pg_catalog.pg_statistic")
     return "rewrote pg_statistic" + rewrote
 
 
@@ -57,8 +73,7 @@ async def scrub_after_setup(conn: Any) -> list[str]:
     VACUUM cannot run in a transaction, so this follows setup's commit. The WAL and backups
     keep old values until they are recycled.
     """
-    await _after_older_snapshots(conn)
-    await conn.execute("VACUUM (FULL, ANALYZE) public.user_preferences")
+    await _rewrite(conn, "VACUUM (FULL, ANALYZE) public.user_preferences")
     lines = [
         "rewrote user_preferences (VACUUM FULL): no dead row version keeps an old value "
         "such as a plaintext API key"
@@ -89,8 +104,7 @@ async def scrub_key_tables(conn: Any, *, documents: bool) -> list[str]:
         ]
     # A long transaction must not make serve's queries queue behind VACUUM FULL.
     await conn.execute(f"SET lock_timeout = '{SCRUB_LOCK_TIMEOUT}'")
-    await _after_older_snapshots(conn)
-    await conn.execute("VACUUM (FULL, ANALYZE) public.data_keys")
+    await _rewrite(conn, "VACUUM (FULL, ANALYZE) public.data_keys")
     lines = ["rewrote data_keys (VACUUM FULL): no dead row version keeps an old key"]
     if documents:
         await conn.execute("VACUUM (ANALYZE) public.user_preferences")
