@@ -15,16 +15,21 @@ def test_exported_names() -> None:
         "ConnectionState",
         "EditConflict",
         "ErrorEvent",
+        "Member",
+        "Membership",
         "OfflineCache",
         "RefreshingToken",
         "Status",
         "Subscription",
         "SyncUpdateHandle",
+        "Team",
         "Tokens",
         "UpdateHandle",
         "backoff",
+        "can_write",
         "sign_in",
         "sign_up",
+        "team_doc",
     ]
     for name in client.__all__:
         value = getattr(client, name)

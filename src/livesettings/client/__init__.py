@@ -7,6 +7,11 @@ exactly once on reconnect, and tell subscribers about every change — or about 
 Like the browser client, they also tell the masked API keys when they change
 (``on_api_keys_update``), conflicts as :class:`EditConflict` objects (``on_conflict``) and
 refused edits as :class:`ErrorEvent` objects (``on_error``).
+
+Team documents (shared settings, with roles): ``AsyncClient(..., doc=team_doc(team_id))``
+follows a team's document the same way, ``on_membership`` tells role changes (a removed
+member stops receiving it), and ``teams()``, ``create_team()``, ``members()``,
+``set_member()``, ``leave_team()``, ``effective_settings()``… manage teams as the token's user.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from .handles import Subscription, UpdateHandle
 from .state import Ack, Change, ChangeOrigin
 from .status import ConnectionState, Status
 from .sync import Client, SyncUpdateHandle
+from .teams import Member, Membership, Team, can_write, team_doc
 from .tokens import RefreshingToken, Tokens, sign_in, sign_up
 
 __all__ = [
@@ -30,14 +36,19 @@ __all__ = [
     "ConnectionState",
     "EditConflict",
     "ErrorEvent",
+    "Member",
+    "Membership",
     "OfflineCache",
     "RefreshingToken",
     "Status",
     "Subscription",
     "SyncUpdateHandle",
+    "Team",
     "Tokens",
     "UpdateHandle",
     "backoff",
+    "can_write",
     "sign_in",
     "sign_up",
+    "team_doc",
 ]

@@ -1,17 +1,19 @@
 """The client's offline cache: one SQLite file holding the last known documents and the queue.
 
 Per document (the token's own one under the key ``""``, a service's followed users under their
-user id) it keeps the last confirmed settings and their revision, so a client starts with data
-and resumes with ``since=<revision>``; and the pending mutations, in order, with their ids, so
-that a queue left by a process that exited is replayed — exactly once, thanks to the server's
-idempotency — by the next one.
+user id, a team's under ``team:<team_id>``) it keeps the last confirmed settings and their
+revision, so a client starts with data and resumes with ``since=<revision>``; and the pending
+mutations, in order, with their ids, so that a queue left by a process that exited is replayed
+— exactly once, thanks to the server's idempotency — by the next one.
 
 What the server sent is already masked, so no secret reaches the file; a mutation carrying a
 secret is refused here too (:class:`~livesettings.errors.OfflineSecret`), as a last guard.
 
 A file that SQLite cannot read, or whose content is not what this module wrote, is moved aside
 (``<name>.corrupt-<ms>``) with a logged warning and a fresh cache is started: losing a cache
-costs a snapshot download, never a crash. One cache file serves one client at a time.
+costs a snapshot download, never a crash. One cache file serves one client per document at a
+time: a personal and a team client may share it, each keeping to its own documents (the keys
+never mix, so format 1 holds team documents as it is).
 
 The file (and SQLite's ``-wal``/``-shm`` beside it) is private to its user, mode 0600, and the
 folders the cache creates above it are 0700: cached settings are masked, but still the user's.
@@ -158,6 +160,11 @@ class OfflineCache:
             "settings = excluded.settings",
             (key, revision, _dumps(settings)),
         )
+
+    def keys(self) -> list[str]:
+        """The keys of every cached document and queued mutation, sorted."""
+        rows = self._run("SELECT key FROM documents UNION SELECT key FROM pending ORDER BY 1")
+        return [str(row[0]) for row in rows.fetchall()]
 
     def forget(self, key: str) -> int:
         """Drop the document and the queue under ``key``; return how many mutations went."""

@@ -23,7 +23,6 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Any, Final
-from urllib.parse import quote
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
@@ -50,6 +49,7 @@ from livesettings.protocol import (
     AuthOkFrame,
     ChangeFrame,
     ErrorFrame,
+    MembershipFrame,
     ServerFrame,
     SnapshotFrame,
     SubscribeFrame,
@@ -60,6 +60,7 @@ from livesettings.protocol import (
 
 from .backoff import DelayFactory, backoff
 from .cache import OfflineCache, QueuedMutation, carries_secret
+from .documents import TeamDocuments, forget_own, queued_document
 from .events import (
     ApiKeysCallback,
     ChangeCallback,
@@ -67,14 +68,17 @@ from .events import (
     ErrorCallback,
     ErrorEvent,
     Events,
+    MembershipCallback,
     StatusCallback,
     discard,
 )
 from .handles import Subscription, UpdateHandle, consume_error
+from .services import ServiceNames
 from .session import Lifecycle, Refused, Session, as_error, cancel_and_wait, refusal, ws_url
 from .state import Ack, Change, Documents, DocumentState, RevisionGap, copy_json
 from .status import ConnectionState, Status, SyncRate
-from .tokens import TokenSource, get_json, resolve_token
+from .teams import TeamMethods, check_doc
+from .tokens import TokenSource, resolve_token
 
 __all__ = ["AsyncClient", "ChangeCallback", "StatusCallback"]
 
@@ -90,7 +94,7 @@ def _path(path: str | Path) -> Path:
     return from_pointer(path) if isinstance(path, str) else tuple(path)
 
 
-class AsyncClient:
+class AsyncClient(TeamDocuments, TeamMethods, ServiceNames):
     """Live settings of one user (or, with a service token, of any users) — async core.
 
     ``url`` is the server's base URL (``http://host:port``). ``token`` is an access token or a
@@ -100,9 +104,10 @@ class AsyncClient:
 
     ``user_id`` (service tokens) makes the client follow that user's document instead of the
     token's own; ``follow=False`` follows none (for a service using only the seed's service
-    names). ``cache_path`` enables the offline cache. ``reconnect_delays`` is a factory of
-    delay iterators (default :func:`~.backoff.backoff`), called anew after each connection
-    that got back in sync;
+    names); ``doc="team:<team_id>"`` follows a team's document instead (a member's token; see
+    :mod:`.teams` for the team methods). ``cache_path`` enables the offline cache.
+    ``reconnect_delays`` is a factory of delay iterators (default :func:`~.backoff.backoff`),
+    called anew after each connection that got back in sync;
     ``connect_timeout`` bounds each attempt and how long ``start()`` waits for the first sync.
     ``clock`` (Unix seconds) dates edits and schedules refreshes.
 
@@ -121,6 +126,7 @@ class AsyncClient:
         token: TokenSource,
         *,
         user_id: str | None = None,
+        doc: str | None = None,
         follow: bool = True,
         client_id: str | None = None,
         cache_path: str | os.PathLike[str] | None = None,
@@ -148,7 +154,9 @@ class AsyncClient:
         self._refresher: asyncio.Task[None] | None = None
         self._session: Session | None = None
         self._docs = Documents()
-        self._main = DocumentState(user_id, followed=follow)
+        if doc is not None and check_doc(doc) and user_id is not None:
+            raise BadRequest("name one document: user_id= or doc='team:<team_id>', not both")
+        self._main = DocumentState(user_id, followed=follow, doc=doc)
         self._listeners: dict[str, list[ChangeCallback]] = {}
         self._events = Events()
         self._futures: dict[str, asyncio.Future[Ack]] = {}
@@ -168,6 +176,7 @@ class AsyncClient:
         self._idle: asyncio.Event | None = None
         self._sync_waiters: dict[str, asyncio.Event] = {}
         self._subscribe_errors: dict[str, LiveSettingsError] = {}
+        self._dropped: set[str] = set()  # edits of documents closed to this user, already told
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -193,10 +202,11 @@ class AsyncClient:
         self._restore(self._main)
         self._events.seen_keys(self._main.view, tell=False)
         if self._cache is not None:
-            # Queued edits of other documents (a service's) are replayed too.
+            # Queued edits of other users' documents (a service's) are replayed too; a team
+            # document's wait for a client of that document (documents.queued_document).
             for item in self._cache.load_pending():
-                if item.key not in self._docs:
-                    self._restore(DocumentState(item.key or None, followed=False))
+                if item.key not in self._docs and (other := queued_document(self._main, item.key)):
+                    self._restore(other)
         self._refresh_status()
         self._runner = asyncio.create_task(self._run(), name="livesettings-client")
         with contextlib.suppress(TimeoutError):
@@ -344,67 +354,11 @@ class AsyncClient:
         ``status.error_count`` without setting ``status.error``)."""
         return self._events.listen(self._events.error, callback)
 
-    # -- the seed's service names ---------------------------------------------------------
-    async def subscribe_to_settings_changes(
-        self, user_id: str, callback: ChangeCallback
-    ) -> Subscription:
-        """Follow ``user_id``'s document (service token) and call ``callback`` on each change.
-
-        Returns once the catch-up is done (or at once while offline: it happens on connect).
-        A refusal (a user token asking for someone else) raises the server's error.
-        """
-        self._require_started()
-        doc = self._docs.get(user_id) or self._restore(DocumentState(user_id, followed=False))
-        subscription = self._listen(doc.key, callback)
-        if not doc.followed:
-            doc.followed = True
-            session = self._session
-            if session is not None and session.authed:
-                waiter = self._begin_catch_up(session, doc)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(waiter.wait(), self._connect_timeout)
-                error = self._subscribe_errors.pop(doc.key, None)
-                if error is not None:
-                    subscription.unsubscribe()
-                    raise error
-        return subscription
-
-    async def update_settings_realtime(self, user_id: str, settings: dict[str, Any]) -> Ack:
-        """Merge ``settings`` (a merge patch) into ``user_id``'s document over the socket.
-
-        Returns the :class:`Ack` once durable; while disconnected the edit waits in the queue.
-        """
-        self._require_started()
-        doc = self._docs.get(user_id) or self._restore(DocumentState(user_id, followed=False))
-        return await self._submit(doc, settings)
-
-    async def get_latest_settings(self, user_id: str | None = None) -> dict[str, Any]:
-        """The latest settings of ``user_id`` (service token; None: the token's own user).
-
-        Served from the live document when this client follows it and is online, else read
-        over HTTP (``GET /v1/users/{user_id}/settings``).
-        """
-        self._require_started()
-        if user_id is None:
-            doc = self._main if self._main.user_id is None else None
-        else:
-            doc = self._docs.get(user_id)
-        if (
-            doc is not None
-            and doc.followed
-            and doc.revision is not None
-            and self._connection is ConnectionState.ONLINE
-        ):
-            return copy_json(doc.view)  # type: ignore[no-any-return]
-        path = (
-            "/v1/settings" if user_id is None else f"/v1/users/{quote(user_id, safe='')}/settings"
-        )
-        assert self._http is not None
-        body = await get_json(self._http, self._token_source, path)
-        settings = body.get("settings")
-        if not isinstance(settings, dict):
-            raise LiveSettingsError("the server's answer holds no settings", code="bad_response")
-        return settings
+    def on_membership(self, callback: MembershipCallback) -> Subscription:
+        """Call ``callback(membership)`` with a :class:`~.teams.Membership` when the user's role
+        in a team changes (``role`` None: removed, and the client stops following its document:
+        pending edits dropped and told to ``on_error`` with code ``forbidden``)."""
+        return self._events.listen(self._events.membership, callback)
 
     # -- internals: documents -------------------------------------------------------------
     def _require_started(self) -> None:
@@ -429,7 +383,8 @@ class AsyncClient:
             if not listeners and doc is not None and doc is not self._main and doc.followed:
                 doc.followed = False
                 if self._session is not None and self._session.authed:
-                    self._session.send(UnsubscribeFrame(user_id=doc.user_id).to_json())
+                    frame = UnsubscribeFrame(user_id=doc.user_id, doc=doc.doc)
+                    self._session.send(frame.to_json())
 
         return Subscription(cancel)
 
@@ -475,7 +430,9 @@ class AsyncClient:
             loop.call_later(self._paused_until - loop.time(), self._flush)
             return
         for doc, p in self._docs.unsent():
-            frame = UpdateFrame(p.mutation_id, p.base_revision, p.patch, p.edited_at, doc.user_id)
+            frame = UpdateFrame(
+                p.mutation_id, p.base_revision, p.patch, p.edited_at, doc.user_id, doc=doc.doc
+            )
             session.send(frame.to_json())
             p.sent = True
 
@@ -626,7 +583,7 @@ class AsyncClient:
             return
         known = cache.get_meta("user_id")
         if known is not None and known != user_id and self._main.user_id is None:
-            dropped = cache.forget("")
+            dropped = forget_own(cache)
             log.warning(
                 "the offline cache belonged to another user; dropped its document and %d "
                 "queued edits",
@@ -638,22 +595,24 @@ class AsyncClient:
                     None,
                     Forbidden("this edit was made for another user; it was dropped"),
                 )
-            fresh = DocumentState(None, followed=self._main.followed)
-            self._docs[""] = self._main = fresh
+            fresh = DocumentState(None, followed=self._main.followed, doc=self._main.doc)
+            self._docs[fresh.key] = self._main = fresh
         cache.set_meta("user_id", user_id)
 
     def _begin_catch_up(self, session: Session, doc: DocumentState) -> asyncio.Event:
         session.waiting.append(doc.key)
         waiter = self._sync_waiters.setdefault(doc.key, asyncio.Event())
         waiter.clear()
-        session.send(SubscribeFrame(since=doc.revision, user_id=doc.user_id).to_json())
+        frame = SubscribeFrame(since=doc.revision, user_id=doc.user_id, doc=doc.doc)
+        session.send(frame.to_json())
         return waiter
 
     def _went_online(self) -> None:
         assert self._first_outcome is not None
         self._session_synced = True
-        self._connection = ConnectionState.ONLINE
-        self._error = None
+        refused = self._main.refused  # a team document closed to this user
+        self._connection = ConnectionState.ONLINE if refused is None else ConnectionState.ERROR
+        self._error = refused
         self._first_outcome.set()
 
     def _end_session(
@@ -705,9 +664,11 @@ class AsyncClient:
         before = self._docs.pending_ids()
         if isinstance(frame, ErrorFrame):
             self._on_error(session, frame)
+        elif isinstance(frame, MembershipFrame):
+            self._on_membership(session, frame)
         elif not isinstance(frame, SnapshotFrame | ChangeFrame | SyncedFrame | AckFrame):
             return  # pong
-        elif (doc := self._docs.get(frame.user_id or "")) is None:
+        elif (doc := self._docs.get(frame.doc or frame.user_id or "")) is None:
             log.debug("ignored a %s frame for a document this client does not follow", frame.type)
         elif isinstance(frame, ChangeFrame):
             self._on_change(session, doc, frame)
@@ -725,7 +686,8 @@ class AsyncClient:
             pending, change = doc.on_ack(frame.mutation_id, frame.revision)
             if pending is not None:
                 self._note_sync()
-                ack = Ack(frame.mutation_id, frame.revision, list(frame.conflicts), doc.user_id)
+                conflicts = list(frame.conflicts)
+                ack = Ack(frame.mutation_id, frame.revision, conflicts, doc.user_id, doc.doc)
                 self._settle(frame.mutation_id, ack, None)
                 self._events.acked(frame.conflicts, frame.revision, frame.mutation_id, doc.user_id)
             self._emit(doc, change)
@@ -746,7 +708,8 @@ class AsyncClient:
             return
         self._persist(doc)
         if mine is not None:
-            ack = Ack(mine.mutation_id, frame.revision, list(frame.conflicts), doc.user_id)
+            conflicts = list(frame.conflicts)
+            ack = Ack(mine.mutation_id, frame.revision, conflicts, doc.user_id, doc.doc)
             self._settle(mine.mutation_id, ack, None)
             if mine.acked is None:  # its ack did not come (it was lost with a connection)
                 self._events.acked(frame.conflicts, frame.revision, mine.mutation_id, doc.user_id)
@@ -757,9 +720,13 @@ class AsyncClient:
     def _on_error(self, session: Session, frame: ErrorFrame) -> None:
         error = frame.to_error()
         mutation_id = frame.mutation_id
+        if frame.doc is not None and mutation_id is None:
+            self._on_doc_error(session, frame.doc, error)
+            return
         found = self._docs.owner(mutation_id)
         if found is None and mutation_id is not None:
-            self._refused(error, mutation_id, None)  # an edit no longer pending here
+            if mutation_id not in self._dropped:
+                self._refused(error, mutation_id, None)  # an edit no longer pending here
             return
         if found is None:
             session.last_error = error
@@ -790,8 +757,14 @@ class AsyncClient:
         _, change = owner.on_reject(pending.mutation_id)
         self._settle(pending.mutation_id, None, error)
         self._emit(owner, change)
-        self._refused(error, pending.mutation_id, owner.user_id)
+        self._refused(error, pending.mutation_id, owner.user_id, owner.doc)
 
-    def _refused(self, error: LiveSettingsError, mutation_id: str, user_id: str | None) -> None:
+    def _refused(
+        self,
+        error: LiveSettingsError,
+        mutation_id: str,
+        user_id: str | None,
+        doc: str | None = None,
+    ) -> None:
         self._error_count += 1
-        self._events.emit(self._events.error, ErrorEvent.of(error, mutation_id, user_id))
+        self._events.emit(self._events.error, ErrorEvent.of(error, mutation_id, user_id, doc))

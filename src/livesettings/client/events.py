@@ -24,6 +24,7 @@ from livesettings.protocol import ChangeFrame
 from .handles import Subscription
 from .state import Change
 from .status import Status
+from .teams import Membership
 
 __all__ = [
     "ApiKeysCallback",
@@ -33,6 +34,7 @@ __all__ = [
     "ErrorCallback",
     "ErrorEvent",
     "Events",
+    "MembershipCallback",
     "StatusCallback",
 ]
 
@@ -93,7 +95,9 @@ class ErrorEvent:
     A refused edit is dropped (its effect undone, its handle raises ``error``), counted in
     ``Status.error_count`` and told here, with the field it names in ``path`` (None when the
     error is about the document as a whole, such as ``too_large``); it does not set
-    ``Status.error``, which is kept for the connection and the client as a whole.
+    ``Status.error``, which is kept for the connection and the client as a whole. ``doc``
+    names the team document (``team:<team_id>``) an error is about: an edit of it, or its
+    subscription, refused (not a member) or ended (the member was removed).
     """
 
     code: str
@@ -102,17 +106,23 @@ class ErrorEvent:
     mutation_id: str | None
     user_id: str | None
     error: LiveSettingsError
+    doc: str | None = None
 
     @classmethod
     def of(
-        cls, error: LiveSettingsError, mutation_id: str | None, user_id: str | None
+        cls,
+        error: LiveSettingsError,
+        mutation_id: str | None,
+        user_id: str | None,
+        doc: str | None = None,
     ) -> ErrorEvent:
-        """The event telling ``error`` (about edit ``mutation_id`` of ``user_id``'s document)."""
+        """The event telling ``error`` (about edit ``mutation_id`` of ``user_id``'s document,
+        or of the team document ``doc``)."""
         path = error.path if isinstance(error, ValidationError) else None
         if not path and isinstance(error.details, dict):
             found = error.details.get("path")
             path = found if isinstance(found, str) else None
-        return cls(error.code, error.message, path or None, mutation_id, user_id, error)
+        return cls(error.code, error.message, path or None, mutation_id, user_id, error, doc)
 
 
 ChangeCallback: TypeAlias = Callable[[Change], object]
@@ -125,6 +135,8 @@ ConflictCallback: TypeAlias = Callable[[EditConflict], object]
 """Called with each :class:`EditConflict`; may be a coroutine function."""
 ErrorCallback: TypeAlias = Callable[[ErrorEvent], object]
 """Called with each :class:`ErrorEvent`; may be a coroutine function."""
+MembershipCallback: TypeAlias = Callable[[Membership], object]
+"""Called with each :class:`~.teams.Membership`; may be a coroutine function."""
 
 
 class Events:
@@ -136,6 +148,7 @@ class Events:
         self.api_keys: list[ApiKeysCallback] = []
         self.conflict: list[ConflictCallback] = []
         self.error: list[ErrorCallback] = []
+        self.membership: list[MembershipCallback] = []
         self._keys: Any = None
 
     def listen(

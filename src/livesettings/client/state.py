@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from livesettings.document import apply_patch, copy_json, default_document, diff, mask_patch
+from livesettings.errors import LiveSettingsError
 from livesettings.protocol import ChangeFrame
 
 from .cache import CachedDocument, QueuedMutation, carries_secret
@@ -57,7 +58,8 @@ class Change:
     view for ``SNAPSHOT`` and ``ROLLBACK``. ``settings`` is the whole view after it (shared by
     every subscriber: do not modify it). ``conflicts`` are the server's conflict reports; an
     entry whose ``lost_by`` is your client id means your value was overwritten.
-    ``user_id`` names the document for service clients (None: the token's own user).
+    ``user_id`` names the document for service clients (None: the token's own user), and
+    ``doc`` a team's document (``team:<team_id>``; None: a user's).
     """
 
     origin: ChangeOrigin
@@ -72,6 +74,7 @@ class Change:
     reset: bool = False
     """A snapshot replaced a state the client had: the changes in between were not sent one
     by one (the server's log no longer had them). Re-read ``settings``."""
+    doc: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,13 +83,15 @@ class Ack:
 
     ``conflicts`` lists each edited path that met a concurrent edit, with ``kept`` telling
     whose value survived (``"yours"``, ``"theirs"`` or ``"partial"``). When every edit lost,
-    ``revision`` is the document's current revision.
+    ``revision`` is the document's current revision. ``user_id`` and ``doc`` name the
+    document as in :class:`Change`.
     """
 
     mutation_id: str
     revision: int
     conflicts: list[dict[str, Any]] = field(default_factory=list)
     user_id: str | None = None
+    doc: str | None = None
 
 
 class RevisionGap(Exception):
@@ -122,11 +127,20 @@ class PendingEdit:
 
 
 class DocumentState:
-    """The client-side state of one user's document."""
+    """The client-side state of one document: a user's, or a team's (``doc``).
 
-    def __init__(self, user_id: str | None, *, followed: bool = True) -> None:
+    ``role`` is the caller's role in a team document once known; ``refused`` is the error
+    that ended (or refused) the subscription to it, such as the member's removal.
+    """
+
+    def __init__(
+        self, user_id: str | None, *, followed: bool = True, doc: str | None = None
+    ) -> None:
         self.user_id = user_id
+        self.doc = doc
         self.followed = followed
+        self.role: str | None = None
+        self.refused: LiveSettingsError | None = None
         self.revision: int | None = None
         self.confirmed: dict[str, Any] = default_document()
         self.pending: list[PendingEdit] = []
@@ -134,8 +148,9 @@ class DocumentState:
 
     @property
     def key(self) -> str:
-        """The document's key in the offline cache (``""`` for the token's own user)."""
-        return self.user_id or ""
+        """The document's key (in the offline cache too): ``""`` for the token's own user, the
+        user id for a service's followed users, ``team:<team_id>`` for a team's document."""
+        return self.doc or self.user_id or ""
 
     @property
     def unacked(self) -> list[PendingEdit]:
@@ -169,6 +184,7 @@ class DocumentState:
             self.view,
             mutation_id=mutation_id,
             user_id=self.user_id,
+            doc=self.doc,
         )
         return pending, change
 
@@ -193,6 +209,7 @@ class DocumentState:
             self.view,
             revision=revision,
             user_id=self.user_id,
+            doc=self.doc,
             reset=reset,
         )
 
@@ -236,6 +253,7 @@ class DocumentState:
             committed_at=frame.committed_at,
             conflicts=list(frame.conflicts),
             user_id=self.user_id,
+            doc=self.doc,
         )
         return change, mine
 
@@ -255,6 +273,24 @@ class DocumentState:
         if found is None:
             return None, None
         return found, self._drop(found, ChangeOrigin.ROLLBACK)
+
+    def drop_pending(self) -> tuple[list[PendingEdit], Change | None]:
+        """The document is out of reach (its member was removed): forget every pending edit
+        and undo their effect on the view."""
+        dropped, before = self.pending, self.view
+        self.pending = []
+        self._recompute()
+        if self.view == before:
+            return dropped, None
+        change = Change(
+            ChangeOrigin.ROLLBACK,
+            diff(before, self.view),
+            self.view,
+            revision=self.revision,
+            user_id=self.user_id,
+            doc=self.doc,
+        )
+        return dropped, change
 
     def disconnected(self) -> None:
         """The connection ended: everything unacknowledged must be sent again."""
@@ -279,6 +315,7 @@ class DocumentState:
             revision=self.revision,
             mutation_id=pending.mutation_id,
             user_id=self.user_id,
+            doc=self.doc,
         )
 
     def _recompute(self) -> None:

@@ -6,9 +6,9 @@ views, notebooks) gets live settings without an event loop of its own. Nothing i
 twice: every method is a one-line hop onto the loop.
 
 Callbacks (``subscribe``, ``on_status``, ``on_api_keys_update``, ``on_conflict``,
-``on_error``) run on the client's thread: keep them short, and do not wait there for a result
-(``handle.result()``, ``flush()``) — that would block the very loop that produces it, so it
-raises ``RuntimeError`` instead.
+``on_error``, ``on_membership``) run on the client's thread: keep them short, and do not wait
+there for a result (``handle.result()``, ``flush()``) — that would block the very loop that
+produces it, so it raises ``RuntimeError`` instead.
 """
 
 from __future__ import annotations
@@ -26,11 +26,13 @@ from .events import (
     ChangeCallback,
     ConflictCallback,
     ErrorCallback,
+    MembershipCallback,
     StatusCallback,
 )
 from .handles import Subscription, UpdateHandle
 from .state import Ack, Change
 from .status import Status
+from .teams import Member, Team, TeamRole
 from .tokens import TokenSource
 
 __all__ = ["Client", "SyncUpdateHandle"]
@@ -192,6 +194,16 @@ class Client:
         """See :attr:`AsyncClient.status`."""
         return self._core.status
 
+    @property
+    def doc(self) -> str | None:
+        """See :attr:`AsyncClient.doc`."""
+        return self._core.doc
+
+    @property
+    def role(self) -> TeamRole | None:
+        """See :attr:`AsyncClient.role`."""
+        return self._core.role
+
     def get(self, path: str | tuple[str, ...] | None = None, default: Any = None) -> Any:
         """See :meth:`AsyncClient.get`."""
         return self._core.get(path, default)
@@ -231,6 +243,10 @@ class Client:
         """See :meth:`AsyncClient.on_error`; ``callback`` runs on the client's thread."""
         return self._hop(self._loop.call(self._core.on_error, callback))
 
+    def on_membership(self, callback: MembershipCallback) -> Subscription:
+        """See :meth:`AsyncClient.on_membership`; ``callback`` runs on the client's thread."""
+        return self._hop(self._loop.call(self._core.on_membership, callback))
+
     def changes(self, timeout: float | None = None) -> Iterator[Change]:
         """``for change in client.changes():`` — every change from this call on (subscribed
         at once); blocks for each, ends when the client closes.
@@ -258,20 +274,71 @@ class Client:
         return stream()
 
     # -- the seed's service names ---------------------------------------------------------
-    def subscribe_to_settings_changes(self, user_id: str, callback: ChangeCallback) -> Subscription:
+    def subscribe_to_settings_changes(
+        self, user_id: str | None, callback: ChangeCallback, *, doc: str | None = None
+    ) -> Subscription:
         """See :meth:`AsyncClient.subscribe_to_settings_changes`."""
-        loop = self._loop
-        return self._hop(loop.wait(self._core.subscribe_to_settings_changes(user_id, callback)))
+        core = self._core.subscribe_to_settings_changes(user_id, callback, doc=doc)
+        return self._hop(self._loop.wait(core))
 
     def update_settings_realtime(
-        self, user_id: str, settings: dict[str, Any], timeout: float | None = None
+        self,
+        user_id: str | None,
+        settings: dict[str, Any],
+        timeout: float | None = None,
+        *,
+        doc: str | None = None,
     ) -> Ack:
         """See :meth:`AsyncClient.update_settings_realtime` (blocks for the ack)."""
-        return self._loop.wait(self._core.update_settings_realtime(user_id, settings), timeout)
+        core = self._core.update_settings_realtime(user_id, settings, doc=doc)
+        return self._loop.wait(core, timeout)
 
-    def get_latest_settings(self, user_id: str | None = None) -> dict[str, Any]:
+    def get_latest_settings(
+        self, user_id: str | None = None, *, doc: str | None = None
+    ) -> dict[str, Any]:
         """See :meth:`AsyncClient.get_latest_settings`."""
-        return self._loop.wait(self._core.get_latest_settings(user_id))
+        return self._loop.wait(self._core.get_latest_settings(user_id, doc=doc))
+
+    # -- teams (as the token's user) -------------------------------------------------------
+    def teams(self) -> list[Team]:
+        """See :meth:`AsyncClient.teams`."""
+        return self._loop.wait(self._core.teams())
+
+    def create_team(self, name: str) -> Team:
+        """See :meth:`AsyncClient.create_team`."""
+        return self._loop.wait(self._core.create_team(name))
+
+    def delete_team(self, team_id: str) -> None:
+        """See :meth:`AsyncClient.delete_team`."""
+        self._loop.wait(self._core.delete_team(team_id))
+
+    def members(self, team_id: str) -> list[Member]:
+        """See :meth:`AsyncClient.members`."""
+        return self._loop.wait(self._core.members(team_id))
+
+    def set_member(
+        self,
+        team_id: str,
+        role: TeamRole,
+        *,
+        user_id: str | None = None,
+        username: str | None = None,
+    ) -> list[Member]:
+        """See :meth:`AsyncClient.set_member`."""
+        core = self._core.set_member(team_id, role, user_id=user_id, username=username)
+        return self._loop.wait(core)
+
+    def remove_member(self, team_id: str, user_id: str) -> None:
+        """See :meth:`AsyncClient.remove_member`."""
+        self._loop.wait(self._core.remove_member(team_id, user_id))
+
+    def leave_team(self, team_id: str) -> None:
+        """See :meth:`AsyncClient.leave_team`."""
+        self._loop.wait(self._core.leave_team(team_id))
+
+    def effective_settings(self, team_id: str) -> dict[str, Any]:
+        """See :meth:`AsyncClient.effective_settings`."""
+        return self._loop.wait(self._core.effective_settings(team_id))
 
     def _hop(self, subscription: Subscription) -> Subscription:
         """A subscription whose ``unsubscribe()`` may be called from any thread."""
