@@ -67,6 +67,7 @@ def test_the_entry_point_re_exports_what_the_readme_documents() -> None:
         "SESSION_KEY",
         "USER_KEY",
         "applyPatch",
+        "canWrite",
         "createRealtimeSettingsService",
         "decodeJwt",
         "diffPatch",

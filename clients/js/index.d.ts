@@ -115,6 +115,58 @@ export interface TokensDetail {
   userId: string;
 }
 
+/** A role in a team, from the most to the least able. */
+export type TeamRole = "owner" | "admin" | "member" | "viewer";
+
+/** A team document's key. */
+export type TeamDoc = `team:${string}`;
+
+/** A team the caller belongs to, with the caller's role in it. */
+export interface Team {
+  team_id: string;
+  name: string;
+  role: TeamRole;
+  created_at?: string | number;
+}
+
+/** A member of a team. */
+export interface Member {
+  user_id: string;
+  role: TeamRole;
+  username?: string | null;
+  added_at?: string | number;
+}
+
+/** How a member is named and which role they get (`setMember`). */
+export interface MemberChange {
+  userId?: string;
+  username?: string;
+  role: TeamRole;
+}
+
+/** What the caller sees inside a team: their own values over the team's over the default. */
+export interface EffectiveSettings {
+  settings: Settings;
+  team_id: string;
+  team_revision: number;
+  revision: number;
+}
+
+/**
+ * The detail of the `membership` event: the user's role in the team of `doc` changed (null:
+ * removed); for the client's own team document, also when it first becomes known.
+ */
+export interface MembershipDetail {
+  doc: TeamDoc;
+  role: TeamRole | null;
+}
+
+/** Whether a role may write a field: `{ok: true}`, or `{ok: false, reason}` for the user. */
+export interface WriteCheck {
+  ok: boolean;
+  reason?: string;
+}
+
 export interface LiveSettingsEventMap {
   change: ChangeDetail;
   apiKeysChange: { apiKeys: Settings["api_keys"] };
@@ -122,6 +174,7 @@ export interface LiveSettingsEventMap {
   conflict: Conflict;
   error: ErrorDetail;
   tokens: TokensDetail;
+  membership: MembershipDetail;
 }
 
 /** What a client needs of a WebSocket instance (the browser's, or the `ws` package's). */
@@ -172,6 +225,8 @@ export interface LiveSettingsOptions {
   WebSocket?: WebSocketClass;
   /** Share edits and tokens with the user's other tabs (default: only in a browser page). */
   tabs?: boolean;
+  /** A team's document ("team:<team_id>") instead of the user's own (null, the default). */
+  doc?: TeamDoc | string | null;
 }
 
 /** A session returned by `signIn`, `signUp` or `resumeSession`. */
@@ -260,6 +315,10 @@ export declare class LiveSettings extends EventTarget {
   readonly userId: string;
   readonly clientId: string;
   readonly tabId: string;
+  /** The document followed: "team:<id>", or null for the user's own. */
+  readonly doc: TeamDoc | null;
+  /** The user's role in this team document once known (null: personal, unknown, removed). */
+  readonly role: TeamRole | null;
   autoSaveDelay: number | null | false | undefined;
   /** Resolves once the client is first in sync with the server. */
   readonly ready: Promise<boolean>;
@@ -297,7 +356,23 @@ export declare class LiveSettings extends EventTarget {
   updateSettingsRealtime(settings: SettingsPatch): Promise<boolean>;
   updateSettingsRealtime(userId: string, settings: SettingsPatch): Promise<boolean>;
   getLatestSettings(userId?: string): Promise<Settings>;
+
+  // Teams (as the token's user).
+  listTeams(): Promise<Team[]>;
+  createTeam(name: string): Promise<Team>;
+  /** Owners only: the team, its document and its secrets go. */
+  deleteTeam(teamId: string): Promise<void>;
+  listMembers(teamId: string): Promise<Member[]>;
+  setMember(teamId: string, change: MemberChange): Promise<Member[]>;
+  removeMember(teamId: string, userId: string): Promise<void>;
+  /** Rejects with `last_owner` for the team's last owner. */
+  leaveTeam(teamId: string): Promise<void>;
+  /** This client's team when `teamId` is left out. */
+  effectiveSettings(teamId?: string): Promise<EffectiveSettings>;
 }
+
+/** Whether `role` may write the field at `path` (null role: the user's own document). */
+export declare function canWrite(role: TeamRole | null | undefined, path?: SettingsPath): WriteCheck;
 
 /** The answer of a write: the new revision, the whole (masked) settings and any conflicts. */
 export interface WriteResult {

@@ -9,7 +9,11 @@ import type {
   Settings,
   SettingsPatch,
   SyncStatus,
+  Team,
+  TeamRole,
 } from "livesettings";
+
+export { canWrite } from "livesettings";
 
 export type {
   Conflict,
@@ -21,6 +25,10 @@ export type {
   Settings,
   SettingsPatch,
   SyncStatus,
+  Team,
+  TeamDoc,
+  TeamRole,
+  WriteCheck,
 } from "livesettings";
 
 /** The props of `<LiveSettingsProvider>`: an existing `client`, or the options of a new one. */
@@ -33,7 +41,11 @@ export type LiveSettingsProviderProps = (
   children?: ReactNode;
 };
 
-/** Provides one LiveSettings client to the hooks and components below it. */
+/**
+ * Provides one LiveSettings client to the hooks and components below it. `doc`
+ * ("team:<team_id>") follows a team's document instead of the user's own; the client is made
+ * again when it changes.
+ */
 export declare const LiveSettingsProvider: ComponentType<LiveSettingsProviderProps>;
 
 /** The client of the nearest provider (null outside one). */
@@ -150,3 +162,28 @@ export declare const THEMES: ReadonlyArray<readonly [Settings["theme"], string]>
 
 /** Words for a masked key: "Saved key ending in x9Qz", "Saved key" or "Not set". */
 export declare function describeKey(masked: MaskedSecret | null | undefined): string;
+
+/**
+ * The user's role in the provider's team document, re-rendering when it becomes known or
+ * changes; null for the user's own document, before it is known, and once removed.
+ */
+export declare function useRole(): TeamRole | null;
+
+/** The provider's user's teams, and the changes a user makes to them. */
+export interface TeamsState {
+  teams: Team[];
+  loading: boolean;
+  /** The last failure of a load (a LiveSettingsError), or null. */
+  error: Error | null;
+  /** Loads the list again; resolves with it. */
+  refresh: () => Promise<Team[]>;
+  /** Creates a team (the user is its owner), then reloads the list. */
+  createTeam: (name: string) => Promise<Team>;
+  /** Owners only; then reloads the list. */
+  deleteTeam: (teamId: string) => Promise<void>;
+  /** Rejects with `last_owner` for the last owner; then reloads the list. */
+  leaveTeam: (teamId: string) => Promise<void>;
+}
+
+/** The teams of the provider's user, loaded on mount and after each change. */
+export declare function useTeams(): TeamsState;

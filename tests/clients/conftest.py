@@ -1,5 +1,6 @@
 """Fixtures for the tests of the JavaScript packages (clients/js, clients/react): node and npm,
-and a real server process with signed-up users and a service token."""
+a real server process with signed-up users and a service token, and for the React example in
+Chromium: the built example served from its own origin, a server allowing it, the browser."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Browser, BrowserContext
 
+from tests.browser.helpers import SERVER_SETTINGS, closing_contexts, launched_chromium
+from tests.clients.react_support import build_example, serve_directory
 from tests.conftest import SHARED_SERVER_SETTINGS, require_service
 from tests.support.server import ServerProcess
 
@@ -59,3 +63,35 @@ def service_token(server: ServerProcess, sub: str, ttl: int | None = None) -> st
     )
     assert result.returncode == 0, (result.stdout, result.stderr)
     return result.stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The built React example, served; its origin."""
+    with serve_directory(build_example(tmp_path_factory.mktemp("react-app"))) as origin:
+        yield origin
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, site: str) -> Iterator[ServerProcess]:
+    """A real server that allows the example's origin."""
+    proc = ServerProcess(
+        tmp_path_factory.mktemp("react-server") / "data", **SERVER_SETTINGS, allowed_origins=site
+    )
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(chromium_path: str) -> Iterator[Browser]:
+    with launched_chromium(chromium_path) as chromium:
+        yield chromium
+
+
+@pytest.fixture
+def contexts() -> Iterator[list[BrowserContext]]:
+    with closing_contexts() as opened:
+        yield opened

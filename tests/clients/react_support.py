@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from playwright.sync_api import BrowserContext, Page
+from playwright.sync_api import Browser, BrowserContext, Page
 
 from tests.conftest import require_service
 
@@ -28,6 +28,7 @@ __all__ = [
     "STATE_RECORDER",
     "app_url",
     "build_example",
+    "new_context",
     "open_app",
     "serve_directory",
     "states_seen",
@@ -100,6 +101,14 @@ def serve_directory(directory: Path) -> Iterator[str]:
         httpd.shutdown()
         httpd.server_close()
         thread.join(5)
+
+
+def new_context(browser: Browser, contexts: list[BrowserContext]) -> BrowserContext:
+    """A fresh browser context (its own storage), closed with the test's `contexts`."""
+    context = browser.new_context()
+    context.set_default_timeout(10_000)
+    contexts.append(context)
+    return context
 
 
 def app_url(site: str, server: str, token: str, **options: Any) -> str:

@@ -17,13 +17,27 @@ from tests.support.users import signup
 NODE_TESTS = sorted((JS / "test").glob("*.test.mjs"))
 # The users the node tests follow: a few per test file, so that files running side by side
 # never wait for each other's writes (see clients/js/test/helpers.mjs).
-USER_NAMES = ["ann", "ben", "cat", "dot", "eve", "fay", "gus"]
+USER_NAMES = [
+    "ann",
+    "ben",
+    "cat",
+    "dot",
+    "eve",
+    "fay",
+    "gus",
+    "hal",
+    "ida",
+    "jon",
+    "kim",
+    "lou",
+    "max",
+]
 
 
 def test_the_node_tests_pass_against_a_real_server(node: str, js_server: ServerProcess) -> None:
     with js_server.client() as http:
         users = {
-            name: {"user_id": user.user_id, "token": user.token}
+            name: {"user_id": user.user_id, "token": user.token, "username": user.username}
             for name in USER_NAMES
             for user in [signup(http)]
         }

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -22,17 +21,14 @@ from tests.browser.helpers import (
     SERVER_SETTINGS,
     FrameLog,
     api_get,
-    closing_contexts,
-    launched_chromium,
     new_user,
     sign_in,
     wait_until,
 )
 from tests.clients.react_support import (
     app_url,
-    build_example,
+    new_context,
     open_app,
-    serve_directory,
     states_seen,
     wait_state,
 )
@@ -42,44 +38,6 @@ pytestmark = pytest.mark.browser
 
 # Short heartbeat timings for these tests only; the library's defaults stay 5 s / 10 s.
 FAST = {"heartbeatInterval": 400, "heartbeatTimeout": 1500, "maxReconnectDelay": 800}
-
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The built example, served; its origin."""
-    with serve_directory(build_example(tmp_path_factory.mktemp("react-app"))) as origin:
-        yield origin
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, site: str) -> Iterator[ServerProcess]:
-    proc = ServerProcess(
-        tmp_path_factory.mktemp("react-server") / "data", **SERVER_SETTINGS, allowed_origins=site
-    )
-    proc.start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
-
-
-@pytest.fixture(scope="module")
-def browser(chromium_path: str) -> Iterator[Browser]:
-    with launched_chromium(chromium_path) as chromium:
-        yield chromium
-
-
-@pytest.fixture
-def contexts() -> Iterator[list[BrowserContext]]:
-    with closing_contexts() as opened:
-        yield opened
-
-
-def _context(browser: Browser, contexts: list[BrowserContext]) -> BrowserContext:
-    context = browser.new_context()
-    context.set_default_timeout(10_000)
-    contexts.append(context)
-    return context
 
 
 def _shot(page: Page, name: str) -> None:
@@ -100,7 +58,7 @@ def test_two_tabs_follow_each_other_and_the_indicator_walks_to_synced(
     browser: Browser, contexts: list[BrowserContext], server: ServerProcess, site: str
 ) -> None:
     user = new_user(server, "react-tabs")
-    context = _context(browser, contexts)
+    context = new_context(browser, contexts)
     url = app_url(site, server.url, user.token)
     one = open_app(context, url)
     two = open_app(context, url)
@@ -147,7 +105,9 @@ def test_the_example_signs_in_with_its_form(
 ) -> None:
     user = new_user(server, "react-signin")
     page = open_app(
-        _context(browser, contexts), f"{site}/#" + urlencode({"server": server.url}), synced=False
+        new_context(browser, contexts),
+        f"{site}/#" + urlencode({"server": server.url}),
+        synced=False,
     )
     page.get_by_label("Username").fill(user.username)
     page.get_by_label("Password").fill("not the password")
@@ -168,7 +128,7 @@ def test_offline_shows_offline_and_edits_are_saved_when_back(
     browser: Browser, contexts: list[BrowserContext], server: ServerProcess, site: str
 ) -> None:
     user = new_user(server, "react-offline")
-    context = _context(browser, contexts)
+    context = new_context(browser, contexts)
     page = open_app(context, app_url(site, server.url, user.token, **FAST))
 
     context.set_offline(True)
@@ -199,7 +159,7 @@ def test_an_ended_session_is_shown_as_an_error(
     url = app_url(
         site, server.url, session["access_token"], refreshToken=session["refresh_token"], **FAST
     )
-    page = open_app(_context(browser, contexts), url)
+    page = open_app(new_context(browser, contexts), url)
     with server.client() as client:  # signed out elsewhere: every session of the user ends
         response = client.post(
             "/v1/auth/logout", headers={"Authorization": f"Bearer {session['access_token']}"}
@@ -219,7 +179,7 @@ def test_save_now_and_refresh_with_manual_saving(
     browser: Browser, contexts: list[BrowserContext], server: ServerProcess, site: str
 ) -> None:
     user = new_user(server, "react-manual")
-    context = _context(browser, contexts)
+    context = new_context(browser, contexts)
     # The token as an async function (a new one on each render: the client stays).
     page = open_app(context, app_url(site, server.url, user.token, manual=1, tokenAs="function"))
     revision = api_get(server, user.token)["revision"]
@@ -269,10 +229,10 @@ def test_a_conflict_is_shown_to_the_side_that_lost(
 ) -> None:
     user = new_user(server, "react-conflict")
     other = sign_in(server, user)
-    a = open_app(_context(browser, contexts), app_url(site, server.url, user.token, manual=1))
+    a = open_app(new_context(browser, contexts), app_url(site, server.url, user.token, manual=1))
     # B: a client the app made, given to the provider as `client`.
     b_url = app_url(site, server.url, other["access_token"], manual=1, tokenAs="client")
-    b = open_app(_context(browser, contexts), b_url)
+    b = open_app(new_context(browser, contexts), b_url)
 
     # A edits, then B, each without seeing the other's edit; A saves first, then B. B's
     # later edit wins, and A is told that its value lost.
@@ -310,7 +270,7 @@ def test_preferences_without_a_schema_are_edited_as_json(
     browser: Browser, contexts: list[BrowserContext], server: ServerProcess, site: str
 ) -> None:
     user = new_user(server, "react-json")
-    page = open_app(_context(browser, contexts), app_url(site, server.url, user.token))
+    page = open_app(new_context(browser, contexts), app_url(site, server.url, user.token))
     editor = page.get_by_label("Preferences (JSON)")
     expect(editor).to_have_value("{}")
 
@@ -366,7 +326,7 @@ def test_preferences_are_drawn_from_the_operators_schema(
     proc.start()
     try:
         user = new_user(proc, "react-schema")
-        page = open_app(_context(browser, contexts), app_url(site, proc.url, user.token))
+        page = open_app(new_context(browser, contexts), app_url(site, proc.url, user.token))
         page.get_by_label("Compact mode").check()
         page.get_by_label("Density").select_option("high")
         page.get_by_label("Font size").fill("16")

@@ -5,9 +5,15 @@ import WebSocket from "ws";
 import {
   LiveSettings,
   LiveSettingsError,
+  canWrite,
   createRealtimeSettingsService,
   type Conflict,
   type ConnectionState,
+  type EffectiveSettings,
+  type Member,
+  type MembershipDetail,
+  type Team,
+  type TeamRole,
   type LiveSettingsOptions,
   type MaskedSecret,
   type RealtimeSettingsService,
@@ -82,3 +88,33 @@ async function useService(userIds: string[]): Promise<void> {
 
 void useClient();
 void useService(["user-1", "user-2"]);
+
+// A team's document: the same client, with `doc`; the team methods act as the token's user.
+async function useTeam(): Promise<void> {
+  const personal = new LiveSettings({ url, token: process.env.USER_TOKEN ?? "", WebSocket });
+  const created: Team = await personal.createTeam("Design");
+  const members: Member[] = await personal.setMember(created.team_id, {
+    username: "bob",
+    role: "member",
+  });
+  console.log(members.map((m) => `${m.username ?? m.user_id}: ${m.role}`));
+  const teams: Team[] = await personal.listTeams();
+  const team = new LiveSettings({
+    url,
+    token: process.env.USER_TOKEN ?? "",
+    WebSocket,
+    doc: `team:${teams[0].team_id}`,
+  });
+  team.on("membership", ({ doc, role }: MembershipDetail) => console.log(doc, role ?? "removed"));
+  await team.ready;
+  const role: TeamRole | null = team.role;
+  const check = canWrite(role, "/api_keys/openai");
+  if (check.ok) team.set("/api_keys/openai", "sk-…");
+  else console.log(check.reason);
+  const effective: EffectiveSettings = await team.effectiveSettings();
+  console.log(team.doc, effective.team_revision, effective.settings.theme);
+  await personal.leaveTeam(created.team_id).catch((err: LiveSettingsError) => err.code);
+  team.close();
+  personal.close();
+}
+void useTeam();

@@ -31,8 +31,8 @@ import {
 } from "./state.js";
 import {
   LOGOUT_PENDING_KEY,
-  PREFIX,
   USER_KEY,
+  documentPrefix,
   forgetLegacyTokensOnce,
   openStore,
   randomId,
@@ -40,12 +40,14 @@ import {
 } from "./storage.js";
 import { SeedMethods } from "./service.js";
 import { TabMethods, isBrowserPage } from "./tabs.js";
+import { TeamMethods, documentKey } from "./teams.js";
 import { TransportMethods, webSocketClass } from "./transports.js";
 
 const SEEN_LIMIT = 2000;
 
 /**
- * Live settings of one user. Events (`CustomEvent`, data in `event.detail`):
+ * Live settings of one user: their own document, or (option `doc: "team:<id>"`) a team's
+ * document they belong to, with its own cache and queues. Events (`CustomEvent`, data in `event.detail`):
  * - `change` {settings, revision, source}: the settings as shown changed (source: "local",
  *   "tab", "server", "refresh", "ack", "rejected", "adopted");
  * - `apiKeysChange` {apiKeys}: the masked api_keys changed;
@@ -55,7 +57,10 @@ const SEEN_LIMIT = 2000;
  * - `error` {code, message, path, mutationId, status}: a refused edit (it is dropped, the
  *   message names the field), `offline_secret`, `session_expired`, `signed_out`, …;
  * - `tokens` {accessToken, refreshToken, expiresAt, userId}: a `refreshToken` given by the app
- *   was rotated (the old one is spent). Nothing is stored: keep it yourself if you must.
+ *   was rotated (the old one is spent). Nothing is stored: keep it yourself if you must;
+ * - `membership` {doc, role}: the user's role in the team of `doc` changed (`role: null`:
+ *   removed), or, for this client's team document, became known. Removed from this client's
+ *   team, an `error` `forbidden` follows and the client stops syncing.
  */
 export class LiveSettings extends EventTarget {
   /**
@@ -76,6 +81,8 @@ export class LiveSettings extends EventTarget {
    *   (Node: the `ws` package's); with neither, the client uses the SSE event stream
    * @param {boolean} [options.tabs] share edits and tokens with the user's other tabs
    *   (BroadcastChannel, Web Locks); default: only in a browser page
+   * @param {string|null} [options.doc] "team:<team_id>": follow that team's document (the
+   *   user must be a member); default: the user's own
    */
   constructor(options = {}) {
     super();
@@ -100,9 +107,11 @@ export class LiveSettings extends EventTarget {
     this._setTokenClaims(claims);
     const service = claims?.role === "service" && opts.userId && opts.userId !== claims.sub;
     this._forUser = service ? opts.userId : null; // a service token acting for this user
+    this.doc = documentKey(opts.doc, claims); // "team:<id>", or null: the user's own document
     this._WebSocket = webSocketClass(opts.WebSocket);
     this.autoSaveDelay = opts.autoSaveDelay;
-    this._prefix = `${PREFIX}:${encodeURIComponent(this.userId)}`;
+    this._userPrefix = documentPrefix(this.userId, null); // the tabs' channel: one per user
+    this._prefix = documentPrefix(this.userId, this.doc); // the cache and queues: per document
     this.clientId = this._loadClientId();
     this.tabId = randomId("tab");
 
@@ -257,7 +266,8 @@ export class LiveSettings extends EventTarget {
   async history({ limit = 20 } = {}) {
     this._ownUserOnly("history");
     const since = Math.max(0, this._confirmed.revision - limit);
-    const body = await this._api("GET", `/v1/settings/changes?since=${since}&limit=${limit}`);
+    const query = `?since=${since}&limit=${limit}`;
+    const body = await this._api("GET", `${this._settingsPath()}/changes${query}`);
     return body.changes.map((c) => ({ ...c, mine: c.client_id === this.clientId })).reverse();
   }
 
@@ -266,7 +276,7 @@ export class LiveSettings extends EventTarget {
     this._ownUserOnly("revert");
     const body = await this._api(
       "POST",
-      "/v1/settings/revert",
+      `${this._settingsPath()}/revert`,
       { revision },
       {
         "Idempotency-Key": randomId("revert"),
@@ -587,10 +597,11 @@ export class LiveSettings extends EventTarget {
     });
   }
 
-
   // -- frames ----------------------------------------------------------------------------
 
   _onFrame(frame, conn) {
+    const other = frame.doc != null && frame.doc !== this.doc && frame.type !== "membership";
+    if (other) return; // about another document (a role in any team is told by every client)
     switch (frame.type) {
       case "auth_ok":
         break;
@@ -611,12 +622,16 @@ export class LiveSettings extends EventTarget {
         for (const resolve of this._syncedWaiters.splice(0)) resolve(true);
         this._readyResolve(true);
         this._flush();
+        this._learnRole();
         break;
       case "ack":
         this._onAck(frame);
         break;
       case "error":
         this._onErrorFrame(frame, conn);
+        break;
+      case "membership":
+        this._onMembership(frame);
         break;
       default:
         break; // pong, and frame types of later versions
@@ -727,6 +742,7 @@ export class LiveSettings extends EventTarget {
       this._reject(entry, error);
       return;
     }
+    if (this._endsDocument(error, frame)) return;
     if (AUTH_CODES.has(error.code)) {
       // The close 4001 that follows renews the token; SSE streams just end.
       if (conn.kind === "sse" && error.code === "token_expired") {
@@ -777,7 +793,7 @@ function mixin(target, sources, skip) {
   }
 }
 
-const mixins = [SeedMethods, TabMethods, TokenMethods, TransportMethods];
+const mixins = [SeedMethods, TabMethods, TeamMethods, TokenMethods, TransportMethods];
 const methods = mixins.map((cls) => cls.prototype);
 mixin(LiveSettings.prototype, methods, ["constructor"]);
 mixin(LiveSettings, [SessionStatics], ["length", "name", "prototype"]);

@@ -24,9 +24,10 @@
 // errors.js (the error and its code groups), state.js (the document, merge patches, paths:
 // no I/O), storage.js (localStorage, ids), http.js (requests), session.js (tokens, the refresh
 // cookie, sign-in), tabs.js (other tabs: queues, BroadcastChannel, tab locks), transports.js
-// (WebSocket, SSE and HTTP writes), client.js (the LiveSettings class), and service.js with
-// service_feeds.js (the seed's realtimeSettingsService for backends). This module is the entry
-// point and re-exports what they offer. The same files are the npm package `livesettings`
+// (WebSocket, SSE and HTTP writes), teams.js (team documents, roles, the team methods),
+// client.js (the LiveSettings class), and service.js with service_feeds.js (the seed's
+// realtimeSettingsService for backends). This module is the entry point and re-exports what
+// they offer. The same files are the npm package `livesettings`
 // (clients/js), which also runs on Node >= 20 (pass the `ws` package's WebSocket, or SSE).
 
 export { LiveSettings } from "./client.js";
@@ -44,3 +45,4 @@ export {
 } from "./state.js";
 export { RealtimeSettingsService, createRealtimeSettingsService } from "./service.js";
 export { SESSION_KEY, USER_KEY } from "./storage.js";
+export { canWrite } from "./teams.js";

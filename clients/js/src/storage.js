@@ -13,6 +13,16 @@ export const SESSION_KEY = "livesettings:session";
 export const LOGOUT_PENDING_KEY = "livesettings:logout-pending";
 const LEGACY_IDB = "livesettings"; // older versions' IndexedDB copy of the session
 
+/**
+ * The prefix of the keys of one user's document: `livesettings:v1:<user>` for their own,
+ * `livesettings:v1/team:<id>:<user>` for a team's, so that no key (nor a prefix that lists or
+ * forgets them, such as `forgetCache({all: true})`) of one document reaches another's.
+ */
+export function documentPrefix(userId, doc) {
+  const user = encodeURIComponent(userId);
+  return doc ? `${PREFIX}/${doc}:${user}` : `${PREFIX}:${user}`;
+}
+
 /** A random id such as "m-3f9a…" (mutation ids, client ids, tab ids). */
 export function randomId(prefix) {
   const bytes = new Uint8Array(12);

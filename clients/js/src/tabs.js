@@ -54,10 +54,12 @@ export class TabMethods {
     }
   }
 
+  // One channel per user: tokens reach every client of the user, whatever its document; the
+  // other messages name their document, and only the clients of that document heed them.
   _broadcast(message) {
     if (!this._channel || this._closed) return;
     try {
-      this._channel.postMessage(message);
+      this._channel.postMessage(this.doc ? { ...message, doc: this.doc } : message);
     } catch {
       // a closed channel: the other tabs read the queue from storage instead
     }
@@ -69,6 +71,7 @@ export class TabMethods {
 
   _onTabMessage(message) {
     if (!isObject(message) || this._closed) return;
+    if (message.type !== "tokens" && (message.doc ?? null) !== this.doc) return;
     if (message.type === "queue" && typeof message.tab === "string" && message.tab !== this.tabId) {
       const entries = Array.isArray(message.entries) ? message.entries.filter(validEntry) : [];
       const previous = this._foreign.get(message.tab) ?? [];
@@ -182,7 +185,7 @@ export class TabMethods {
     });
     if (!this._tabs) return;
     if (typeof BroadcastChannel === "function") {
-      this._channel = new BroadcastChannel(`${this._prefix}:tabs`);
+      this._channel = new BroadcastChannel(`${this._userPrefix}:tabs`);
       this._channel.onmessage = (event) => this._onTabMessage(event.data);
     }
     this._acquireTabLock().then((locked) => {

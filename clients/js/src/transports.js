@@ -112,9 +112,10 @@ export class TransportMethods {
     if (this._hasCache) query.set("since", String(this._confirmed.revision));
     if (this._forUser) query.set("user_id", this._forUser);
     const search = String(query) ? `?${query}` : "";
+    const path = this.doc ? this._settingsPath() + "/events" : "/v1/settings/events";
     let response;
     try {
-      response = await fetch(this.url + "/v1/settings/events" + search, {
+      response = await fetch(this.url + path + search, {
         headers: { Authorization: `Bearer ${token}`, Accept: "text/event-stream" },
         signal: conn.ctrl.signal,
         cache: "no-store",
@@ -127,6 +128,10 @@ export class TransportMethods {
     if (conn !== this._conn) return;
     if (response.status === 401) {
       this._onClosed(conn, 4001, "unauthorized");
+      return;
+    }
+    if (this.doc && (response.status === 403 || response.status === 404)) {
+      await this._streamRefused(response); // not (or no longer) a member of the team
       return;
     }
     if (!response.ok || !response.body) {
@@ -153,12 +158,15 @@ export class TransportMethods {
     this._onClosed(conn, 1006, "the event stream ended");
   }
 
-  // A service token acting for `userId` names the user in its frames and paths (DESIGN §4, §5).
+  // A service token acting for `userId` names the user in its frames and paths (DESIGN §4, §5);
+  // a team's document is named by `doc` and by the team's routes (§11).
   _frame(frame) {
+    if (this.doc) return JSON.stringify({ ...frame, doc: this.doc });
     return JSON.stringify(this._forUser ? { ...frame, user_id: this._forUser } : frame);
   }
 
   _settingsPath() {
+    if (this.doc) return `/v1/teams/${encodeURIComponent(this.doc.slice(5))}/settings`;
     if (!this._forUser) return "/v1/settings";
     return `/v1/users/${encodeURIComponent(this._forUser)}/settings`;
   }

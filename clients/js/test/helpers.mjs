@@ -3,7 +3,8 @@
 // LIVESETTINGS_TEST_URL      the server's origin
 // LIVESETTINGS_TEST_SERVICE  a service token (claim role: "service")
 // LIVESETTINGS_TEST_SHORT_SERVICE  one that expires 4 seconds after it was issued
-// LIVESETTINGS_TEST_USERS    JSON {name: {user_id, token}}: signed-up users, a few per file
+// LIVESETTINGS_TEST_USERS    JSON {name: {user_id, token, username}}: signed-up users, a few
+//                            per file
 
 import assert from "node:assert/strict";
 

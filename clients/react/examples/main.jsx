@@ -3,8 +3,9 @@
 // Options in the URL's fragment (never sent to a server): `server` (the livesettings origin;
 // default this page's), `token` (an access token: skips the sign-in), `manual=1` (the page
 // with manual saving and conflicts), `tokenAs=function` (the token given as an async
-// function; the user is read from what it gives), `tokenAs=client` (a client made here, given as `client`),
-// and the client timings `heartbeatInterval`, `heartbeatTimeout`, `reconnectDelay`,
+// function; the user is read from what it gives), `tokenAs=client` (a client made here, given
+// as `client`), `doc=team:<id>` (the page of that team's document), `teams=1` (the teams
+// page: a document switcher, create and leave), and the client timings `heartbeatInterval`, `heartbeatTimeout`, `reconnectDelay`,
 // `maxReconnectDelay` (ms).
 import { StrictMode, useEffect, useState } from "react";
 import { createRoot } from "react-dom/client";
@@ -12,6 +13,7 @@ import { LiveSettings, decodeJwt } from "livesettings";
 import { LiveSettingsProvider } from "livesettings-react";
 import SettingsPage from "./settings-page.jsx";
 import ManualSettingsPage from "./manual-page.jsx";
+import TeamsPage from "./teams-page.jsx";
 
 const params = new URLSearchParams(location.hash.slice(1));
 const server = params.get("server") || location.origin;
@@ -59,15 +61,17 @@ function App() {
   if (tokenAs === "client") return <OwnClient session={session} Page={Page} />;
   const token =
     tokenAs === "function" ? async () => session.access_token : session.access_token;
+  const providerProps = {
+    url: server,
+    token,
+    userId: tokenAs === "function" ? undefined : decodeJwt(session.access_token)?.sub,
+    refreshToken: session.refresh_token ?? undefined,
+    fallback: <p>Connecting…</p>,
+    ...timings,
+  };
+  if (params.get("teams") === "1") return <TeamsPage providerProps={providerProps} />;
   return (
-    <LiveSettingsProvider
-      url={server}
-      token={token}
-      userId={tokenAs === "function" ? undefined : decodeJwt(session.access_token)?.sub}
-      refreshToken={session.refresh_token ?? undefined}
-      fallback={<p>Connecting…</p>}
-      {...timings}
-    >
+    <LiveSettingsProvider {...providerProps} doc={params.get("doc") || null}>
       <Page />
     </LiveSettingsProvider>
   );

@@ -1,17 +1,21 @@
 // A typed page: the seed's hooks and components with the package's types. Checked by
 // `npx tsc --noEmit -p clients/react` (nothing is emitted).
 import { useState } from "react";
-import type { Settings, SyncStatus } from "livesettings";
+import type { Settings, SyncStatus, Team, TeamRole } from "livesettings";
 import {
   LiveSettingsProvider,
   RealtimeStatusIndicator,
   SettingsForm,
+  canWrite,
   describeStatus,
   useModelSettings,
   useRealtimeSettings,
+  useRole,
   useSettingsSync,
   useSyncStatus,
+  useTeams,
   type SyncConflict,
+  type TeamsState,
 } from "livesettings-react";
 
 function ThemeToggle() {
@@ -89,6 +93,65 @@ export function App({ url, getToken }: { url: string; getToken: () => Promise<st
   return (
     <LiveSettingsProvider url={url} token={getToken} userId="user-1" autoSaveDelay={800}>
       <TypedSettingsPage />
+    </LiveSettingsProvider>
+  );
+}
+
+// Teams: a switcher over useTeams, and the team's document through the same hooks.
+function TeamSwitcher({ onPick }: { onPick: (teamId: string | null) => void }) {
+  const { teams, loading, error, refresh, createTeam, deleteTeam, leaveTeam }: TeamsState =
+    useTeams();
+  const [problem, setProblem] = useState<string | null>(null);
+  const leave = (team: Team) =>
+    leaveTeam(team.team_id).catch((err: { code?: string }) => setProblem(err.code ?? "error"));
+  if (loading && !teams.length) return <p>Loading teams…</p>;
+  return (
+    <div>
+      {error && <p role="alert">{error.message}</p>}
+      {problem && <p role="alert">{problem}</p>}
+      <button onClick={() => onPick(null)}>Personal</button>
+      {teams.map((team) => (
+        <span key={team.team_id}>
+          <button onClick={() => onPick(team.team_id)}>
+            {team.name} ({team.role})
+          </button>
+          <button onClick={() => void leave(team)}>Leave</button>
+          {team.role === "owner" && (
+            <button onClick={() => void deleteTeam(team.team_id)}>Delete</button>
+          )}
+        </span>
+      ))}
+      <button onClick={() => void createTeam("Design").then((t: Team) => onPick(t.team_id))}>
+        Create team
+      </button>
+      <button onClick={() => void refresh()}>Reload</button>
+    </div>
+  );
+}
+
+function TeamTheme() {
+  const role: TeamRole | null = useRole();
+  const { settings, updateSettings } = useModelSettings();
+  const check = canWrite(role, "/theme");
+  return (
+    <button
+      disabled={!check.ok}
+      title={check.reason}
+      onClick={() => updateSettings({ theme: settings.theme === "dark" ? "light" : "dark" })}
+    >
+      Team theme: {settings.theme}
+    </button>
+  );
+}
+
+export function TeamsApp({ url, token }: { url: string; token: string }) {
+  const [teamId, setTeamId] = useState<string | null>(null);
+  return (
+    <LiveSettingsProvider url={url} token={token}>
+      <TeamSwitcher onPick={setTeamId} />
+      <LiveSettingsProvider url={url} token={token} doc={teamId ? `team:${teamId}` : null}>
+        <TeamTheme />
+      </LiveSettingsProvider>
     </LiveSettingsProvider>
   );
 }

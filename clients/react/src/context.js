@@ -15,8 +15,12 @@ export const LiveSettingsContext = createContext(null);
  * With a function `token` and no `userId`, the user is the `sub` of the first token the
  * function gives (the client is created once it has answered).
  *
- * The created client is made again when `url`, `userId` or `refreshToken` change, or when a
- * string `token` changes. A function `token` is read through a ref: a new function on each
+ * `doc` ("team:<team_id>") makes the client follow that team's document instead of the user's
+ * own (null or left out); the hooks below then read and edit the team's settings, and
+ * `useRole()` gives the user's role in it.
+ *
+ * The created client is made again when `url`, `userId`, `refreshToken` or `doc` change, or
+ * when a string `token` changes. A function `token` is read through a ref: a new function on each
  * render neither re-creates the client nor loses the latest one. Other options are read
  * when the client is created; `autoSaveDelay` is applied to the client when it changes.
  * `fallback` is rendered until the client exists (the first commit).
@@ -31,6 +35,7 @@ export function LiveSettingsProvider(props) {
     refreshToken,
     userId,
     autoSaveDelay,
+    doc = null,
     ...options
   } = props;
   const tokenRef = useRef(token);
@@ -54,6 +59,7 @@ export function LiveSettingsProvider(props) {
           url,
           userId: knownUserId,
           refreshToken,
+          doc,
           token: typeof source === "function" ? () => callToken(tokenRef.current) : source,
           ...(delayRef.current !== undefined ? { autoSaveDelay: delayRef.current } : {}),
         });
@@ -79,7 +85,7 @@ export function LiveSettingsProvider(props) {
       closing.close();
       setCreated((current) => (current?.client === closing ? null : current));
     };
-  }, [given, url, userId, refreshToken, tokenKey]);
+  }, [given, url, userId, refreshToken, tokenKey, doc]);
 
   const client = given ?? created?.client ?? null;
   const applied = useRef(autoSaveDelay);

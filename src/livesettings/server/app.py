@@ -107,7 +107,7 @@ def create_app(config: Config | None = None, *, services: Services | None = None
         app.add_middleware(
             CORSMiddleware,
             allow_origins=[o for o in config.allowed_origins if o != "*"] or ["*"],
-            allow_methods=["GET", "PATCH", "PUT", "POST", "OPTIONS"],
+            allow_methods=["GET", "PATCH", "PUT", "POST", "DELETE", "OPTIONS"],
             allow_headers=[
                 "Authorization",
                 "Content-Type",

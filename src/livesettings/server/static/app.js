@@ -18,14 +18,17 @@ import {
   providerName,
   relativeTime,
 } from "./labels.js";
+import { $, element } from "./dom.js";
+import { DocSwitcher } from "./doc_switcher.js";
 
-const $ = (id) => document.getElementById(id);
 
 const SCHEMA_KEY = "livesettings:schema";
 const DEFAULT_TEMPERATURE = 1;
 const MAX_TOKENS_LIMIT = 10_000_000;
 
-let client = null;
+let client = null; // the client of the document shown: personal, or a team's
+let session = null; // the signed-in session: each document's client is made from it
+let documents = null; // the document switcher, team actions and members (doc_switcher.js)
 let stopListening = [];
 let fieldErrors = new Map(); // control id -> message (the control keeps what was typed)
 let schema = null;
@@ -59,17 +62,6 @@ function clientOptions() {
 function currentProvider(settings) {
   const chosen = settings.ai_providers.default;
   return typeof chosen === "string" && chosen ? chosen : "openai";
-}
-
-function element(tag, attributes = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [name, value] of Object.entries(attributes)) {
-    if (value === false || value === null || value === undefined) continue;
-    if (name === "text") node.textContent = value;
-    else node.setAttribute(name, value === true ? "" : String(value));
-  }
-  for (const child of children) if (child) node.append(child);
-  return node;
 }
 
 // -- field errors ------------------------------------------------------------------------
@@ -474,6 +466,7 @@ function onConflict(conflict) {
 }
 
 function onClientError(error) {
+  if (documents.onError(error)) return; // removed from the team shown: back to Personal
   if (error.code === "session_expired" || error.code === "signed_out") {
     const unsaved = client ? client.status.unsaved : 0;
     stop();
@@ -631,6 +624,7 @@ function wireForm() {
     const pending = leaving.status.unsaved;
     await leaving.signOut();
     if (!pending) leaving.forgetCache({ all: true });
+    documents.forgetOthers(session, leaving.doc);
     showSignIn("You are signed out.");
   });
 }
@@ -688,12 +682,20 @@ function stop() {
   for (const slot of document.querySelectorAll(".field-error")) slot.textContent = "";
   $("notices").replaceChildren();
   $("history-list").replaceChildren();
+  documents.detach();
 }
 
-function start(session) {
+/** Show `doc` ("team:<id>"; null: the user's own settings) for the signed-in `newSession`. */
+function start(newSession, doc = null) {
   stop();
+  session = newSession;
+  // Another document: no control keeps what was typed for the previous one.
+  const focused = document.activeElement;
+  if (focused && focused !== $("doc-select") && $("settings").contains(focused)) focused.blur();
+  preferencesDirty = false;
   try {
-    client = LiveSettings.fromSession({ ...session, cookie: true }, clientOptions());
+    const options = doc ? { ...clientOptions(), doc } : clientOptions();
+    client = LiveSettings.fromSession({ ...session, cookie: true }, options);
   } catch (err) {
     LiveSettings.clearSession();
     showSignIn(err.message);
@@ -723,6 +725,7 @@ function start(session) {
     }),
     client.on("conflict", onConflict),
     client.on("error", onClientError),
+    ...documents.attach(client),
   ];
 }
 
@@ -742,6 +745,7 @@ function boot() {
   }
   wireForm();
   wireSignIn();
+  documents = new DocSwitcher({ open: (doc) => start(session, doc), notice: addNotice });
   // No token is ever stored: remove what older versions kept, and end a sign-out that could
   // not reach the server.
   LiveSettings.forgetStoredTokens();
@@ -756,7 +760,7 @@ function boot() {
   // The user signed in here last: the cached settings at once (also offline); the client
   // gets this tab's access token from the refresh cookie, or asks for a sign-in.
   const user = LiveSettings.signedInUser();
-  if (user) start(user);
+  if (user) start(user, documents.initialDoc(user.user_id));
   else showSignIn();
   registerServiceWorker();
 }

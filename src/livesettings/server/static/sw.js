@@ -11,6 +11,9 @@ const SHELL = [
   "/",
   "/static/app.js",
   "/static/labels.js",
+  "/static/dom.js",
+  "/static/doc_switcher.js",
+  "/static/teams_panel.js",
   "/static/livesettings.js",
   // the modules livesettings.js re-exports from
   "/static/client.js",
@@ -20,6 +23,7 @@ const SHELL = [
   "/static/state.js",
   "/static/storage.js",
   "/static/tabs.js",
+  "/static/teams.js",
   "/static/transports.js",
   "/static/service.js",
   "/static/service_feeds.js",
