@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -26,6 +27,7 @@ class ServerProcess:
         self.data_dir = data_dir
         self.settings = settings
         self.proc: subprocess.Popen[str] | None = None
+        self._pump: threading.Thread | None = None
         self.url = ""
         self.public_url = ""  # what the server printed for users to open
         self.port = 0
@@ -57,19 +59,24 @@ class ServerProcess:
             text=True,
         )
         found = threading.Event()
+        stdout = self.proc.stdout
+        assert stdout is not None
 
         def pump() -> None:
-            assert self.proc is not None and self.proc.stdout is not None
-            for line in self.proc.stdout:
-                self.output.append(line)
-                match = _URL.search(line)
-                if match and not found.is_set():
-                    self.public_url = match.group(1)
-                    self.url = (match.group(2) or match.group(1)).rstrip("/")
-                    self.port = int(self.url.rsplit(":", 1)[1])
-                    found.set()
+            # The pipe is closed by stop() or kill() once the process ended; a line still
+            # being read then ends the loop rather than raise in this thread.
+            with contextlib.suppress(ValueError, OSError):
+                for line in stdout:
+                    self.output.append(line)
+                    match = _URL.search(line)
+                    if match and not found.is_set():
+                        self.public_url = match.group(1)
+                        self.url = (match.group(2) or match.group(1)).rstrip("/")
+                        self.port = int(self.url.rsplit(":", 1)[1])
+                        found.set()
 
-        threading.Thread(target=pump, daemon=True).start()
+        self._pump = threading.Thread(target=pump, daemon=True)
+        self._pump.start()
         if not found.wait(timeout):
             self.kill()
             raise RuntimeError("server did not start:\n" + "".join(self.output))
@@ -94,6 +101,10 @@ class ServerProcess:
         return code
 
     def _close_pipe(self) -> None:
+        # The process has ended: its output ends too, unless a child of it holds the pipe.
+        if self._pump is not None:
+            self._pump.join(timeout=5)
+            self._pump = None
         if self.proc is not None and self.proc.stdout is not None:
             self.proc.stdout.close()
         self.proc = None
