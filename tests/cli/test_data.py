@@ -224,7 +224,7 @@ def test_import_refuses_existing_users_and_bad_lines(run_cli: Cli, tmp_path: Pat
     again = run_cli("import", "-i", str(backup))
     assert (again.exit_code, again.stdout) == (1, "")
     assert again.stderr == (
-        "error: line 1: user 'u1' already exists; users on earlier lines were imported "
+        "error: line 1: user 'u1' already exists; users and teams on earlier lines were imported "
         "(run again with --skip-existing to continue)\n"
     )
     assert ok(run_cli("import", "-i", str(backup), "--skip-existing")) == (
@@ -237,7 +237,7 @@ def test_import_refuses_existing_users_and_bad_lines(run_cli: Cli, tmp_path: Pat
     bad = target("import", "-i", str(broken))
     assert (bad.exit_code, bad.stderr) == (
         1,
-        "error: line 2: not valid JSON; users on earlier lines were imported "
+        "error: line 2: not valid JSON; users and teams on earlier lines were imported "
         "(run again with --skip-existing to continue)\n",
     )
     # Fixing the file and running again with --skip-existing finishes the import.
@@ -248,6 +248,28 @@ def test_import_refuses_existing_users_and_bad_lines(run_cli: Cli, tmp_path: Pat
     )
     missing = target("import", "-i", str(tmp_path / "nope.jsonl"))
     assert missing.exit_code == 2
+
+
+def test_teams_and_their_members_are_exported_and_imported(run_cli: Cli, tmp_path: Path) -> None:
+    ok(run_cli("setup"))
+    for name in ("ann", "bea"):
+        ok(run_cli("user", "add", name, "--password-stdin", input=f"correct horse {name}\n"))
+    made = ok(run_cli("team", "create", "Design", "--owner", "ann"))
+    team_id = made.strip().rsplit("id ", 1)[1].rstrip(")")
+    ok(run_cli("team", "add", team_id, "bea", "--role", "viewer"))
+    backup = tmp_path / "backup.jsonl"
+    assert ok(run_cli("export", "-o", str(backup))) == f"exported 2 users and 1 team to {backup}\n"
+    team = json.loads(backup.read_bytes().splitlines()[-1])
+    assert (team["kind"], team["team_id"], team["name"]) == ("team", team_id, "Design")
+
+    target = Cli(tmp_path / "restored", LIVESETTINGS_MASTER_KEYS=OLD)
+    assert ok(target("import", "-i", str(backup))) == "imported 2 users and 1 team\n"
+    assert f"{team_id}  2 members" in ok(target("team", "list"))
+    assert f"{team_id}  viewer" in ok(target("team", "list", "--user", "bea"))
+    assert ok(target("import", "-i", str(backup), "--skip-existing")) == (
+        "imported 0 users\nskipped 2 users and 1 team already present\n"
+    )
+    assert target("export").stdout_bytes == backup.read_bytes()
 
 
 async def test_import_names_a_malformed_line() -> None:

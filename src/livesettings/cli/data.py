@@ -252,10 +252,11 @@ async def _renew(config: Config, batch_size: int) -> tuple[Keyring, RenewalResul
 def export(
     ctx: click.Context, output: Path | None, data_dir: str | None, database_url: str | None
 ) -> None:
-    """Write every user as JSON lines (secrets stay sealed).
+    """Write every user and team as JSON lines (secrets stay sealed).
 
-    One line per user: account, settings and the data key wrapped by its master key,
-    so restoring the secrets needs that keyring.
+    One line per user (and per team document): account, settings and the data key wrapped
+    by its master key, so restoring the secrets needs that keyring; then one line per team:
+    its name and members with their roles.
     """
     config = load_config(ctx, data_dir=data_dir, database_url=database_url)
 
@@ -272,7 +273,10 @@ def export(
         with _private_file(output) as fh:
             result = run(lambda: go(fh.write))
     # With the data on stdout, the summary goes to stderr.
-    summary = f"exported {plural(result.users, 'user')}" + (f" to {output}" if output else "")
+    teams = f" and {plural(result.teams, 'team')}" if result.teams else ""
+    summary = f"exported {plural(result.users, 'user')}{teams}" + (
+        f" to {output}" if output else ""
+    )
     click.echo(summary, err=output is None)
     if result.master_key_ids:
         ids = ", ".join(sorted(result.master_key_ids))
@@ -308,7 +312,7 @@ def _private_file(path: Path) -> Iterator[BinaryIO]:
 @click.option(
     "--skip-existing",
     is_flag=True,
-    help="Skip users already present (to finish an interrupted import).",
+    help="Skip users and teams already present (to finish an interrupted import).",
 )
 @database_options
 @click.pass_context
@@ -319,7 +323,7 @@ def import_(
     data_dir: str | None,
     database_url: str | None,
 ) -> None:
-    """Read users written by `livesettings export`."""
+    """Read users and teams written by `livesettings export`."""
     config = load_config(ctx, data_dir=data_dir, database_url=database_url)
 
     async def go(source: BinaryIO) -> tuple[Keyring | None, ImportResult]:
@@ -331,9 +335,9 @@ def import_(
                         store, source, skip_existing=skip_existing, on_progress=advance
                     )
                 except (Conflict, BadRequest) as exc:
-                    # Each user is imported in its own transaction: say what is kept.
+                    # Each user and team is imported in its own transaction: say what is kept.
                     raise type(exc)(
-                        f"{exc.message}; users on earlier lines were imported "
+                        f"{exc.message}; users and teams on earlier lines were imported "
                         "(run again with --skip-existing to continue)"
                     ) from exc
         return keyring, result
@@ -343,9 +347,12 @@ def import_(
     else:
         with input_path.open("rb") as fh:
             keyring, result = run(lambda: go(fh))
-    click.echo(f"imported {plural(result.imported, 'user')}")
-    if result.skipped:
-        click.echo(f"skipped {plural(result.skipped, 'user')} already present")
+    teams = f" and {plural(result.teams, 'team')}" if result.teams else ""
+    click.echo(f"imported {plural(result.imported, 'user')}{teams}")
+    if result.skipped or result.teams_skipped:
+        skipped = [plural(result.skipped, "user")] if result.skipped else []
+        skipped += [plural(result.teams_skipped, "team")] if result.teams_skipped else []
+        click.echo(f"skipped {' and '.join(skipped)} already present")
     _report_import_keys(keyring, result.master_key_ids)
 
 

@@ -17,7 +17,7 @@ from ..crypto import WrappedKey
 from ..errors import LiveSettingsError
 from ..merge import Conflict, Mutation, Record
 from ..paths import Path
-from .teams import TeamStore
+from .teams import MemberRow, TeamStore
 
 __all__ = [
     "EXPORT_PAGE",
@@ -27,6 +27,7 @@ __all__ = [
     "ChangeRow",
     "ChangesPage",
     "CommitOutcome",
+    "ExportedTeam",
     "ExportedUser",
     "PendingMutation",
     "RefreshResult",
@@ -160,6 +161,18 @@ class ExportedUser:
     password_hash: str | None
     document: StoredDocument
     wrapped_key: WrappedKey | None
+
+
+@dataclass(frozen=True, slots=True)
+class ExportedTeam:
+    """A team line of ``livesettings export``: the team's row and its members (its document
+    and data key are on the user lines, under the key ``team:<team_id>``)."""
+
+    team_id: str
+    name: str
+    created_by: str
+    created_at: str
+    members: tuple[MemberRow, ...]
 
 
 def username_taken(user_id: str, username: str) -> errors.Conflict:
@@ -311,3 +324,10 @@ class Store(Protocol):
     def export_users(self) -> AsyncIterator[ExportedUser]: ...
 
     async def import_user(self, user: ExportedUser) -> None: ...
+
+    def export_teams(self) -> AsyncIterator[ExportedTeam]:
+        """Every team with its members, in team id order."""
+
+    async def import_team(self, team: ExportedTeam) -> None:
+        """Write an exported team and its members as they were (no role rule or limit is
+        applied); ``Conflict`` when a team with that id exists."""

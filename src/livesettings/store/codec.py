@@ -4,8 +4,9 @@ A document is stored in the seed's ``user_preferences`` columns (``theme`` and `
 text, the three object fields as compact JSON) plus ``revision`` and ``leaf_meta``, the leaf
 records as ``{json-pointer: [rev, at, by, deleted]}``. Change rows, remembered mutations and
 wrapped data keys have their own column sets; :func:`exported_to_json` is the line format of
-``livesettings export``/``import``. Values read back are checked, so a corrupt row surfaces as
-``StorageError`` and never as a ``KeyError`` deep inside the merge.
+``livesettings export``/``import`` (:func:`team_to_json` that of a team's line). Values read
+back are checked, so a corrupt row surfaces as ``StorageError`` and never as a ``KeyError``
+deep inside the merge.
 """
 
 from __future__ import annotations
@@ -19,7 +20,16 @@ from ..document import FIELDS, default_document, default_for, is_sealed
 from ..errors import BadRequest, StorageError
 from ..merge import Record
 from ..paths import Path, from_pointer, to_pointer
-from .base import AppliedMutation, ChangeRow, ExportedUser, StoredDocument, UserRow
+from ..teams import ROLES
+from .base import (
+    AppliedMutation,
+    ChangeRow,
+    ExportedTeam,
+    ExportedUser,
+    StoredDocument,
+    UserRow,
+)
+from .teams import MemberRow
 
 __all__ = [
     "CHANGE_COLUMNS",
@@ -37,6 +47,8 @@ __all__ = [
     "loads",
     "records_from_json",
     "records_to_json",
+    "team_from_json",
+    "team_to_json",
     "user_from_row",
     "wrapped_key_from_row",
     "wrapped_key_to_columns",
@@ -257,3 +269,59 @@ def exported_from_json(line: Mapping[str, Any]) -> ExportedUser:
     except (KeyError, TypeError, ValueError, StorageError) as exc:
         raise BadRequest(f"an export line is malformed: {exc}", code="malformed_export") from exc
     return ExportedUser(user_id, username, password_hash, doc, wrapped)
+
+
+TEAM_KIND: Final = "team"
+"""The ``kind`` of a team's line. A line without ``kind`` is a user's (exports made before
+teams have only those); a line of any other kind is refused as malformed."""
+
+
+def team_to_json(team: ExportedTeam) -> dict[str, Any]:
+    """A team's line of ``livesettings export``: its row and its members with their roles."""
+    return {
+        "kind": TEAM_KIND,
+        "team_id": team.team_id,
+        "name": team.name,
+        "created_by": team.created_by,
+        "created_at": team.created_at,
+        "members": [
+            {"user_id": m.user_id, "role": m.role, "added_at": m.added_at} for m in team.members
+        ],
+    }
+
+
+def team_from_json(line: Mapping[str, Any]) -> ExportedTeam:
+    """Read a line written by :func:`team_to_json`; ``BadRequest`` when it is malformed (a
+    bad role, a member listed twice, or no owner)."""
+    try:
+        team_id, name, created_by, created_at = (
+            _text(line, "team_id"),
+            _text(line, "name"),
+            _text(line, "created_by"),
+            _text(line, "created_at"),
+        )
+        raw_members = line["members"]
+        if not isinstance(raw_members, list):
+            raise TypeError("members is not a list")
+        members = tuple(
+            MemberRow(_text(m, "user_id"), _text(m, "role"), _text(m, "added_at"))
+            for m in raw_members
+        )
+        if any(member.role not in ROLES for member in members):
+            raise ValueError(f"a role is not one of {', '.join(ROLES)}")
+        if len({member.user_id for member in members}) != len(members):
+            raise ValueError("a member is listed twice")
+        if not any(member.role == "owner" for member in members):
+            raise ValueError("the team has no owner")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BadRequest(f"a team line is malformed: {exc}", code="malformed_export") from exc
+    return ExportedTeam(team_id, name, created_by, created_at, members)
+
+
+def _text(value: Any, name: str) -> str:
+    if not isinstance(value, Mapping):
+        raise TypeError("a member is not an object")
+    text = value[name]
+    if not isinstance(text, str) or not text:
+        raise TypeError(f"{name} is not a non-empty string")
+    return text

@@ -45,11 +45,13 @@ from ..crypto import Keyring, WrappedKey, reseal_under_new_key
 from ..document import Limits, PreferencesSchema, rfc3339
 from ..errors import ConfigError, Conflict, NotFound, StorageError
 from ..urls import redact_url
+from . import pg_team_backup
 from .base import (
     EXPORT_PAGE,
     SCHEMA_VERSION,
     ChangesPage,
     CommitOutcome,
+    ExportedTeam,
     ExportedUser,
     PendingMutation,
     RefreshResult,
@@ -777,6 +779,12 @@ class PostgresStore:
                 )
             if user.wrapped_key is not None:
                 await insert_wrapped_key(conn, user.user_id, user.wrapped_key, self._now_text())
+
+    def export_teams(self) -> AsyncIterator[ExportedTeam]:
+        return pg_team_backup.export_teams(self._connection)
+
+    async def import_team(self, team: ExportedTeam) -> None:
+        await pg_team_backup.import_team(self._connection, team)
 
     def _now_text(self) -> str:
         return rfc3339(self._now_ms())

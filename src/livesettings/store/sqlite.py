@@ -36,6 +36,7 @@ from .base import (
     TOKEN_REVOCATION_GRACE_S,
     ChangesPage,
     CommitOutcome,
+    ExportedTeam,
     ExportedUser,
     PendingMutation,
     RefreshResult,
@@ -59,6 +60,8 @@ from .sqlite_sql import (
     changes_after,
     current_revision,
     export_page,
+    export_teams,
+    import_team,
     insert_token,
     insert_user,
     insert_wrapped_key,
@@ -652,6 +655,15 @@ class SqliteStore:
                     insert_wrapped_key(conn, user.user_id, user.wrapped_key, self._now_text())
 
         await self._write(write)
+
+    async def export_teams(self) -> AsyncIterator[ExportedTeam]:
+        """Every team with its members, in team id order (one read transaction)."""
+        for team in await self._read(export_teams):
+            yield team
+
+    async def import_team(self, team: ExportedTeam) -> None:
+        """Write an exported team as it was; ``Conflict`` when that team already exists."""
+        await self._write(lambda: import_team(self._writer_conn(), team))
 
     def _now_text(self) -> str:
         return rfc3339(self._now_ms())

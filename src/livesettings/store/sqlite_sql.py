@@ -13,7 +13,16 @@ from contextlib import contextmanager
 from typing import Final
 
 from ..crypto import WrappedKey
-from .base import EXPORT_PAGE, AppliedMutation, ChangeRow, ExportedUser, StoredDocument, UserRow
+from ..errors import Conflict
+from .base import (
+    EXPORT_PAGE,
+    AppliedMutation,
+    ChangeRow,
+    ExportedTeam,
+    ExportedUser,
+    StoredDocument,
+    UserRow,
+)
 from .codec import (
     CHANGE_COLUMNS,
     DOCUMENT_COLUMNS,
@@ -25,6 +34,7 @@ from .codec import (
     user_from_row,
     wrapped_key_from_row,
 )
+from .teams import MemberRow
 
 __all__ = [
     "CHANGE_INSERT",
@@ -35,6 +45,8 @@ __all__ = [
     "changes_after",
     "current_revision",
     "export_page",
+    "export_teams",
+    "import_team",
     "insert_change",
     "insert_token",
     "insert_user",
@@ -245,6 +257,48 @@ def export_page(conn: sqlite3.Connection, after: str) -> list[ExportedUser]:
                 )
             )
         return users
+
+
+def export_teams(conn: sqlite3.Connection) -> list[ExportedTeam]:
+    """Every team with its members (by when they were added), in team id order."""
+    with read_transaction(conn):
+        members: dict[str, list[MemberRow]] = {}
+        for row in conn.execute(
+            "SELECT team_id, user_id, role, added_at FROM team_members "
+            "ORDER BY team_id, added_at, user_id"
+        ):
+            members.setdefault(row["team_id"], []).append(
+                MemberRow(row["user_id"], row["role"], row["added_at"])
+            )
+        return [
+            ExportedTeam(
+                row["team_id"],
+                row["name"],
+                row["created_by"],
+                row["created_at"],
+                tuple(members.get(row["team_id"], ())),
+            )
+            for row in conn.execute(
+                "SELECT team_id, name, created_by, created_at FROM teams ORDER BY team_id"
+            )
+        ]
+
+
+def import_team(conn: sqlite3.Connection, team: ExportedTeam) -> None:
+    """Insert the team and its members; ``Conflict`` (nothing written) when it exists."""
+    with write_transaction(conn):
+        if conn.execute("SELECT 1 FROM teams WHERE team_id = ?", (team.team_id,)).fetchone():
+            raise Conflict(
+                f"team {team.team_id!r} already exists", details={"team_id": team.team_id}
+            )
+        conn.execute(
+            "INSERT INTO teams (team_id, name, created_by, created_at) VALUES (?, ?, ?, ?)",
+            (team.team_id, team.name, team.created_by, team.created_at),
+        )
+        conn.executemany(
+            "INSERT INTO team_members (team_id, user_id, role, added_at) VALUES (?, ?, ?, ?)",
+            [(team.team_id, m.user_id, m.role, m.added_at) for m in team.members],
+        )
 
 
 def revocations_after(
