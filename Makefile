@@ -37,15 +37,17 @@ typecheck-js: $(NODE_STAMP)
 pytest: $(STAMP) $(NODE_STAMP)
 	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
+# 30 minutes of mixed load with reconnects and a restart (LIVESETTINGS_SOAK_SECONDS to change).
 soak: $(STAMP)
-	$(BIN)/pytest -m slow $(PYTEST_ARGS)
+	$(BIN)/pytest -m slow tests/soak $(PYTEST_ARGS)
 
+# W1-W6 and PocketBase, about 10 minutes; BENCH_ARGS="--quick" or "--workloads W2,W3" for less.
 bench: $(STAMP)
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 .PHONY: bench-multinode
 bench-multinode: $(STAMP)
-	$(BIN)/python bench/multinode.py
+	$(BIN)/python bench/multinode.py $(BENCH_ARGS)
 
 fmt: $(STAMP)
 	$(BIN)/ruff format src tests bench

@@ -41,15 +41,18 @@ import resource
 import sys
 import time
 from array import array
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, cast
 from urllib.parse import urlsplit
 
 from hist import Samples, log_buckets
+from httppool import Counters, HttpPool
+from rawdevices import open_raw_device
+from rawws import RawSocket
 from websockets.asyncio.client import ClientConnection, connect
+from wswriters import WsWriters
 
 from livesettings.auth import TokenIssuer
 
@@ -81,23 +84,8 @@ class Plan:
     prefix: str = "bench"
     spin: bool = False
     timeline: str | None = None
-
-
-@dataclass
-class _Counters:
-    ok: int = 0
-    answered: int = 0
-    statuses: dict[str, int] = field(default_factory=dict)
-    retries: int = 0
-    received: int = 0
-    duplicates: int = 0
-    gaps: int = 0
-    foreign: int = 0
-    misrouted: int = 0
-    ws_errors: int = 0
-    ws_closed: int = 0
-    max_in_flight: int = 0
-    max_queued: int = 0
+    writes: str = "http"  # or "ws": WebSocket ``update`` frames on a socket of their own
+    raw_devices: bool = False  # devices on bench/rawws.py's bare client (cheaper per frame)
 
 
 @dataclass
@@ -222,179 +210,6 @@ def make_schedule(plan: Plan) -> tuple[array[float], array[int]]:
     return times, users
 
 
-# -- HTTP ---------------------------------------------------------------------------------
-
-
-class _Conn(asyncio.Protocol):
-    """One keep-alive connection carrying one request at a time."""
-
-    def __init__(self, pool: _HttpPool) -> None:
-        self.pool = pool
-        self.transport: asyncio.Transport | None = None
-        self.buf = bytearray()
-        self.job = -1
-        self.need = -1  # bytes of the whole response once its head is parsed, else -1
-        self.body_at = 0
-        self.status = 0
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-
-    def send(self, job: int, data: bytes) -> None:
-        assert self.transport is not None
-        self.job = job
-        self.transport.write(data)
-
-    def data_received(self, data: bytes) -> None:
-        buf = self.buf
-        buf += data
-        while self.job >= 0:
-            if self.need < 0:
-                end = buf.find(b"\r\n\r\n")
-                if end < 0:
-                    return
-                head = bytes(buf[:end]).lower()
-                self.status = int(head[9:12])
-                at = head.find(b"\ncontent-length:")
-                if at < 0:  # the server always sends a length; anything else is a bug
-                    self.status = 0
-                    self._abort()
-                    return
-                line_end = head.find(b"\r", at + 1)
-                try:
-                    length = int(head[at + 16 : line_end if line_end > 0 else None].strip())
-                except ValueError:
-                    self.status = 0
-                    self._abort()
-                    return
-                self.body_at = end + 4
-                self.need = end + 4 + length
-            if len(buf) < self.need:
-                return
-            body = bytes(buf[self.body_at : self.need]) if self.status != 200 else b""
-            del buf[: self.need]
-            job, self.job, self.need = self.job, -1, -1
-            self.pool.done(self, job, self.status, body)
-
-    def _abort(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.pool.lost(self)
-
-
-class _HttpPool:
-    """Sends each write on an idle connection, opens more up to a cap, else queues it.
-
-    A queued write still has its scheduled time: waiting for a connection counts as latency,
-    which is the point of an open-loop generator.
-    """
-
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        max_conns: int,
-        request: Callable[[int], bytes],
-        on_done: Callable[[int, int, bytes], None],
-        sent: array[float],
-        counters: _Counters,
-    ) -> None:
-        self.host, self.port = host, port
-        self.max_conns = max_conns
-        self.request = request
-        self.on_done = on_done
-        self.sent = sent
-        self.counters = counters
-        self.conns: set[_Conn] = set()
-        self.idle: list[_Conn] = []  # a stack: hot connections are reused, cold ones expire
-        self.queue: deque[int] = deque()
-        self.opening = 0
-        self.in_flight = 0
-        self.tries: dict[int, int] = {}
-        self.tasks: set[asyncio.Task[None]] = set()
-
-    async def open(self, count: int) -> None:
-        await asyncio.gather(*(self._open() for _ in range(count)))
-
-    async def _open(self) -> None:
-        self.opening += 1
-        try:
-            loop = asyncio.get_running_loop()
-            _, conn = await loop.create_connection(lambda: _Conn(self), self.host, self.port)
-        except OSError:
-            self.opening -= 1
-            if self.queue and not self.conns and not self.opening:
-                # No way to reach the server: fail what waits rather than hang.
-                while self.queue:
-                    self._fail(self.queue.popleft())
-            return
-        self.opening -= 1
-        self.conns.add(conn)
-        self._ready(conn)
-
-    def submit(self, job: int) -> None:
-        if self.idle:
-            self._send(self.idle.pop(), job)
-            return
-        self.queue.append(job)
-        self.counters.max_queued = max(self.counters.max_queued, len(self.queue))
-        if len(self.conns) + self.opening < self.max_conns:
-            self._spawn()
-
-    def _spawn(self) -> None:
-        task = asyncio.get_running_loop().create_task(self._open())
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    def _send(self, conn: _Conn, job: int) -> None:
-        self.in_flight += 1
-        self.counters.max_in_flight = max(self.counters.max_in_flight, self.in_flight)
-        self.sent[job] = _PERF()
-        conn.send(job, self.request(job))
-
-    def _ready(self, conn: _Conn) -> None:
-        if self.queue:
-            self._send(conn, self.queue.popleft())
-        else:
-            self.idle.append(conn)
-
-    def done(self, conn: _Conn, job: int, status: int, body: bytes) -> None:
-        self.in_flight -= 1
-        self.on_done(job, status, body)
-        self._ready(conn)
-
-    def lost(self, conn: _Conn) -> None:
-        self.conns.discard(conn)
-        if conn in self.idle:
-            self.idle.remove(conn)
-        if conn.job >= 0:
-            # The server closed a keep-alive connection as the request went out. Sending it
-            # again is safe: the Idempotency-Key makes the write exactly-once.
-            self.in_flight -= 1
-            job, conn.job = conn.job, -1
-            tries = self.tries.get(job, 0) + 1
-            self.tries[job] = tries
-            self.counters.retries += 1
-            if tries > 3:
-                self._fail(job)
-            else:
-                self.queue.appendleft(job)
-        if self.queue and len(self.conns) + self.opening < self.max_conns:
-            self._spawn()
-
-    def _fail(self, job: int) -> None:
-        self.on_done(job, 0, b"connection failed")
-
-    def close(self) -> None:
-        for conn in list(self.conns):
-            if conn.transport is not None:
-                conn.transport.close()
-        for task in self.tasks:
-            task.cancel()
-
-
 # -- the run ------------------------------------------------------------------------------
 
 
@@ -411,10 +226,11 @@ class Run:
         self.answered_at: array[float] = array("d", bytes(8 * n))
         self.status: array[int] = array("h", bytes(2 * n))
         self.arrivals: array[float] = array("d", bytes(8 * n * plan.devices))
-        self.counters = _Counters()
+        self.counters = Counters()
         self.errors: list[str] = []
         self.sockets: list[ClientConnection] = []
         self.readers: list[asyncio.Task[None]] = []
+        self.raw_sockets: list[RawSocket] = []
         self.mid_prefix = f"{plan.prefix}-{os.getpid()}-{int(time.time())}-"
         self.measure_start: _Snapshot | None = None
         self.measure_end: _Snapshot | None = None
@@ -448,6 +264,10 @@ class Run:
         async def one(u: int, d: int) -> None:
             async with gate:
                 host, port = self.nodes[self.device_node(u, d)]
+                if self.plan.raw_devices:
+                    raw = await open_raw_device(self, host, port, u, d, tokens[u])
+                    self.raw_sockets.append(raw)
+                    return
                 ws = await connect(
                     f"ws://{host}:{port}/v1/realtime",
                     compression=None,
@@ -572,7 +392,7 @@ class Run:
         if self.dispatched:
             self.check_done()
 
-    async def dispatch(self, pools: list[_HttpPool], start: float) -> None:
+    async def dispatch(self, pools: list[Any], start: float) -> None:
         plan = self.plan
         # The pool of each user's node, looked up once per user rather than once per write.
         pool_of = [pools[self.writer_node(u)] for u in range(plan.users)]
@@ -618,14 +438,34 @@ class Run:
         setup_started = _PERF()
         tokens = self.tokens()
         await self.open_devices(tokens)
-        request = self.requests(tokens)
-        pools = [
-            _HttpPool(host, port, plan.max_conns, request, self.on_answer, self.sent, self.counters)
-            for host, port in self.nodes
-        ]
-        # Each node's pool starts with its share of the connections the rate will need.
-        warm = min(plan.max_conns, 8 + int(plan.rate / 100 / len(pools)))
-        await asyncio.gather(*(pool.open(warm) for pool in pools))
+        pools: list[Any]
+        if plan.writes == "ws":
+            pools = [
+                WsWriters(
+                    host, port, self.mid_prefix, _ws_body, self.user_of, self.on_answer, self.sent
+                )
+                for host, port in self.nodes
+            ]
+            await asyncio.gather(
+                *(
+                    w.open(
+                        {u: tokens[u] for u in range(plan.users) if self.writer_node(u) == i},
+                        plan.prefix,
+                    )
+                    for i, w in enumerate(pools)
+                )
+            )
+        else:
+            request = self.requests(tokens)
+            pools = [
+                HttpPool(
+                    host, port, plan.max_conns, request, self.on_answer, self.sent, self.counters
+                )
+                for host, port in self.nodes
+            ]
+            # Each node's pool starts with its share of the connections the rate will need.
+            warm = min(plan.max_conns, 8 + int(plan.rate / 100 / len(pools)))
+            await asyncio.gather(*(pool.open(warm) for pool in pools))
         setup_s = _PERF() - setup_started
         before = _Snapshot.take(plan.server_pids)
         start = _PERF() + 0.2
@@ -637,7 +477,10 @@ class Run:
         finished = _Snapshot.take(plan.server_pids)
         self.closing = True
         for pool in pools:
-            pool.close()
+            if isinstance(pool, WsWriters):
+                await pool.aclose()
+            else:
+                pool.close()
         await self.close_devices()
         assert self.measure_start is not None and self.measure_end is not None
         return self.report(
@@ -652,6 +495,8 @@ class Run:
             task.cancel()
         await asyncio.gather(*self.readers, return_exceptions=True)
         await asyncio.gather(*(ws.close() for ws in self.sockets), return_exceptions=True)
+        for raw in self.raw_sockets:
+            raw.abort()
 
     # -- results --
     def report(
@@ -712,12 +557,16 @@ class Run:
                 "seed": plan.seed,
                 "max_conns": plan.max_conns,
                 "spin": plan.spin,
+                "writes": plan.writes,
+                "raw_devices": plan.raw_devices,
             },
             "writes": self.n,
             "measured_writes": measured_writes,
             "scheduled_rate": measured_writes / plan.duration,
             "sent_rate": sent_in_window / plan.duration,
             "done_rate": done_in_window / plan.duration,
+            # change frames that reached a device within the window, per second
+            "delivery_rate": sum(1 for a in self.arrivals if lo <= a < hi) / plan.duration,
             "ok": c.ok,
             "http_errors": dict(c.statuses),
             "unanswered": unanswered,
@@ -783,6 +632,10 @@ class Run:
                 )
 
 
+def _ws_body(job: int) -> bytes:
+    return b'{"preferences":{"bench":{"seq":%d,"device":"ws"}}}' % job
+
+
 def _address(url: str) -> tuple[str, int]:
     split = urlsplit(url)
     return split.hostname or "127.0.0.1", split.port or 80
@@ -821,6 +674,17 @@ def _parse(argv: list[str] | None) -> tuple[Plan, str]:
     p.add_argument("--spin", action="store_true", help="yield-spin the last ms before a send")
     p.add_argument("--out", required=True, help="where to write the JSON results")
     p.add_argument("--timeline", help="also write one CSV line per write here")
+    p.add_argument(
+        "--raw-devices",
+        action="store_true",
+        help="devices on a bare WebSocket client: for many frames a second (W4)",
+    )
+    p.add_argument(
+        "--writes",
+        choices=("http", "ws"),
+        default="http",
+        help="http: PATCH /v1/settings; ws: update frames on one more socket per user",
+    )
     a = p.parse_args(argv)
     if not (a.rate > 0 and a.users > 0 and a.devices > 0 and a.duration > 0 and a.warmup >= 0):
         p.error("rate, users, devices and duration must be positive")
@@ -839,6 +703,8 @@ def _parse(argv: list[str] | None) -> tuple[Plan, str]:
         prefix=a.prefix,
         spin=a.spin,
         timeline=a.timeline,
+        writes=a.writes,
+        raw_devices=a.raw_devices,
     )
     return plan, a.out
 

@@ -91,6 +91,11 @@ def test_three_nodes_cross_node_lose_nothing(tmp_path: Path, postgres_available:
     assert run["expected_deliveries"] == run["received"] == run["writes"] * 3
     assert run["latency"]["count"] == run["measured_writes"] * 3
     assert len(run["measured"]["server_cpu_each"]) == 3
+    # Each node's own change-log reads (W5: at most one per change per node).
+    side = run["server_side"]
+    assert len(side["changelog_reads_each"]) == 3
+    assert sum(side["changelog_reads_each"]) == side["changelog_reads"]
+    assert side["changes"] >= run["writes"]
     # Users 0..3 write through nodes 1, 2, 3, 1; devices go to the next node, the one after,
     # then the next again: (2, 3, 2), (3, 1, 3), (1, 2, 1), (2, 3, 2).
     assert run["layout"]["devices_per_node"] == [3, 5, 4]
@@ -101,6 +106,8 @@ def test_three_nodes_cross_node_lose_nothing(tmp_path: Path, postgres_available:
     assert text.startswith("# single-node section\n\nkept as it is\n\n<!-- multinode:start -->")
     assert text.count("<!-- multinode:start -->") == text.count("<!-- multinode:end -->") == 1
     assert "## Multi-node runs" in text and "| postgres | 20 |" in text
+    assert "max reads/change on a node" in text
+    assert str(ROOT) not in text  # no absolute machine paths in the results
 
     database, roles = dump["database"], dump["roles"]
     assert sql("SELECT datname FROM pg_catalog.pg_database WHERE datname = $1", database) == []
