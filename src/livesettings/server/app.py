@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -11,27 +10,20 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Match, Route
 
 from .. import __version__
 from ..config import Config
-from ..errors import (
-    LiveSettingsError,
-    PreconditionFailed,
-    RateLimited,
-    TooLarge,
-    Unauthorized,
-)
+from ..errors import LiveSettingsError
 from ..paths import to_pointer
+from .answers import http_error_response, refusal_response
 from .auth_routes import router as auth_router
 from .cookies import RefreshCookieReset
-from .dependencies import too_large
+from .lean_routes import LeanRoutes
 from .openapi import install_openapi
 from .operations import router as operations_router
-from .perimeter import BodyTimeout, HostGuard, HttpMiddleware, OpsGuard, OpsListener
+from .perimeter import Edge, OpsListener
 from .realtime import realtime_endpoint
-from .security import SecurityHeaders
 from .service_routes import router as service_router
 from .services import Services
 from .settings_routes import router as settings_router
@@ -39,8 +31,6 @@ from .static_files import STATIC_DIR, static_files
 from .team_routes import router as team_router
 
 __all__ = ["STATIC_DIR", "create_app"]
-
-log = logging.getLogger("livesettings.server")
 
 _MIN_BODY_LIMIT = 16 * 1024  # sign-in and the other small bodies always fit
 
@@ -98,87 +88,23 @@ def create_app(config: Config | None = None, *, services: Services | None = None
     app.add_middleware(RefreshCookieReset, config=config)
     # serve.py fills in the port once it listens on OPS_ADDRESS.
     app.state.ops_listener = OpsListener(separate=config.ops_address is not None)
-    app.add_middleware(OpsGuard, token=config.ops_token, listener=app.state.ops_listener)
-    # Every body is JSON of a few KiB at most (PATCH and PUT check max_patch_bytes
-    # themselves); a bigger one is refused before it fills memory.
-    app.add_middleware(_BodyLimit, limit=body_limit)
-    app.add_middleware(BodyTimeout, timeout=config.body_timeout)
-    if config.allowed_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=[o for o in config.allowed_origins if o != "*"] or ["*"],
-            allow_methods=["GET", "PATCH", "PUT", "POST", "DELETE", "OPTIONS"],
-            allow_headers=[
-                "Authorization",
-                "Content-Type",
-                "Idempotency-Key",
-                "If-Match",
-                "X-Client-Id",
-                "X-Base-Revision",
-                "X-Edited-At",
-                "Last-Event-ID",
-            ],
-            expose_headers=["ETag", "Retry-After"],
-        )
-    # Outside CORS: nothing answers a request sent under a foreign name or Origin.
-    app.add_middleware(HostGuard, config=config)
-    app.add_middleware(SecurityHeaders)
+    # One middleware for the security headers, Host and Origin, CORS, the body's deadline and
+    # size (every body is JSON of a few KiB at most; PATCH and PUT check max_patch_bytes
+    # themselves), the ops pages, and the lean hot routes.
+    app.add_middleware(
+        Edge,
+        config=config,
+        limit=body_limit,
+        listener=app.state.ops_listener,
+        lean=LeanRoutes(services).match,
+    )
     return app
-
-
-class _BodyTooLarge(StarletteHTTPException):
-    def __init__(self, limit: int) -> None:
-        super().__init__(413, f"the request body is over the limit of {limit} bytes")
-        self.limit = limit
-
-
-class _BodyLimit(HttpMiddleware):
-    """413 for a body over ``limit`` bytes: at once for a ``Content-Length`` over it, or as
-    soon as a streamed body grows past it (an HTTPException, which FastAPI's body parsing
-    lets through to the error handlers)."""
-
-    def __init__(self, app: Any, limit: int) -> None:
-        super().__init__(app)
-        self.limit = limit
-
-    async def handle(self, scope: Any, receive: Any, send: Any) -> None:
-        for key, value in scope["headers"]:
-            if key == b"content-length" and value.isdigit() and int(value) > self.limit:
-                response = _error_response(too_large(int(value), self.limit))
-                await response(scope, receive, send)
-                return
-        received = 0
-
-        async def limited() -> Any:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise _BodyTooLarge(self.limit)
-            return message
-
-        await self.app(scope, limited, send)
-
-
-def _error_response(exc: LiveSettingsError) -> JSONResponse:
-    headers: dict[str, str] = {}
-    if isinstance(exc, Unauthorized):
-        headers["WWW-Authenticate"] = 'Bearer realm="livesettings"'  # RFC 6750 §3
-    if isinstance(exc, RateLimited):
-        headers["Retry-After"] = str(max(1, round(exc.retry_after + 0.499)))
-    if isinstance(exc, PreconditionFailed) and isinstance(exc.details, dict):
-        headers["ETag"] = f'"{exc.details.get("revision")}"'
-    return JSONResponse({"error": exc.to_payload()}, status_code=exc.status, headers=headers)
 
 
 def _install_error_handlers(app: FastAPI, services: Services) -> None:
     @app.exception_handler(LiveSettingsError)
     async def on_error(request: Request, exc: LiveSettingsError) -> JSONResponse:
-        services.metrics.errors.inc(code=exc.code)
-        if exc.status >= 500:
-            log.error("%s %s failed: %s", request.method, request.url.path, exc.code)
-        return _error_response(exc)
+        return refusal_response(exc, services, request.method, request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -203,21 +129,10 @@ def _install_error_handlers(app: FastAPI, services: Services) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        if isinstance(exc, _BodyTooLarge):
-            return _error_response(TooLarge(str(exc.detail), details={"limit": exc.limit}))
-        code = {404: "not_found", 405: "method_not_allowed", 408: "request_timeout"}.get(
-            exc.status_code, "http_error"
-        )
-        headers = dict(getattr(exc, "headers", None) or {})
-        if exc.status_code == 405:
-            # Starlette names the methods of the first route that matched the path only;
-            # GET, PATCH and PUT /v1/settings are three routes.
-            headers["Allow"] = ", ".join(_allowed_methods(app, request.scope))
-        return JSONResponse(
-            {"error": {"code": code, "message": str(exc.detail)}},
-            status_code=exc.status_code,
-            headers=headers or None,
-        )
+        # Starlette names the methods of the first route that matched the path only;
+        # GET, PATCH and PUT /v1/settings are three routes.
+        allowed = _allowed_methods(app, request.scope) if exc.status_code == 405 else None
+        return http_error_response(exc, allowed)
 
 
 def _allowed_methods(app: FastAPI, scope: Any) -> list[str]:

@@ -25,6 +25,8 @@ __all__ = [
     "ServiceDep",
     "ServicesDep",
     "bearer_claims",
+    "bearer_token",
+    "claims_of",
     "client_address",
     "draining",
     "read_json",
@@ -74,9 +76,26 @@ async def bearer_claims(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Claims:
     token = credentials.credentials.strip() if credentials is not None else ""
+    return await claims_of(request, services, token)
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of an ``Authorization: Bearer <token>`` header, as :data:`_bearer` and
+    :func:`bearer_claims` read it; ``""`` when there is none."""
+    if not authorization:
+        return ""
+    scheme, _, credentials = authorization.partition(" ")
+    credentials = credentials.strip()
+    if not (scheme and credentials) or scheme.lower() != "bearer":
+        return ""
+    return credentials.strip()
+
+
+async def claims_of(connection: HTTPConnection, services: Services, token: str) -> Claims:
+    """The claims of the bearer ``token`` (401 when empty, invalid or revoked)."""
     if not token:
         raise Unauthorized("send the access token as 'Authorization: Bearer <token>'")
-    address = functools.partial(client_address, request, services)  # only a refusal needs it
+    address = functools.partial(client_address, connection, services)  # only a refusal needs it
     return await services.authenticate(token, address=address, via="http")
 
 
@@ -108,7 +127,7 @@ async def read_json(request: Request, limit: int) -> Any:
     if not raw.strip():
         raise BadRequest("the request body must be a JSON object", code="malformed_json")
     try:
-        return strict_json.loads(raw.decode("utf-8"))
+        return strict_json.loads_bytes(raw)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise BadRequest(
             f"the request body is not valid JSON: {exc}", code="malformed_json"

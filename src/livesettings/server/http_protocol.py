@@ -8,7 +8,7 @@ client may open a connection and never finish its headers, or trickle a body for
   as for an idle keep-alive connection, or while an earlier response is being written);
 - its body must be complete ``body_timeout`` seconds (and a second of grace) after its
   headers, else the connection closes. The app answers 408 first when it is the one waiting
-  for the body (``perimeter.BodyTimeout``); this catches the bodies no one reads;
+  for the body (``perimeter.Edge``); this catches the bodies no one reads;
 - a request line and headers over 64 KiB get 431 and a close (the parser has no bound);
 - a WebSocket upgrade over ``limit_concurrency`` gets 503 like a request does (uvicorn
   counts sockets as connections but only refuses plain requests).

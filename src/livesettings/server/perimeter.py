@@ -1,11 +1,12 @@
-"""The HTTP perimeter: what a request must pass before any route sees it.
+"""The HTTP perimeter: what a request must pass before any route sees it, in one middleware
+(:class:`Edge`):
 
-- :class:`HostGuard`: the ``Host`` must name this server (DNS rebinding) and a browser's
+- :func:`host_refusal`: the ``Host`` must name this server (DNS rebinding) and a browser's
   ``Origin`` must be the server's own or a configured one — for requests and WebSocket
   handshakes alike (the rules are :func:`~.security.host_allowed` and
   :func:`~.security.origin_allowed`).
-- :class:`BodyTimeout`: a body that does not arrive within ``BODY_TIMEOUT`` gets 408.
-- :class:`OpsGuard`: ``/metrics`` and the API docs need ``OPS_TOKEN`` when it is set, and
+- a body that does not arrive within ``BODY_TIMEOUT`` gets 408; one over the limit, 413.
+- :func:`ops_refusal`: ``/metrics`` and the API docs need ``OPS_TOKEN`` when it is set, and
   with ``OPS_ADDRESS`` they are served there only (and nothing else is, but health checks).
 
 Slow headers are cut below ASGI, in the server's protocol (``http_protocol.py``).
@@ -15,26 +16,46 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..config import Config
 from ..errors import BadRequest, Forbidden, LiveSettingsError, NotFound, Unauthorized
-from .security import host_allowed, origin_allowed
+from .answers import BodyTooLarge, error_response
+from .dependencies import too_large
+from .security import host_allowed, origin_allowed, with_security_headers
 
 __all__ = [
+    "CORS_HEADERS",
     "OPS_PATHS",
-    "BodyTimeout",
-    "HostGuard",
-    "HttpMiddleware",
-    "OpsGuard",
+    "Edge",
+    "LeanHandler",
     "OpsListener",
     "RequestTimeout",
+    "host_refusal",
+    "ops_refusal",
+    "refuse",
 ]
+
+LeanHandler = Callable[[Scope, Receive, Send], Awaitable[None]]
+"""A lean route's handler: a plain ASGI app."""
+
+CORS_HEADERS = (
+    "Authorization",
+    "Content-Type",
+    "Idempotency-Key",
+    "If-Match",
+    "X-Client-Id",
+    "X-Base-Revision",
+    "X-Edited-At",
+    "Last-Event-ID",
+)
 
 OPS_PATHS = frozenset({"/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 _HEALTH_PATHS = frozenset({"/healthz", "/readyz"})
@@ -60,139 +81,164 @@ class RequestTimeout(HTTPException):
         )
 
 
-class HostGuard:
-    """400 ``invalid_host`` for a ``Host`` that is not one of the server's names, then 403
-    for a browser ``Origin`` that may not use the server (``forbidden`` on a request,
-    ``forbidden_origin`` on a handshake, before the upgrade)."""
+class Edge:
+    """The one middleware every request and handshake passes, in this order:
 
-    def __init__(self, app: ASGIApp, config: Config) -> None:
+    1. the security headers of every HTTP answer (:func:`~.security.security_headers`);
+    2. ``Host`` and ``Origin`` (:func:`host_refusal`);
+    3. CORS, when ``ALLOWED_ORIGINS`` is set (Starlette's, held here);
+    4. the body's deadline (``BODY_TIMEOUT``: 408) and size (``limit``: 413, at once for a
+       ``Content-Length`` over it, or as soon as a streamed body grows past it);
+    5. the ops pages (:func:`ops_refusal`);
+    6. the lean routes (``lean``: the hot routes, outside FastAPI's per-request machinery),
+       else the app.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        config: Config,
+        *,
+        limit: int,
+        listener: OpsListener,
+        lean: Callable[[Scope], LeanHandler | None] | None = None,
+    ) -> None:
         self.app = app
         self.config = config
+        self.limit = limit
+        self.timeout = config.body_timeout
+        self.token = config.ops_token.encode() if config.ops_token else None
+        self.listener = listener
+        self.lean = lean
+        self.inner: ASGIApp = self._inner
+        if config.allowed_origins:
+            self.inner = CORSMiddleware(
+                self._inner,
+                allow_origins=[o for o in config.allowed_origins if o != "*"] or ["*"],
+                allow_methods=["GET", "PATCH", "PUT", "POST", "DELETE", "OPTIONS"],
+                allow_headers=list(CORS_HEADERS),
+                expose_headers=["ETag", "Retry-After"],
+            )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
+        kind = scope["type"]
+        if kind == "http":
+            send = with_security_headers(scope["path"], send)
+        elif kind != "websocket":
             await self.app(scope, receive, send)
             return
-        host = origin = None
-        hosts = 0
-        for key, value in scope["headers"]:
-            if key == b"host":
-                host = value.decode("latin-1")
-                hosts += 1
-            elif key == b"origin":
-                origin = value.decode("latin-1")
-        refusal: LiveSettingsError | None = None
-        if hosts > 1:  # RFC 9112 §3.2: which one would the routes believe?
-            refusal = BadRequest("the request has more than one Host", code="invalid_host")
-        elif not host_allowed(host, self.config):
-            refusal = BadRequest(
-                f"the Host {(host or '')[:100]!r} is not a name of this server; its "
-                "operator can add it to LIVESETTINGS_ALLOWED_HOSTS or LIVESETTINGS_PUBLIC_URL",
-                code="invalid_host",
-            )
-        elif not origin_allowed(origin, host, self.config, port=_server_port(scope)):
-            if scope["type"] == "websocket":
-                refusal = Forbidden("this Origin may not open a socket", code="forbidden_origin")
-            else:
-                refusal = Forbidden("requests from this Origin are not allowed")
+        refusal = host_refusal(scope, self.config)
         if refusal is None:
-            await self.app(scope, receive, send)
+            await self.inner(scope, receive, send)
         else:
             await refuse(refusal, scope, receive, send)
 
-
-class HttpMiddleware:
-    """An ASGI middleware for plain HTTP requests (:meth:`handle`); WebSocket and lifespan
-    scopes pass by untouched."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _inner(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            await self.handle(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
+            for key, value in scope["headers"]:
+                if key == b"content-length" and value.isdigit() and int(value) > self.limit:
+                    response = error_response(too_large(int(value), self.limit))
+                    await response(scope, receive, send)
+                    return
+            receive = self._bounded(receive)
+        refusal = ops_refusal(scope, self.token, self.listener)
+        if refusal is not None:
+            await refuse(refusal, scope, receive, send)
+            return
+        if self.lean is not None and scope["type"] == "http":
+            handler = self.lean(scope)
+            if handler is not None:
+                await handler(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        raise NotImplementedError
+    def _bounded(self, receive: Receive) -> Receive:
+        """``receive`` failing a body that is late (408) or over the limit (413).
 
-
-class BodyTimeout(HttpMiddleware):
-    """Fails a request whose body is not complete ``timeout`` seconds after its headers.
-
-    The deadline runs only while the body is incomplete: later ``receive`` calls (a stream
-    waiting for the client to leave) are not limited.
-    """
-
-    def __init__(self, app: ASGIApp, timeout: float) -> None:
-        super().__init__(app)
-        self.timeout = timeout
-
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout
+        The deadline runs only while the body is incomplete: later ``receive`` calls (a stream
+        waiting for the client to leave) are not limited.
+        """
+        timeout = self.timeout
+        limit = self.limit
+        deadline = asyncio.get_running_loop().time() + timeout
         complete = False
+        received = 0
 
-        async def timed() -> Message:
-            nonlocal complete
+        async def bounded() -> Message:
+            nonlocal complete, received
             if complete:
-                return await receive()
-            try:
-                async with asyncio.timeout_at(deadline):
-                    message = await receive()
-            except TimeoutError:
-                raise RequestTimeout(self.timeout) from None
-            if message["type"] != "http.request" or not message.get("more_body", False):
-                complete = True
+                message = await receive()
+            else:
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        message = await receive()
+                except TimeoutError:
+                    raise RequestTimeout(timeout) from None
+                if message["type"] != "http.request" or not message.get("more_body", False):
+                    complete = True
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(limit)
             return message
 
-        await self.app(scope, timed, send)
+        return bounded
 
 
-class OpsGuard:
-    """With ``OPS_TOKEN`` set, the operations pages (:data:`OPS_PATHS`) answer 401 unless
-    the request carries ``Authorization: Bearer <OPS_TOKEN>`` (compared in constant time).
+def host_refusal(scope: Scope, config: Config) -> LiveSettingsError | None:
+    """400 ``invalid_host`` for a ``Host`` that is not one of the server's names, then 403
+    for a browser ``Origin`` that may not use the server (``forbidden`` on a request,
+    ``forbidden_origin`` on a handshake, before the upgrade); ``None`` when it may pass."""
+    host = origin = None
+    hosts = 0
+    for key, value in scope["headers"]:
+        if key == b"host":
+            host = value.decode("latin-1")
+            hosts += 1
+        elif key == b"origin":
+            origin = value.decode("latin-1")
+    if hosts > 1:  # RFC 9112 §3.2: which one would the routes believe?
+        return BadRequest("the request has more than one Host", code="invalid_host")
+    if not host_allowed(host, config):
+        return BadRequest(
+            f"the Host {(host or '')[:100]!r} is not a name of this server; its "
+            "operator can add it to LIVESETTINGS_ALLOWED_HOSTS or LIVESETTINGS_PUBLIC_URL",
+            code="invalid_host",
+        )
+    if not origin_allowed(origin, host, config, port=_server_port(scope)):
+        if scope["type"] == "websocket":
+            return Forbidden("this Origin may not open a socket", code="forbidden_origin")
+        return Forbidden("requests from this Origin are not allowed")
+    return None
+
+
+def ops_refusal(
+    scope: Scope, token: bytes | None, listener: OpsListener
+) -> LiveSettingsError | None:
+    """With ``OPS_TOKEN`` set, the operations pages (:data:`OPS_PATHS`) are 401 unless the
+    request carries ``Authorization: Bearer <OPS_TOKEN>`` (compared in constant time).
 
     With a separate ops address, they are 404 on the main one, and that address serves only
     them and the health checks.
     """
-
-    def __init__(self, app: ASGIApp, token: str | None, listener: OpsListener) -> None:
-        self.app = app
-        self.token = token.encode() if token else None
-        self.listener = listener
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
-        path: str = scope["path"]
-        ops_page = scope["type"] == "http" and path in OPS_PATHS
-        if self.listener.separate:
-            port = self.listener.port
-            on_ops_address = port is not None and _server_port(scope) == port
-            if on_ops_address != ops_page and not (on_ops_address and path in _HEALTH_PATHS):
-                await refuse(NotFound("not found on this address"), scope, receive, send)
-                return
-        if self.token is None or not ops_page:
-            await self.app(scope, receive, send)
-            return
-        given = b""
-        for key, value in scope["headers"]:
-            if key == b"authorization":
-                scheme, _, credentials = value.partition(b" ")
-                if scheme.lower() == b"bearer":
-                    given = credentials.strip()
-        if hmac.compare_digest(given, self.token):
-            await self.app(scope, receive, send)
-            return
-        await refuse(
-            Unauthorized("this operations page needs the ops token (LIVESETTINGS_OPS_TOKEN)"),
-            scope,
-            receive,
-            send,
-        )
+    path: str = scope["path"]
+    ops_page = scope["type"] == "http" and path in OPS_PATHS
+    if listener.separate:
+        port = listener.port
+        on_ops_address = port is not None and _server_port(scope) == port
+        if on_ops_address != ops_page and not (on_ops_address and path in _HEALTH_PATHS):
+            return NotFound("not found on this address")
+    if token is None or not ops_page:
+        return None
+    given = b""
+    for key, value in scope["headers"]:
+        if key == b"authorization":
+            scheme, _, credentials = value.partition(b" ")
+            if scheme.lower() == b"bearer":
+                given = credentials.strip()
+    if hmac.compare_digest(given, token):
+        return None
+    return Unauthorized("this operations page needs the ops token (LIVESETTINGS_OPS_TOKEN)")
 
 
 async def refuse(exc: LiveSettingsError, scope: Scope, receive: Receive, send: Send) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 from urllib.parse import urlsplit
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Send
 
 from ..config import Config, origin_of, proxy_networks
 from ..errors import ConfigError
@@ -16,11 +16,11 @@ from ..errors import ConfigError
 __all__ = [
     "CSP",
     "LOCAL_NAMES",
-    "SecurityHeaders",
     "address_key",
     "forwarded_address",
     "host_allowed",
     "origin_allowed",
+    "with_security_headers",
 ]
 
 CSP = "default-src 'self'; object-src 'none'; frame-ancestors 'none'"
@@ -236,28 +236,22 @@ _PAGE_HEADERS: Mapping[bytes, bytes] = {
 }
 
 
-class SecurityHeaders:
-    """Adds ``nosniff`` everywhere and the CSP (and no framing) to every page and static file."""
+_API_PREFIXES = ("/v1/", "/healthz", "/readyz", "/metrics")
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path: str = scope.get("path", "")
-        page = not path.startswith(("/v1/", "/healthz", "/readyz", "/metrics"))
-        extra = _PAGE_HEADERS if page else _API_HEADERS
+def with_security_headers(path: str, send: Send) -> Send:
+    """``send`` adding ``nosniff`` to every answer, and the CSP (and no framing) to every
+    page and static file; a header the answer sets itself is kept."""
+    extra = _API_HEADERS if path.startswith(_API_PREFIXES) else _PAGE_HEADERS
 
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                names = {k.lower() for k, _ in headers}
-                for key, value in extra.items():
-                    if key not in names:
-                        headers.append((key, value))
-                message = {**message, "headers": headers}
-            await send(message)
+    async def send_with_headers(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", []))
+            names = {k.lower() for k, _ in headers}
+            for key, value in extra.items():
+                if key not in names:
+                    headers.append((key, value))
+            message = {**message, "headers": headers}
+        await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+    return send_with_headers

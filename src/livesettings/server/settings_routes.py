@@ -12,7 +12,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.types import DecoratedCallable
+from starlette.datastructures import Headers
 
+from .. import strict_json
 from ..auth import Claims
 from ..errors import Forbidden, PreconditionRequired, RateLimited
 from ..store.base import ChangesPage, CommitOutcome
@@ -41,10 +43,12 @@ __all__ = [
     "PATCH_BODY",
     "PUT_BODY",
     "IdentityHeadersDep",
+    "JsonAnswer",
     "PatchHeadersDep",
     "WriteHeaders",
     "changes_body",
     "mutation_response",
+    "patch_headers",
     "router",
     "settings_response",
     "stream_limits",
@@ -117,6 +121,18 @@ async def _patch_headers(
 PatchHeadersDep = Annotated[WriteHeaders, Depends(_patch_headers)]
 
 
+def patch_headers(headers: Headers) -> WriteHeaders:
+    """The headers of a PATCH, read as :data:`PatchHeadersDep` reads them (the lean route)."""
+    get = headers.get
+    return WriteHeaders(
+        get("idempotency-key"),
+        get("x-client-id"),
+        get("x-base-revision"),
+        get("x-edited-at"),
+        get("if-match"),
+    )
+
+
 async def _identity_headers(
     idempotency_key: Annotated[str | None, Header()] = None,
     x_client_id: Annotated[str | None, Header()] = None,
@@ -128,6 +144,13 @@ IdentityHeadersDep = Annotated[WriteHeaders, Depends(_identity_headers)]
 """The headers of a PUT or a revert: ``Idempotency-Key`` and ``X-Client-Id`` only."""
 
 
+class JsonAnswer(JSONResponse):
+    """A ``JSONResponse`` encoded by :func:`~livesettings.strict_json.dumps` (orjson)."""
+
+    def render(self, content: Any) -> bytes:
+        return strict_json.dumps(content)
+
+
 async def settings_response(services: Services, user_id: str) -> JSONResponse:
     """A user's settings as read: masked, with the revision as ``ETag``."""
     doc = await services.store.get_document(user_id)
@@ -136,7 +159,7 @@ async def settings_response(services: Services, user_id: str) -> JSONResponse:
         "settings": services.view(doc.settings),
         "updated_at": doc.updated_at,
     }
-    return JSONResponse(body, headers={"ETag": f'"{doc.revision}"'})
+    return JsonAnswer(body, headers={"ETag": f'"{doc.revision}"'})
 
 
 async def mutation_response(services: Services, outcome: CommitOutcome) -> JSONResponse:
@@ -149,7 +172,7 @@ async def mutation_response(services: Services, outcome: CommitOutcome) -> JSONR
         "settings": services.view(settings),
         "conflicts": list(outcome.conflict_payloads),
     }
-    return JSONResponse(body, headers={"ETag": f'"{outcome.revision}"'})
+    return JsonAnswer(body, headers={"ETag": f'"{outcome.revision}"'})
 
 
 async def write_patch(
