@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ConfigError
-from .base import Bus, BusEvent, OnEvents, OnResync
+from .base import Bus, BusEvent, OnEvents, OnResync, change_events
 from .memory import MemoryBus
 
-__all__ = ["Bus", "BusEvent", "MemoryBus", "OnEvents", "OnResync", "open_bus"]
+__all__ = ["Bus", "BusEvent", "MemoryBus", "OnEvents", "OnResync", "change_events", "open_bus"]
 
 
 def open_bus(url: str, **kwargs: Any) -> Bus:

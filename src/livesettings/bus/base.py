@@ -1,7 +1,9 @@
 """The fan-out bus: after a commit a node publishes ``(user_id, revision)``; every node hears it.
 
-Events carry ids only — the pushed frames are read from the change log — so a bus message stays
-far under any transport's size limit and no secret ever crosses it.
+An event may also carry the committed change (its effective, masked patch: what a ``change``
+frame shows, never a plaintext secret) when it fits the transport's message
+(:mod:`livesettings.bus.notify`); other nodes then push it without reading the change log. An
+event without it (too big, a membership event, an older node) makes them read the log once.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from ..backoff import backoff
+from ..store.base import ChangeRow
 
 __all__ = [
     "Bus",
@@ -25,6 +28,7 @@ __all__ = [
     "OnResync",
     "ReconnectingBus",
     "backoff_delays",
+    "change_events",
     "default_name",
 ]
 
@@ -33,10 +37,22 @@ log = logging.getLogger("livesettings.bus")
 
 @dataclass(frozen=True, slots=True)
 class BusEvent:
-    """A user's document reached ``revision``."""
+    """A user's document reached ``revision``; ``changes`` are the change rows that led there
+    in one group commit, in order, when the message carried them (masked patches, no
+    ``inverse``). Events compare by their ids."""
 
     user_id: str
     revision: int
+    changes: tuple[ChangeRow, ...] = field(default=(), compare=False, repr=False)
+
+
+def change_events(changes: Sequence[ChangeRow]) -> list[BusEvent]:
+    """The events of one group commit's changes: one per user, at its newest revision, with
+    that user's rows in order."""
+    rows: dict[str, list[ChangeRow]] = {}
+    for change in changes:
+        rows.setdefault(change.user_id, []).append(change)  # a user's revisions ascend
+    return [BusEvent(user_id, own[-1].revision, tuple(own)) for user_id, own in rows.items()]
 
 
 OnEvents = Callable[[Sequence[BusEvent]], None]

@@ -2,9 +2,10 @@
 
 Each node holds one dedicated asyncpg connection that does nothing but ``LISTEN`` on
 :data:`NOTIFY_CHANNEL`. A notification's payload is the PostgreSQL store's (one codec, in
-:mod:`livesettings.bus.notify`): a compact JSON list of ``[user_id, revision]`` pairs —
-ids only, so no secret crosses the bus — split into several notifications only past
-:data:`NOTIFY_PAYLOAD_LIMIT` bytes, far under NOTIFY's 8,000.
+:mod:`livesettings.bus.notify`): a compact JSON list of ``[user_id, revision]`` entries, each
+with its change (masked patch, ids, time, conflicts — never a plaintext secret) when that fits
+a payload, split into several notifications past :data:`NOTIFY_PAYLOAD_LIMIT` bytes, under
+NOTIFY's 8,000. A change that does not fit is read from the change log, once per node.
 
 Who sends the NOTIFY: when the store commits to the same database the bus listens on (the
 default, bus URL ``postgres``), the PostgreSQL store calls ``pg_notify`` inside its own group
@@ -42,7 +43,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 
 from .base import BusEvent, OnEvents, OnResync, ReconnectingBus, backoff_delays, default_name
-from .notify import NOTIFY_CHANNEL, NOTIFY_PAYLOAD_LIMIT, decode_events, encode_events
+from .notify import NOTIFY_CHANNEL, NOTIFY_PAYLOAD_LIMIT, ORIGIN, decode_events, encode_events
 
 __all__ = [
     "NOTIFY_CHANNEL",
@@ -201,7 +202,9 @@ class PostgresBus(ReconnectingBus):
 
     def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
         try:
-            events = decode_events(payload)
+            # This process's own store notifications come back without their changes: the
+            # writer answers its mutations before its own publish brings the rows.
+            events = decode_events(payload, local=ORIGIN)
         except ValueError:
             # We cannot tell what changed: asking the change log is always correct.
             log.warning("ignoring a malformed bus payload %r; resyncing", payload[:200])

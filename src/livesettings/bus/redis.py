@@ -5,8 +5,9 @@ URL: ``redis://[:password@]host:port/db`` (``rediss://`` for TLS), optionally wi
 share their events, so separate deployments on one Redis need their own).
 
 ``publish`` sends one message per group commit, a compact JSON list of ``[user_id, revision]``
-pairs (ids only: no secret crosses the bus), and hands the events to this node's own listener
-at once; the echo that comes back through Redis is a no-op for the hub.
+entries, each with its change (masked patch: no plaintext secret crosses the bus) when that
+takes at most :data:`CHANGE_LIMIT` bytes, and hands the events to this node's own listener at
+once; the echo that comes back through Redis is a no-op for the hub.
 
 The node listens on a dedicated subscriber connection with the driver's silent reconnection
 turned off, so a lost connection (``CLIENT KILL``, a Redis restart, a probe ``PING`` left
@@ -44,16 +45,21 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         "the redis bus needs the redis package: pip install 'livesettings[redis]'"
     ) from exc
 
-__all__ = ["DEFAULT_CHANNEL", "RedisBus", "decode_message", "encode_message"]
+__all__ = ["CHANGE_LIMIT", "DEFAULT_CHANNEL", "RedisBus", "decode_message", "encode_message"]
 
 log = logging.getLogger("livesettings.bus")
 
 DEFAULT_CHANNEL: Final = "livesettings"
 
+CHANGE_LIMIT: Final = 64 * 1024
+"""Bytes of one event's entry up to which a message carries its change."""
 
-def encode_message(events: Sequence[BusEvent]) -> str:
-    """One message for a group commit: ``[[user_id, revision], …]``, never split."""
-    return encode_events(events, limit=sys.maxsize)[0] if events else "[]"
+
+def encode_message(events: Sequence[BusEvent], change_limit: int = CHANGE_LIMIT) -> str:
+    """One message for a group commit: ``[[user_id, revision, change?], …]``, never split."""
+    if not events:
+        return "[]"
+    return encode_events(events, limit=sys.maxsize, change_limit=change_limit)[0]
 
 
 def decode_message(data: bytes | str) -> list[BusEvent]:

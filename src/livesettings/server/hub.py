@@ -1,11 +1,13 @@
 """Fan-out on one node: bus events in, change frames out to every local subscriber.
 
 For each user with subscribers the hub keeps a :class:`Room`: the subscribers, the last
-revision it pushed and the newest one it knows exists. An event for a newer revision makes it
-read the missing change rows once — from the rows this node just committed when it has them,
-else from the change log — and queue each frame to every subscriber of that user. So a node
-reads each change at most once, never once per subscriber, and subscribers see every revision
-in order, exactly once. When the bus reconnects (events may have been lost), every room is
+revision it pushed, the newest one it knows exists, and the change rows it holds without a
+read — the ones this node just committed, and the ones another node's bus message carried. An
+event for a newer revision makes it push the next rows from those; at a gap (a change too big
+for its message, a lost event) it reads the missing rows from the change log once, and queues
+each frame to every subscriber of that user. So a node reads each change at most once (not at
+all when it arrived with its event), never once per subscriber, and subscribers see every
+revision in order, exactly once. When the bus reconnects (events may have been lost), every room is
 marked ``resync``: it reads the log until a read finds nothing newer.
 
 Rooms are keyed by document: a user's id, or ``team:<team_id>`` for a team's document (whose
@@ -18,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,7 +35,8 @@ __all__ = ["Hub", "Room", "Subscriber"]
 
 log = logging.getLogger("livesettings.hub")
 
-_RECENT_ROWS = 4096
+_RECENT_ROWS = 1024
+"""Rows a room holds ahead of what it pushed; past that, it reads the log."""
 
 
 @dataclass(eq=False, slots=True)
@@ -78,6 +80,7 @@ class Room:
     joining: int = 0  # subscribes whose first read is in flight
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     drainer: asyncio.Task[None] | None = None
+    recent: dict[int, ChangeRow] = field(default_factory=dict)  # rows held, by revision
 
     @property
     def listening(self) -> bool:
@@ -126,25 +129,28 @@ class Hub:
         self._replay_limit = replay_limit
         self._clock = clock
         self._drainers: set[asyncio.Task[None]] = set()
-        self._recent: OrderedDict[tuple[str, int], ChangeRow] = OrderedDict()
 
     # -- inputs ---------------------------------------------------------------------------
     def note_committed(self, rows: Sequence[ChangeRow]) -> None:
         """Rows this node committed: kept briefly so pushing them needs no read."""
         for row in rows:
             room = self._rooms.get(row.user_id)
-            if room is not None and room.subs:
-                self._recent[(row.user_id, row.revision)] = row
-        while len(self._recent) > _RECENT_ROWS:
-            self._recent.popitem(last=False)
+            if room is not None and room.listening:
+                _hold(room, row)
 
     def on_events(self, events: Sequence[BusEvent]) -> None:
+        """Revisions committed (here or on another node), some with their change rows."""
         for event in events:
             room = self._rooms.get(event.user_id)
             if room is None or not room.listening:
                 continue
-            room.wanted = max(room.wanted, event.revision)
-            self._kick(event.user_id, room)
+            for change in event.changes:
+                if change.revision not in room.recent and _hold(room, change):
+                    self._metrics.carried_changes.inc()
+            if event.revision > room.wanted:
+                room.wanted = event.revision
+            if room.behind:
+                self._kick(event.user_id, room)
 
     def on_resync(self) -> None:
         """The bus reconnected: anything may have been missed, so ask the log."""
@@ -194,6 +200,7 @@ class Hub:
         room.subs.discard(sub)
         if not room.subs:
             room.caught_up(0)  # a later subscriber starts from its own first read
+            room.recent.clear()
             self._forget_if_idle(sub.user_id, room)
 
     def _forget_if_idle(self, user_id: str, room: Room) -> None:
@@ -246,48 +253,61 @@ class Hub:
                 room.drainer = None
             self._forget_if_idle(user_id, room)
 
-    def _take_recent(self, user_id: str, room: Room) -> list[ChangeRow]:
-        """The rows after ``room.pushed`` this node committed itself, up to ``wanted``."""
+    @staticmethod
+    def _take_recent(room: Room) -> list[ChangeRow]:
+        """The rows held right after ``room.pushed``, in order, up to the first gap."""
         rows: list[ChangeRow] = []
+        recent = room.recent
         revision = room.pushed + 1
-        while revision <= room.wanted and (user_id, revision) in self._recent:
-            rows.append(self._recent.pop((user_id, revision)))
+        while revision <= room.wanted and revision in recent:
+            rows.append(recent.pop(revision))
             revision += 1
         return rows
 
     async def _push_after(self, user_id: str, room: Room) -> None:
         pushed = room.pushed
-        rows = [] if room.resync else self._take_recent(user_id, room)
-        if not rows or rows[-1].revision < room.wanted:
+        rows = [] if room.resync else self._take_recent(room)
+        if not rows:
+            # A gap (or a resync): read what is missing once, for every subscriber.
             page = await self._store.changes_since(user_id, pushed, self._replay_limit)
             self._metrics.changelog_reads.inc()
+            self._metrics.fanout_reads.inc()
             if page.reset:
+                room.recent.clear()
                 await self._reset_all(user_id, room)
                 return
             rows = list(page.changes)
             if not rows:
                 # Nothing newer in the log: this node has pushed everything there is.
                 room.caught_up(max(pushed, page.revision))
+                _forget_pushed(room)
                 return
         now_ms = self._clock.time() * 1000
         for row in rows:
             self._push(user_id, room, row)
             self._metrics.push_latency.observe(max(0.0, now_ms - row.committed_at) / 1000)
             room.pushed = row.revision
+        if room.recent:
+            _forget_pushed(room)
 
     def _push(self, user_id: str, room: Room, row: ChangeRow) -> None:
-        """Queue the frame of one change to each subscriber that has not had it."""
+        """Queue the frame of one change to each subscriber that has not had it: serialised
+        once per label (``user_id``/``doc`` variants), the same text for every socket."""
         frames: dict[tuple[str | None, str | None], str] = {}
+        revision = row.revision
+        sent = 0
         for sub in list(room.subs):
-            if row.revision <= sub.last_revision:
+            if revision <= sub.last_revision:
                 continue
             label = sub.label
             frame = frames.get(label)
             if frame is None:
                 frame = frames[label] = change_frame(row, label)
+            sub.last_revision = revision
             sub.send(frame)
-            sub.last_revision = row.revision
-            self._metrics.pushes.inc()
+            sent += 1
+        if sent:
+            self._metrics.pushes.inc(sent)
 
     async def _reset_all(self, user_id: str, room: Room) -> None:
         """The log no longer reaches back: every subscriber of the user gets a snapshot."""
@@ -298,3 +318,17 @@ class Hub:
             if sub.on_reset is not None:
                 sub.on_reset()
         room.caught_up(doc.revision)
+
+
+def _hold(room: Room, row: ChangeRow) -> bool:
+    """Keep ``row`` to push without a read, unless already pushed or the room holds enough."""
+    if row.revision <= room.pushed or len(room.recent) >= _RECENT_ROWS:
+        return False
+    room.recent[row.revision] = row
+    return True
+
+
+def _forget_pushed(room: Room) -> None:
+    """Drop the rows held that a read has pushed meanwhile."""
+    for revision in [r for r in room.recent if r <= room.pushed]:
+        del room.recent[revision]

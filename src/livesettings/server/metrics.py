@@ -108,7 +108,18 @@ class Metrics:
         self.errors = Counter(p + "errors_total", "Errors returned to clients, by code.")
         self.commits = Counter(p + "commits_total", "Group-commit transactions.")
         self.pushes = Counter(p + "pushes_total", "Change frames queued to subscribers.")
-        self.changelog_reads = Counter(p + "changelog_reads_total", "Change-log reads for fan-out.")
+        self.changelog_reads = Counter(
+            p + "changelog_reads_total", "Change-log reads by the hub (first reads included)."
+        )
+        self.fanout_reads = Counter(
+            p + "fanout_reads_total",
+            "Change-log reads to push changes to subscribers (a change not in its bus message,"
+            " a gap, a resync); never once per subscriber.",
+        )
+        self.carried_changes = Counter(
+            p + "bus_changes_carried_total",
+            "Changes another node's bus message carried, kept to push without a read.",
+        )
         self.batch_size = Histogram(
             p + "commit_batch_size", "Mutations per transaction.", _BATCH_BUCKETS
         )
@@ -131,6 +142,8 @@ class Metrics:
             self.commits,
             self.pushes,
             self.changelog_reads,
+            self.fanout_reads,
+            self.carried_changes,
             self.batch_size,
             self.write_latency,
             self.push_latency,

@@ -1,8 +1,9 @@
 """``/v1/realtime``: the WebSocket protocol of DESIGN §5.
 
-A :class:`Session` reads frames in order and answers through one outbound queue, drained by a
-sender task, so the writer can queue an ``ack`` (synchronously, at commit) strictly before the
-hub queues the matching ``change``.
+A :class:`Session` reads frames in order and answers in order: a frame is written to the socket
+at once when nothing is waiting before it (the usual case: no task wake-up), else it joins one
+outbound queue, which a sender task writes out in one go. So the writer can send an ``ack``
+(synchronously, at commit) strictly before the hub sends the matching ``change``.
 
 Team documents (DESIGN §11): ``subscribe``, ``unsubscribe`` and ``update`` with ``doc`` reach a
 team's document; each such frame reads the user's membership first (404 ``not_found`` for a
@@ -19,6 +20,7 @@ import contextlib
 import enum
 import logging
 import uuid
+from collections.abc import Coroutine
 from typing import Any
 
 from starlette.responses import JSONResponse
@@ -39,6 +41,9 @@ __all__ = ["Session", "SessionState", "realtime_endpoint", "transition"]
 log = logging.getLogger("livesettings.realtime")
 
 _QUEUE_LIMIT = 10_000
+
+_Outbound = str | tuple[int, str] | BaseException
+"""A frame, a close ``(code, reason)``, or the failure of a direct write (ends the sender)."""
 _STRIKES_BEFORE_CLOSE = 100
 _STRIKE_WINDOW = 10.0
 
@@ -112,7 +117,10 @@ class Session:
         self.client_id = "ws-" + uuid.uuid4().hex[:16]
         self.subscriptions: dict[str, Subscriber] = {}  # by document key
         self.team_roles: dict[str, str | None] = {}  # the last role known (sent) per team doc
-        self.outbound: asyncio.Queue[str | tuple[int, str]] = asyncio.Queue()
+        self.outbound: asyncio.Queue[_Outbound] = asyncio.Queue()
+        self._sending = False  # the sender task holds frames taken from the queue
+        self._blocked: asyncio.Future[None] | None = None  # a direct write left waiting
+        self._direct = True  # direct writes allowed (off once one failed)
         self._conn: Any = None
         self._expiry: asyncio.TimerHandle | None = None
         self._strikes: list[float] = []
@@ -124,10 +132,36 @@ class Session:
     def send(self, frame: str) -> None:
         if self.state is SessionState.CLOSING:
             return
+        if self._direct and not self._sending and self._blocked is None and self.outbound.empty():
+            self._write_now(frame)
+            return
         if self.outbound.qsize() >= _QUEUE_LIMIT:
             self.close(protocol.CLOSE_POLICY, "too slow: resubscribe with since")
             return
         self.outbound.put_nowait(frame)
+
+    def _write_now(self, frame: str) -> None:
+        """Write ``frame`` without waking the sender: the ASGI send runs to completion here
+        unless the transport pushes back; then a task finishes it and later frames queue."""
+        write = self.ws.send({"type": "websocket.send", "text": frame})
+        try:
+            waiting = write.send(None)
+        except StopIteration:
+            return
+        except BaseException as exc:  # the peer is gone: the sender ends the session
+            self._direct = False
+            self.outbound.put_nowait(exc)
+            return
+        blocked = self._blocked = asyncio.ensure_future(_finish(write, waiting))
+        blocked.add_done_callback(self._unblocked)
+
+    def _unblocked(self, blocked: asyncio.Future[None]) -> None:
+        """A direct write that had to wait is done; if it failed, the sender ends the session."""
+        if self._blocked is blocked:
+            self._blocked = None
+        if not blocked.cancelled() and (exc := blocked.exception()) is not None:
+            self._direct = False
+            self.outbound.put_nowait(exc)
 
     def close(self, code: int, reason: str = "") -> None:
         """Queue the close after the frames already queued; a second close does nothing."""
@@ -139,13 +173,27 @@ class Session:
         self.close(code, reason)
 
     async def _sender(self) -> None:
+        outbound = self.outbound
         while True:
-            item = await self.outbound.get()
-            if isinstance(item, tuple):
-                with contextlib.suppress(Exception):
-                    await self.ws.close(code=item[0], reason=item[1][:120])
-                return
-            await self.ws.send_text(item)
+            item = await outbound.get()
+            self._sending = True
+            try:
+                while True:  # everything queued, in one go
+                    blocked = self._blocked
+                    if blocked is not None:  # a direct write still going goes first
+                        await asyncio.wait({blocked})
+                    if isinstance(item, tuple):
+                        with contextlib.suppress(Exception):
+                            await self.ws.close(code=item[0], reason=item[1][:120])
+                        return
+                    if isinstance(item, BaseException):
+                        raise item
+                    await self.ws.send({"type": "websocket.send", "text": item})
+                    if outbound.empty():
+                        break
+                    item = outbound.get_nowait()
+            finally:
+                self._sending = False
 
     # -- main loop ------------------------------------------------------------------------
     async def run(self) -> None:
@@ -159,9 +207,11 @@ class Session:
                 with contextlib.suppress(asyncio.TimeoutError, Exception):
                     await asyncio.wait_for(sender, timeout=1.0)
         finally:
-            for task in (sender, reader):
+            blocked = self._blocked
+            tasks = (sender, reader) if blocked is None else (sender, reader, blocked)
+            for task in tasks:
                 task.cancel()
-            for task in (sender, reader):
+            for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             self._cleanup()
@@ -399,3 +449,20 @@ class Session:
         self._strikes.append(now)
         if len(self._strikes) >= _STRIKES_BEFORE_CLOSE:
             self.close(protocol.CLOSE_RATE_LIMITED, "rate limited")
+
+
+async def _finish(write: Coroutine[Any, Any, None], waiting: Any) -> None:
+    """Drive a write that :meth:`Session._write_now` started and that had to wait for
+    ``waiting`` (the future it yielded) to its end; closed unfinished if cancelled."""
+    try:
+        while True:
+            if isinstance(waiting, asyncio.Future):
+                await asyncio.wait({waiting})
+            else:  # a bare yield: give the loop one turn
+                await asyncio.sleep(0)
+            try:
+                waiting = write.send(None)
+            except StopIteration:
+                return
+    finally:
+        write.close()

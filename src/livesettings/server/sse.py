@@ -28,9 +28,28 @@ __all__ = ["event_stream", "sse_event"]
 _KEEPALIVE_SECONDS = 15.0
 _QUEUE_LIMIT = 10_000
 _END = ""
+_EVENTS_KEPT = 256
+_EVENT_BYTES_KEPT = 16 * 1024
+
+_events: dict[str, str] = {}
+"""The events of the latest frames: a change pushed to many streams is one ``str`` shared by
+all of them (the hub serialises it once), so it is turned into an event once. Frames are
+what the streams send (masked); large ones are not kept."""
 
 
 def sse_event(frame: str) -> str:
+    """One SSE event for one frame (made once per frame text, for every stream)."""
+    if len(frame) > _EVENT_BYTES_KEPT:
+        return _make_event(frame)
+    event = _events.get(frame)
+    if event is None:
+        if len(_events) >= _EVENTS_KEPT:
+            _events.clear()
+        event = _events[frame] = _make_event(frame)
+    return event
+
+
+def _make_event(frame: str) -> str:
     """One SSE event for one frame; change, snapshot and synced frames carry ``id:``."""
     kind = ""
     revision: int | None = None
@@ -106,18 +125,29 @@ async def event_stream(
                 if remaining <= 0:
                     yield sse_event(error_frame(TokenExpired("token expired")))
                     return
-                try:
-                    frame = await asyncio.wait_for(
-                        queue.get(), timeout=min(_KEEPALIVE_SECONDS, remaining)
-                    )
-                except TimeoutError:
-                    if await request.is_disconnected():
-                        return
-                    yield ": keepalive\n\n"
-                    continue
+                if queue.empty():  # wait (a task of its own): only when nothing is queued
+                    try:
+                        frame = await asyncio.wait_for(
+                            queue.get(), timeout=min(_KEEPALIVE_SECONDS, remaining)
+                        )
+                    except TimeoutError:
+                        if await request.is_disconnected():
+                            return
+                        yield ": keepalive\n\n"
+                        continue
+                else:
+                    frame = queue.get_nowait()
+                # This frame and everything queued behind it, in one chunk.
+                events: list[str] = []
+                while frame != _END:
+                    events.append(sse_event(frame))
+                    if queue.empty():
+                        break
+                    frame = queue.get_nowait()
+                if events:
+                    yield "".join(events)
                 if frame == _END:
                     return
-                yield sse_event(frame)
         finally:
             services.hub.unsubscribe(sub)
             services.connections.remove(conn)
