@@ -171,6 +171,28 @@ async def test_changes_missed_in_a_bus_gap_are_read_on_resync(make_node: Any) ->
     await settle(lambda: frames.revisions() == [1, 2, 3, 4, 5])
 
 
+async def test_a_newer_first_read_does_not_skip_a_change_for_earlier_subscribers(
+    make_node: Any,
+) -> None:
+    # Found by the soak: a device resumed (its read saw revision 1), another device of the
+    # same user resumed after revision 2 was committed (its read saw 2), and the event for 2
+    # came last. The first two devices must still get revision 2.
+    node: Node = await make_node()
+    await node.writer.submit(pending("erin", {"theme": "dark"}))
+    first = Frames()
+    await node.hub.subscribe(Subscriber("erin", first.send), 1)
+    resumed = Frames()
+    await node.hub.subscribe(Subscriber("erin", resumed.send), 1)
+    await node.store.commit([pending("erin", {"theme": "light"})])  # no event yet
+    late = Frames()
+    await node.hub.subscribe(Subscriber("erin", late.send), 1)
+    assert late.revisions() == [2]
+    node.hub.on_events([BusEvent("erin", 2)])
+    await settle(lambda: first.revisions() == resumed.revisions() == [2])
+    await asyncio.sleep(0.05)
+    assert first.revisions() == resumed.revisions() == late.revisions() == [2]
+
+
 async def test_a_subscriber_joining_late_gets_the_snapshot_then_only_newer_changes(
     make_node: Any,
 ) -> None:

@@ -180,7 +180,14 @@ class Hub:
                 sub.send(change_frame(row, sub.label))
             revision = page.changes[-1].revision if page.changes else page.revision
             sub.send_state(revision, None)
-        room.pushed = max(room.pushed, revision) if room.subs else revision
+        if room.subs:
+            # The others have had only what was pushed to them: a newer read of this one must
+            # not move their mark past it (they would never get the rows between). A lower
+            # mark costs a read at most; each subscriber skips what it already has.
+            room.wanted = max(room.wanted, room.pushed, revision)
+            room.pushed = min(room.pushed, revision)
+        else:
+            room.pushed = revision
         room.subs.add(sub)
         room.wanted = max(room.wanted, page.revision)
         if room.behind:
@@ -192,8 +199,10 @@ class Hub:
         if room is None or sub not in room.subs:
             return
         room.subs.discard(sub)
-        if not room.subs:
-            room.caught_up(0)  # a later subscriber starts from its own first read
+        if not room.subs and not room.joining:
+            # A later subscriber starts from its own first read; one joining now keeps what
+            # events said exists, which its read may not have seen.
+            room.caught_up(0)
             self._forget_if_idle(sub.user_id, room)
 
     def _forget_if_idle(self, user_id: str, room: Room) -> None:
