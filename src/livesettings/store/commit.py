@@ -4,7 +4,7 @@ One batch is one transaction; each mutation runs in its own savepoint, so a refu
 back alone::
 
     transaction ─┬─ per mutation: refusal? → savepoint → (team) the writer's role
-                 │      → load document + remembered id
+                 │      → load document (cached copy if its row is unchanged) + remembered id
                  │      → (revert) inverse patches + oldest known → (secrets) data key
                  │      → plan_mutation → write the plan → release (or roll back)
                  ├─ trim each touched change log to CHANGELOG_RETAIN
@@ -31,6 +31,7 @@ from ..teams import check_mutation, team_id_of
 from .base import AppliedMutation, CommitOutcome, PendingMutation, StoredDocument
 from .codec import loads
 from .datakeys import DataKeyCache, KeyTable, get_or_create_data_key
+from .doc_cache import DEFAULT_MAX_BYTES, DEFAULT_MAX_DOCUMENTS, DocumentCache
 from .idempotency import BodyHasher
 from .planning import Plan, Sealer, has_secrets, plan_mutation
 
@@ -106,13 +107,18 @@ class CommitBackend(Protocol):
     """What fails a batch as a whole (nothing written)."""
 
     def transaction(
-        self, batch: Sequence[PendingMutation]
+        self, batch: Sequence[PendingMutation], documents: DocumentCache | None = None
     ) -> AbstractAsyncContextManager[CommitTransaction]:
-        """Begin the batch's transaction; commit it when the block ends without an error."""
+        """Begin the batch's transaction; commit it when the block ends without an error.
+
+        ``documents`` holds decoded documents between batches (:mod:`.doc_cache`): the
+        backend's ``load`` uses a copy only when its row is unchanged, and what the batch
+        loaded or wrote is cached once it committed."""
 
 
 class CommitTemplate:
-    """The commit sequence and what it keeps between batches (data keys, the last prune)."""
+    """The commit sequence and what it keeps between batches (data keys, decoded documents,
+    the last prune)."""
 
     def __init__(
         self,
@@ -121,6 +127,9 @@ class CommitTemplate:
         schema: PreferencesSchema | None,
         changelog_retain: int,
         now_ms: Callable[[], int],
+        *,
+        cached_documents: int = DEFAULT_MAX_DOCUMENTS,
+        cached_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         if changelog_retain < 1:
             raise ConfigError(f"CHANGELOG_RETAIN must be at least 1, got {changelog_retain}")
@@ -128,6 +137,7 @@ class CommitTemplate:
         self.changelog_retain = changelog_retain
         self.now_ms = now_ms
         self.keys = DataKeyCache()
+        self.documents = DocumentCache(cached_documents, cached_bytes)
         self._limits = limits
         self._schema = schema
         self._hasher = BodyHasher(keyring)
@@ -143,7 +153,7 @@ class CommitTemplate:
         transaction as a whole fails every outcome with ``StorageError``."""
         now = self.now_ms()
         try:
-            async with backend.transaction(batch) as tx:
+            async with backend.transaction(batch, self.documents) as tx:
                 outcomes = await self._apply(tx, batch, now)
                 pruned = now - self._last_prune_ms >= PRUNE_EVERY_MS
                 if pruned:
@@ -220,6 +230,9 @@ class CommitTemplate:
         seal: Sealer | None = None
         if prior is None and has_secrets(pending):
             seal = sealer(user_id, await self.data_key(tx, user_id), now)
+        # A document planned earlier in this batch, or the cached copy of one planned in an
+        # earlier batch, was validated under these limits: only what changes is walked again.
+        validated = known is not None or self.documents.validated(user_id, doc)
         return plan_mutation(
             pending,
             doc,
@@ -232,6 +245,7 @@ class CommitTemplate:
             oldest_revertable=oldest,
             changelog_retain=self.changelog_retain,
             hasher=self._hasher,
+            validated=validated,
         )
 
     async def data_key(self, table: KeyTable, user_id: str) -> DataKey:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Final
 
 import asyncpg
 
@@ -23,9 +25,9 @@ from .codec import (
     DOCUMENT_COLUMNS,
     applied_from_row,
     change_to_columns,
-    document_to_columns,
     dumps,
 )
+from .doc_cache import DocumentCache, PendingDocuments, document_columns
 from .pg_errors import DRIVER_ERRORS, translate
 from .pg_sql import (
     LOCK_USERS,
@@ -48,12 +50,22 @@ class PgCommit(PgKeyTable):
 
     mutation_errors: tuple[type[Exception], ...] = (LiveSettingsError, asyncpg.PostgresError)
 
-    def __init__(self, conn: Any, sql: Statements, *, notify: bool, delay_s: float) -> None:
+    def __init__(
+        self,
+        conn: Any,
+        sql: Statements,
+        *,
+        notify: bool,
+        delay_s: float,
+        documents: PendingDocuments | None = None,
+    ) -> None:
         super().__init__(conn)
         self._sql = sql
+        self._cached_sql = cached_statements(sql)
         self._notify = notify
         self._delay_s = delay_s
         self._savepoint = False
+        self._documents = documents or PendingDocuments(None)
 
     def refusal(self, user_id: str) -> LiveSettingsError | None:
         return user_id_problem(user_id, uuid_column=self._sql.uuid_ids)
@@ -83,12 +95,32 @@ class PgCommit(PgKeyTable):
     async def load(
         self, pending: PendingMutation, known: StoredDocument | None
     ) -> tuple[StoredDocument, AppliedMutation | None]:
-        """The document and the remembered mutation id in one round trip."""
+        """The document and the remembered mutation id in one round trip; the document's
+        columns come back only when the row is not the version cached (:mod:`.doc_cache`)."""
         user_id = pending.user_id
         mutation_id = pending.mutation.mutation_id
         sql = self._sql
-        row = await self._conn.fetchrow(sql.load, user_id, sql.doc_key(user_id), mutation_id)
-        doc = known or document_from_pg(user_id, row)
+        cache = self._documents.cache
+        sent = _KNOWN if known is not None else None if cache is None else cache.token_of(user_id)
+        key = sql.doc_key(user_id)
+        row = await self._conn.fetchrow(
+            self._cached_sql.load, user_id, key, mutation_id, None if sent is None else str(sent)
+        )
+        if known is not None:
+            doc = known
+        elif sent is not None and row["has_doc"] and row["d_xmin"] == sent:
+            cached = cache.get(user_id, sent) if cache is not None else None
+            # None only if the cache changed since token_of (another commit of this process).
+            doc = cached or document_from_pg(
+                user_id, await self._conn.fetchrow(sql.load, user_id, key, mutation_id)
+            )
+        else:
+            doc = document_from_pg(user_id, row)
+            if row["has_doc"]:
+                size = sum(
+                    len(row[name]) for name in DOCUMENT_COLUMNS if isinstance(row[name], str)
+                )
+                self._documents.add(user_id, doc, row["d_xmin"], size)
         if row["a_body_hash"] is None:
             return doc, None
         prior = applied_from_row(
@@ -129,15 +161,18 @@ class PgCommit(PgKeyTable):
         if plan.document is None or plan.change is None:
             await self._conn.execute(self._sql.remember, user_id, *remembered)
             return
-        doc = document_to_columns(plan.document)
+        doc = document_columns(plan.document)
         change = change_to_columns(plan.change)
-        await self._conn.execute(
-            self._sql.write,
+        values = [text_param(doc[name]) for name in DOCUMENT_COLUMNS]
+        xmin = await self._conn.fetchval(
+            self._cached_sql.write,
             user_id,
-            *(text_param(doc[name]) for name in DOCUMENT_COLUMNS),
+            *values,
             *(change[name] for name in CHANGE_COLUMNS[1:]),
             *remembered,
         )
+        size = sum(len(value) for value in values if isinstance(value, str))
+        self._documents.add(user_id, plan.document, xmin, size, validated=True)
 
     async def trim_changes(self, user_id: str, cutoff: int) -> None:
         await self._conn.execute(set_user_sql(user_id))
@@ -185,9 +220,60 @@ class PgCommitting:
         self._delay_s = delay_s
 
     @asynccontextmanager
-    async def transaction(self, batch: Sequence[PendingMutation]) -> AsyncIterator[PgCommit]:
-        async with self._connection() as conn:
-            sql = self._statements()
-            async with conn.transaction():
-                await conn.execute(LOCK_USERS, sorted({lock_key(p.user_id) for p in batch}))
-                yield PgCommit(conn, sql, notify=self._notify, delay_s=self._delay_s)
+    async def transaction(
+        self, batch: Sequence[PendingMutation], documents: DocumentCache | None = None
+    ) -> AsyncIterator[PgCommit]:
+        pending = PendingDocuments(documents)
+        try:
+            async with self._connection() as conn:
+                sql = self._statements()
+                async with conn.transaction():
+                    await conn.execute(LOCK_USERS, sorted({lock_key(p.user_id) for p in batch}))
+                    yield PgCommit(
+                        conn, sql, notify=self._notify, delay_s=self._delay_s, documents=pending
+                    )
+        except BaseException:
+            pending.failed()
+            raise
+        pending.committed()
+
+
+_KNOWN: Final = "*"
+"""The token a load sends when the batch already holds the document (no columns wanted)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CachedStatements:
+    """The load and write of a commit that know the row version (``xmin``) of a document."""
+
+    load: str
+    write: str
+
+
+@lru_cache(maxsize=8)
+def cached_statements(sql: Statements) -> CachedStatements:
+    """``sql.load`` with the row version, and the document columns only when the version is
+    not ``$4``; ``sql.write`` returning the version it wrote."""
+    same = "($4 = '*' OR d.xmin::text = $4)"
+    columns = ", ".join(
+        f"CASE WHEN {same} THEN NULL ELSE d.{name} END AS {name}"
+        for name in DOCUMENT_COLUMNS
+        if name != "revision"
+    )
+    load = (
+        f"SELECT {columns}, d.revision, d.revision IS NOT NULL AS has_doc, "
+        "d.xmin::text AS d_xmin, a.body_hash AS a_body_hash, a.revision AS a_revision, "
+        "a.conflicts AS a_conflicts FROM (SELECT 1) AS one "
+        "LEFT JOIN public.user_preferences d "
+        f"ON d.user_id = $2::text::{sql.columns.user_id_type} "
+        "LEFT JOIN public.applied_mutations a ON a.user_id = $1 AND a.mutation_id = $3"
+    )
+    upsert = f"WITH doc AS ({sql.upsert})"
+    head, applied, tail = sql.write.rpartition(" INSERT INTO public.applied_mutations")
+    if not sql.write.startswith(upsert) or not applied:
+        raise RuntimeError("the commit's write statement has an unexpected shape")
+    head = f"WITH doc AS ({sql.upsert} RETURNING xmin::text AS version)" + head[len(upsert) :]
+    write = (
+        f"{head}, applied AS (INSERT INTO public.applied_mutations{tail}) SELECT version FROM doc"
+    )
+    return CachedStatements(load, write)

@@ -12,9 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..document import (
+    DEFAULT_LIMITS,
+    FIELDS,
     Limits,
     PreferencesSchema,
+    json_size,
     mask_document,
+    rfc3339,
     validate_document,
 )
 from ..errors import (
@@ -59,8 +63,6 @@ def has_secrets(pending: PendingMutation) -> bool:
 
 
 def rfc3339_ms(ms: int) -> str:
-    from ..document import rfc3339
-
     return rfc3339(ms)
 
 
@@ -77,12 +79,15 @@ def plan_mutation(
     oldest_revertable: int = 0,
     changelog_retain: int | None = None,
     hasher: BodyHasher | None = None,
+    validated: bool = False,
 ) -> Plan:
     """Decide one mutation. Refusals come back as ``outcome.error`` (nothing to write).
 
     Tombstones older than the last ``changelog_retain`` revisions, and the oldest beyond the
     limits' tombstone budget, are dropped from the stored records (:mod:`livesettings.records`).
-    The remembered body hash is keyed by ``hasher`` (:mod:`.idempotency`).
+    The remembered body hash is keyed by ``hasher`` (:mod:`.idempotency`). ``validated`` says
+    that ``doc.settings`` came out of an earlier plan with the same ``limits`` and ``schema``:
+    then only the fields the merge changed are walked again (:func:`validated_settings`).
     """
     hasher = hasher or BodyHasher(None)
     mutation = pending.mutation
@@ -137,7 +142,12 @@ def plan_mutation(
         )
         return Plan(outcome, remember=remember)
     try:
-        settings = validate_document(result.state.settings, limits or Limits(), schema)
+        settings = validated_settings(
+            result.state.settings,
+            limits or DEFAULT_LIMITS,
+            schema,
+            trusted=doc.settings if validated else None,
+        )
     except ValidationError as exc:
         return _refused(pending, doc, exc)
     except LiveSettingsError as exc:
@@ -146,7 +156,7 @@ def plan_mutation(
     records = compact_tombstones(
         result.state.records,
         older_than=result.revision - changelog_retain if changelog_retain else 0,
-        budget=(limits or Limits()).max_tombstone_bytes,
+        budget=(limits or DEFAULT_LIMITS).max_tombstone_bytes,
     )
     new_doc = StoredDocument(
         pending.user_id,
@@ -176,6 +186,39 @@ def plan_mutation(
         settings=settings,
     )
     return Plan(outcome, new_doc, change, remember)
+
+
+_ABSENT: Any = object()
+
+
+def validated_settings(
+    settings: Mapping[str, Any],
+    limits: Limits,
+    schema: PreferencesSchema | None,
+    *,
+    trusted: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """``validate_document(settings, limits, schema)``, walking only the fields that are not
+    the very objects of ``trusted`` — settings that ``validate_document`` returned under the
+    same limits and schema. Such a field is its own validation (the check is per field and
+    its output passes it unchanged); the document's size is still checked as a whole.
+    """
+    if trusted is None:
+        return validate_document(dict(settings), limits, schema)
+    fresh = {
+        name: value for name, value in settings.items() if trusted.get(name, _ABSENT) is not value
+    }
+    fresh.update({name: None for name in FIELDS if name not in settings})  # None: the default
+    if not fresh:
+        return {name: settings[name] for name in FIELDS}
+    # The order of validate_document's checks: the fields, the size, then the schema.
+    checked = validate_document(fresh, limits, None, check_size=False)
+    out = {name: checked[name] if name in fresh else settings[name] for name in FIELDS}
+    if json_size(out) > limits.max_document_bytes:
+        return validate_document(dict(settings), limits, schema)  # raises the size error
+    if schema is not None and "preferences" in fresh:
+        schema.validate(schema.fill_defaults(out["preferences"]))
+    return out
 
 
 def _mutation_fields(mutation: Mutation) -> dict[str, Any]:
