@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from livesettings.bus.notify import decode_events
 from livesettings.crypto import Keyring, generate_master_key, open_secret, unwrap_data_key
 from livesettings.document import default_document, rfc3339
 from livesettings.errors import ConfigError, StorageError, ValidationError
@@ -590,7 +591,14 @@ async def test_one_notification_per_commit_carries_every_revision(scratch: Scrat
         assert [o.revision for o in outcomes] == [1, 1, 1, 2]
         payload = await asyncio.wait_for(heard.get(), 5)
         assert parse_notify_payload(payload) == [("u1", 1), ("u2", 1), ("u1", 2)]
-        assert payload == '[["u1",1],["u2",1],["u1",2]]'
+        carried = [
+            (e.user_id, e.revision, [c.patch for c in e.changes]) for e in decode_events(payload)
+        ]
+        assert carried == [
+            ("u1", 1, [{"theme": "dark"}]),
+            ("u2", 1, [{"language": "fr"}]),
+            ("u1", 2, [{"preferences": {"x": 1}}]),
+        ]
         # A repeat creates nothing, and a store without notify stays silent.
         await store.commit([edit("u1", "a", {"theme": "dark"})])
         await quiet.commit([edit("u3", "q", {"theme": "dark"})])

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..bus import Bus, BusEvent
+from ..bus import Bus, change_events
 from ..errors import ConnectionClosed, StorageError
 from ..merge import leaf_edits
 from ..store.base import ChangeRow, CommitOutcome, PendingMutation, Store
@@ -215,11 +215,9 @@ class Writer:
         self._metrics.changes.inc(len(changes))
         if self._on_committed is not None:
             self._on_committed(changes)
-        latest: dict[str, int] = {}
-        for change in changes:
-            latest[change.user_id] = max(latest.get(change.user_id, 0), change.revision)
         try:
-            await self._bus.publish([BusEvent(u, r) for u, r in latest.items()])
+            # Each user's newest revision, with the rows: other nodes push without a read.
+            await self._bus.publish(change_events(changes))
         except Exception:
             # Committed data is safe; subscribers catch up on the next event or resync.
             log.exception("publishing to the bus failed")

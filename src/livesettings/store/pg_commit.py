@@ -3,7 +3,9 @@
 Each mutation's savepoint also sets ``livesettings.user_id``, so row-level security confines
 the mutation to its user; the release of one savepoint rides on the next one's round trip
 (``COMMIT`` releases the last). A winning mutation is written in one statement. Before
-``COMMIT`` one ``pg_notify`` carries every ``[user_id, revision]`` the batch created.
+``COMMIT`` the batch's changes are notified (``bus.notify.change_payloads``): each user's
+newest revision, with the change rows themselves when they fit, so other nodes push without
+reading the log.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any, Final
 
 import asyncpg
 
-from ..bus.notify import NOTIFY_CHANNEL, notify_payloads
+from ..bus.notify import NOTIFY_CHANNEL, change_payloads
 from ..errors import LiveSettingsError
 from .base import AppliedMutation, CommitOutcome, PendingMutation, StoredDocument
 from .codec import (
@@ -189,12 +191,18 @@ class PgCommit(PgKeyTable):
 
     async def finish(self, outcomes: Sequence[CommitOutcome]) -> None:
         if self._notify:
-            created = [
-                (o.change.user_id, o.change.revision) for o in outcomes if o.change is not None
-            ]
-            for payload in notify_payloads(created):
+            # The changes themselves ride along when they fit: other nodes push without a read.
+            created = [o.change for o in outcomes if o.change is not None]
+            payloads = change_payloads(created)
+            if len(payloads) == 1:
                 await self._conn.execute(
-                    "SELECT pg_catalog.pg_notify($1, $2)", NOTIFY_CHANNEL, payload
+                    "SELECT pg_catalog.pg_notify($1, $2)", NOTIFY_CHANNEL, payloads[0]
+                )
+            elif payloads:
+                await self._conn.execute(
+                    "SELECT pg_catalog.pg_notify($1, p) FROM unnest($2::text[]) AS p",
+                    NOTIFY_CHANNEL,
+                    payloads,
                 )
         if self._delay_s:
             await asyncio.sleep(self._delay_s)
