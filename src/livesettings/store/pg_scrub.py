@@ -28,12 +28,18 @@ async def _after_older_snapshots(conn: Any) -> bool:
     VACUUM FULL copies row versions that a snapshot still open elsewhere might see ("recently
     dead"), so a rewrite made while, say, an autovacuum ANALYZE of a catalog runs would keep
     the very row versions it is meant to remove. Sessions between statements hold none.
+
+    A session in a transaction holds the lock of its virtual transaction id, which
+    ``pg_locks`` shows to every role (``pg_stat_activity.backend_xmin`` is hidden from a
+    database owner for other roles' sessions, such as the app role's).
     """
     deadline = time.monotonic() + SNAPSHOT_WAIT_S
     while time.monotonic() < deadline:
         busy = await conn.fetchval(
-            "SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE pid <> pg_backend_pid() "
-            "AND datname = current_database() AND backend_xmin IS NOT NULL"
+            "SELECT count(*) FROM pg_catalog.pg_locks l "
+            "JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'virtualxid' AND l.granted AND l.pid <> pg_backend_pid() "
+            "AND a.datname = current_database()"
         )
         if not busy:
             return True
