@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from hist import format_ms
 from machine import git_commit, machine, versions
 from procs import ROOT
-from tables import _histogram, _lost_cell, _pct
+from tables import _histogram, _lost_cell, _pct, kept_analysis
 
 if TYPE_CHECKING:
     from multinode import Bench
@@ -208,7 +208,7 @@ def render(bench: Bench, elapsed: float, started: dt.datetime) -> str:
         "between its markers. The single-node section above belongs to `bench/run.py`.",
         "",
         ANALYSIS_START,
-        _kept_analysis(Path(args.results)),
+        kept_analysis(Path(args.results), ANALYSIS_START, ANALYSIS_END),
         ANALYSIS_END,
         "",
         "## Multi-node targets",
@@ -498,17 +498,6 @@ def _env_prefix() -> str:
         "PYTHONPATH": str(ROOT / "src"),
     }
     return " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " "
-
-
-def _kept_analysis(path: Path) -> str:
-    try:
-        text = path.read_text()
-    except OSError:
-        return "_(no analysis yet)_"
-    start, end = text.find(ANALYSIS_START), text.find(ANALYSIS_END)
-    if start < 0 or end < start:
-        return "_(no analysis yet)_"
-    return text[start + len(ANALYSIS_START) : end].strip("\n")
 
 
 def write_section(path: Path, section: str) -> None:

@@ -52,7 +52,7 @@ from procs import (
 from spy import profile_lines, summarise_profile
 from suite import WORKLOADS, run_hot, run_idle, run_multinode, run_storm, run_ws_sweep
 from suite_report import distributions, extra_sections, extra_targets
-from tables import RUN_TABLE_HEAD, histogram_lines, passed, run_row, say
+from tables import RUN_TABLE_HEAD, histogram_lines, kept_analysis, passed, run_row, say
 
 __all__ = ["main"]
 
@@ -86,7 +86,7 @@ def render(bench: Bench, server: Server | None, started: dt.datetime, elapsed: f
         "analysis markers is regenerated on every run.",
         "",
         ANALYSIS_START,
-        _kept_analysis(Path(args.results)),
+        kept_analysis(Path(args.results), ANALYSIS_START, ANALYSIS_END),
         ANALYSIS_END,
         "",
         "## Targets",
@@ -237,17 +237,6 @@ def _kept_multinode(path: Path) -> str:
     if start < 0 or end < start:
         return "\n"
     return "\n\n" + text[start : end + len(MULTINODE_END)] + "\n"
-
-
-def _kept_analysis(path: Path) -> str:
-    try:
-        text = path.read_text()
-    except OSError:
-        return "_(no analysis yet)_"
-    start, end = text.find(ANALYSIS_START), text.find(ANALYSIS_END)
-    if start < 0 or end < start:
-        return "_(no analysis yet)_"
-    return text[start + len(ANALYSIS_START) : end].strip("\n")
 
 
 # -- main ---------------------------------------------------------------------------------

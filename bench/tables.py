@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from hist import format_ms
@@ -97,3 +98,15 @@ def say(run: dict[str, Any]) -> None:
         f"{'pass' if passed(run) else 'FAIL'}",
         flush=True,
     )
+
+
+def kept_analysis(path: Path, start_marker: str, end_marker: str) -> str:
+    """The hand-written analysis between the markers of a results file, kept on a rewrite."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return "_(no analysis yet)_"
+    start, end = text.find(start_marker), text.find(end_marker)
+    if start < 0 or end < start:
+        return "_(no analysis yet)_"
+    return text[start + len(start_marker) : end].strip("\n")
