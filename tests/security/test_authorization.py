@@ -372,7 +372,7 @@ def test_every_websocket_action_refuses_another_users_data(scene: Scene) -> None
 
 
 def test_the_event_stream_refuses_another_users_data(scene: Scene) -> None:
-    from tests.server.test_sync import SseReader
+    from tests.support.sse import SseReader
 
     alice, mallory = scene.alice, scene.mallory
     r = scene.http.get(

@@ -21,10 +21,10 @@ import httpx
 
 from livesettings.auth import TokenIssuer
 from tests.conftest import Backend
-from tests.server.test_sync import SseReader
 from tests.support.idp import audit_events
 from tests.support.postgres import SUPERUSER, sql, url
 from tests.support.server import TEST_JWT_SECRET
+from tests.support.sse import SseReader
 from tests.support.users import signup
 from tests.support.ws import WsClient
 

@@ -12,9 +12,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from livesettings.auth import TokenIssuer
 from tests.conftest import SHARED_SERVER_SETTINGS
-from tests.server.test_sync import SseReader
 from tests.support.idp import audit_events
 from tests.support.server import TEST_JWT_SECRET, ServerProcess, wait_for
+from tests.support.sse import SseReader
 from tests.support.users import signup
 from tests.support.ws import WsClient
 

@@ -2,56 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import threading
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from tests.conftest import Backend
 from tests.support.server import ServerProcess
+from tests.support.sse import SseReader
 from tests.support.users import signup
 from tests.support.ws import WsClient
-
-
-class SseReader:
-    """Reads ``GET /v1/settings/events`` on a thread, collecting (id, frame) pairs."""
-
-    def __init__(self, url: str, token: str, last_event_id: int | None = None) -> None:
-        self.events: list[tuple[str | None, dict[str, Any]]] = []
-        self._cond = threading.Condition()
-        headers = {"Authorization": f"Bearer {token}"}
-        if last_event_id is not None:
-            headers["Last-Event-ID"] = str(last_event_id)
-        self._client = httpx.Client(base_url=url, timeout=httpx.Timeout(10.0, read=None))
-        self._stream = self._client.stream("GET", "/v1/settings/events", headers=headers)
-        self.response = self._stream.__enter__()
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        event_id: str | None = None
-        try:
-            for line in self.response.iter_lines():
-                if line.startswith("id: "):
-                    event_id = line[4:]
-                elif line.startswith("data: "):
-                    with self._cond:
-                        self.events.append((event_id, json.loads(line[6:])))
-                        self._cond.notify_all()
-                elif line == "":
-                    event_id = None
-        except (httpx.HTTPError, RuntimeError):
-            pass
-
-    def wait_for(self, count: int, timeout: float = 5.0) -> list[tuple[str | None, dict[str, Any]]]:
-        with self._cond:
-            assert self._cond.wait_for(lambda: len(self.events) >= count, timeout), self.events
-            return list(self.events)
-
-    def close(self) -> None:
-        self._client.close()
 
 
 def _changes(frames: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
-import threading
 import uuid
-from typing import Any
 
 import httpx
 
@@ -17,7 +14,6 @@ from tests.support.server import TEST_JWT_SECRET, ServerProcess
 from tests.support.users import User
 
 __all__ = [
-    "SseReader",
     "add_member",
     "auth",
     "create_team",
@@ -51,47 +47,6 @@ def add_member(http: httpx.Client, team_id: str, by: User, user: User, role: str
         f"/v1/teams/{team_id}/members/{user.user_id}", json={"role": role}, headers=by.headers
     )
     assert response.status_code == 200, response.text
-
-
-class SseReader:
-    """Reads one event stream on a thread, collecting ``(id, frame)`` pairs."""
-
-    def __init__(self, base: str, path: str, token: str) -> None:
-        self.events: list[tuple[str | None, dict[str, Any]]] = []
-        self.ended = threading.Event()
-        self._cond = threading.Condition()
-        self._client = httpx.Client(base_url=base, timeout=httpx.Timeout(10.0, read=None))
-        self._stream = self._client.stream(
-            "GET", path, headers={"Authorization": f"Bearer {token}"}
-        )
-        self.response = self._stream.__enter__()
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        event_id: str | None = None
-        try:
-            for line in self.response.iter_lines():
-                if line.startswith("id: "):
-                    event_id = line[4:]
-                elif line.startswith("data: "):
-                    with self._cond:
-                        self.events.append((event_id, json.loads(line[6:])))
-                        self._cond.notify_all()
-                elif line == "":
-                    event_id = None
-        except (httpx.HTTPError, RuntimeError):
-            pass
-        finally:
-            self.ended.set()
-
-    def wait_for(self, count: int, timeout: float = 5.0) -> list[tuple[str | None, dict[str, Any]]]:
-        with self._cond:
-            assert self._cond.wait_for(lambda: len(self.events) >= count, timeout), self.events
-            return list(self.events)
-
-    def close(self) -> None:
-        self._client.close()
 
 
 _DOC_TABLES = ("user_preferences", "settings_changes", "applied_mutations", "data_keys")

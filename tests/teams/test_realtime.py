@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from tests.support.server import ServerProcess
+from tests.support.sse import SseReader
 from tests.support.users import signup
 from tests.support.ws import WsClient
-from tests.teams.helpers import SseReader, add_member, create_team
+from tests.teams.helpers import add_member, create_team
 
 
 def _types(frames: list[dict[str, Any]]) -> list[str]:
@@ -39,7 +40,7 @@ def test_two_members_follow_each_other_live_over_websocket_and_sse(
                 "revision": 0,
                 "doc": doc,
             }
-            sse = SseReader(server.url, f"/v1/teams/{team_id}/settings/events", owner.token)
+            sse = SseReader(server.url, owner.token, path=f"/v1/teams/{team_id}/settings/events")
             try:
                 assert [f["type"] for _, f in sse.wait_for(2)] == ["snapshot", "synced"]
                 # The member writes over the socket: ack (with doc), then the change to all.
@@ -133,7 +134,7 @@ def test_a_removed_member_stops_receiving_at_once(server: ServerProcess) -> None
             ws.subscribe(None)
             ws.subscribe(None, doc=doc)
             ws.subscribe(None, doc=doc2)  # several teams on one socket
-            sse = SseReader(server.url, f"/v1/teams/{team_id}/settings/events", member.token)
+            sse = SseReader(server.url, member.token, path=f"/v1/teams/{team_id}/settings/events")
             try:
                 sse.wait_for(2)
                 # A role change: every socket of the user hears of it.
