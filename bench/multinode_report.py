@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from hist import format_ms
 from machine import git_commit, machine, versions
 from procs import ROOT
+from spy import profile_tables
 from tables import _histogram, _lost_cell, _pct, kept_analysis
 
 if TYPE_CHECKING:
@@ -449,32 +450,13 @@ def _profile_lines(profile: dict[str, Any]) -> list[str]:
     if "summary" not in profile:
         return ["(py-spy produced no samples)"]
     s = profile["summary"]
-    total = max(1, s["samples"])
-    out = [
+    intro = (
         f"py-spy on node {profile['node']} at {profile['rate']:g} writes/s over the measured "
         f"window, sampling the thread that holds the GIL at 250 Hz ({s['samples']} samples; "
         "time waiting for PostgreSQL is not in them). "
-        f"`{profile['command']}`",
-        "",
-        "Where the samples were, by layer (innermost frame):",
-        "",
-        "| layer | share |",
-        "|---|---|",
-    ]
-    out += [f"| {name} | {c / total:.0%} |" for name, c in s["areas"][:14]]
-    out += [
-        "",
-        "Parts of a write's life (inclusive: the function and what it calls):",
-        "",
-        "| part | function | share |",
-        "|---|---|---|",
-    ]
-    out += [f"| {label} | `{fn}` | {c / total:.0%} |" for label, fn, c in profile["key"]]
-    out += ["", "Top frames by own time:", "", "| function | own |", "|---|---|"]
-    out += [f"| `{name}` | {c / total:.1%} |" for name, c in s["self"]]
-    out += ["", "Top frames by inclusive time:", "", "| function | inclusive |", "|---|---|"]
-    out += [f"| `{name}` | {c / total:.0%} |" for name, c in s["inclusive"]]
-    return out
+        f"`{profile['command']}`"
+    )
+    return profile_tables(s, intro, profile["key"])
 
 
 def _shown_settings(bench: Bench) -> dict[str, str]:

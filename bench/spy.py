@@ -122,12 +122,22 @@ def profile_lines(profile: dict[str, Any]) -> list[str]:
     if "summary" not in profile:
         return ["(py-spy produced no samples)"]
     s = profile["summary"]
-    total = max(1, s["samples"])
-    out = [
+    intro = (
         f"py-spy at {profile['rate']:g} writes/s over the measured window, sampling the "
         f"thread that holds the GIL at 250 Hz ({s['samples']} samples; time in C code that "
         f"releases the GIL, such as SQLite and fsync, is not in them). "
-        f"`{profile['command']}`",
+        f"`{profile['command']}`"
+    )
+    names = dict(_KEY_FRAMES)
+    return profile_tables(s, intro, [(lb, names[lb], c) for lb, c in s.get("key", [])])
+
+
+def profile_tables(s: dict[str, Any], intro: str, key: list[tuple[str, str, int]]) -> list[str]:
+    """The profile's tables under ``intro``: by layer, the parts of a write's life (``key``:
+    label, function, samples), the top frames by own and by inclusive time."""
+    total = max(1, s["samples"])
+    out = [
+        intro,
         "",
         "Where the samples were, by layer (innermost frame):",
         "",
@@ -142,8 +152,7 @@ def profile_lines(profile: dict[str, Any]) -> list[str]:
         "| part | function | share |",
         "|---|---|---|",
     ]
-    names = dict(_KEY_FRAMES)
-    out += [f"| {label} | `{names[label]}` | {c / total:.0%} |" for label, c in s.get("key", [])]
+    out += [f"| {label} | `{fn}` | {c / total:.0%} |" for label, fn, c in key]
     out += ["", "Top frames by own time:", "", "| function | own |", "|---|---|"]
     out += [f"| `{name}` | {c / total:.1%} |" for name, c in s["self"]]
     out += ["", "Top frames by inclusive time:", "", "| function | inclusive |", "|---|---|"]
