@@ -11,7 +11,7 @@ from .client import Ack, AsyncClient, Change, ChangeOrigin, Client, ConnectionSt
 from .config import Config
 from .errors import *  # noqa: F403  (the exception tree: every class errors.__all__ names)
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["Config", "__version__"]
 __all__ += ["Ack", "AsyncClient", "Change", "ChangeOrigin", "Client", "ConnectionState", "Status"]

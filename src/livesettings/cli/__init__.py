@@ -5,7 +5,7 @@ Exit codes: 0 success, 1 a check failed or the operation was refused, 2 usage er
 
 Commands live by topic: :mod:`.admin` (serve, setup, verify, check-db), :mod:`.signing`
 (check-auth), :mod:`.accounts` (user, token), :mod:`.teams` (team), :mod:`.data` (keys rotate,
-export, import).
+export, import), :mod:`.migrate` (migrate), :mod:`.backups` (backup, restore).
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from .. import __version__
 from ._common import EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_UNREACHABLE, EXIT_USAGE
 from .accounts import token, user
 from .admin import check_db, serve, setup, verify
+from .backups import backup, restore
 from .data import export, import_, keys
+from .migrate import migrate
 from .signing import check_auth
 from .teams import team
 
@@ -61,6 +63,9 @@ for _command in (
     keys,
     export,
     import_,
+    migrate,
+    backup,
+    restore,
 ):
     cli.add_command(_command)
 

@@ -38,7 +38,7 @@ __all__ = [
     "username_taken",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 EXPORT_PAGE = 200
 """Users per page of ``export_users`` (one read transaction each)."""

@@ -1,0 +1,5 @@
+-- livesettings schema version 3 on SQLite: nothing to add.
+--
+-- Version 3 queues writes made in SQL on PostgreSQL (migrations/postgres/003_sql_writes.sql);
+-- the embedded SQLite database is written by its one server process only. The version moves
+-- in step so both backends share one numbering.
