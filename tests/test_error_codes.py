@@ -80,7 +80,7 @@ def test_each_code_has_a_status_and_a_class_of_errors_py() -> None:
 def test_the_classes_of_errors_py_agree_with_the_spec() -> None:
     classes = [getattr(errors, name) for name in errors.__all__]
     classes = [c for c in classes if isinstance(c, type) and issubclass(c, Exception)]
-    assert len(classes) == 21
+    assert len(classes) == 22
     for cls in classes:
         assert CODES[cls.code] == {"status": cls.status, "class": cls.__name__}, cls
 

@@ -31,6 +31,7 @@ EXPECTED = {
     "RateLimited",
     "RevisionGone",
     "Status",
+    "SnapshotError",
     "StorageError",
     "TokenExpired",
     "TooDeep",

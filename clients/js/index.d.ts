@@ -268,6 +268,32 @@ export interface HistoryEntry {
   mine: boolean;
 }
 
+/** One change of an account export, as the change feed shows it (secrets masked). */
+export interface ExportedChange {
+  revision: number;
+  patch: { [key: string]: Json };
+  mutation_id: string | null;
+  client_id: string | null;
+  committed_at: number;
+  conflicts: unknown[];
+}
+
+/** `exportAccount()`: everything the account holds, secrets masked. */
+export interface AccountExport {
+  format: "livesettings-account-export";
+  version: 1;
+  exported_at: string;
+  user: { user_id: string; username: string | null; created_at: string | null };
+  revision: number;
+  settings: Settings;
+  updated_at: string | null;
+  /** Every retained change up to `revision`, oldest first. */
+  changes: ExportedChange[];
+  /** False when older changes were pruned from the server's change log. */
+  history_complete: boolean;
+  teams: { team_id: string; name: string; role: TeamRole }[];
+}
+
 /** Options a LiveSettings takes when they are not given. */
 export declare const DEFAULT_OPTIONS: Readonly<Required<
   Pick<
@@ -369,6 +395,17 @@ export declare class LiveSettings extends EventTarget {
   leaveTeam(teamId: string): Promise<void>;
   /** This client's team when `teamId` is left out. */
   effectiveSettings(teamId?: string): Promise<EffectiveSettings>;
+
+  // The account (as the token's user).
+  /**
+   * Delete the account with its settings, secrets, history and sessions; `password` of a
+   * built-in user, else the token must be from a recent sign-in (`reauthentication_required`).
+   * Rejects with `wrong_password`, or `last_owner` (nothing deleted). Then forgets the cached
+   * settings here and closes the client.
+   */
+  deleteAccount(options?: { password?: string | null }): Promise<void>;
+  /** Everything the account holds, secrets masked (a JSON export for data portability). */
+  exportAccount(): Promise<AccountExport>;
 }
 
 /** Whether `role` may write the field at `path` (null role: the user's own document). */

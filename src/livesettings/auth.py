@@ -444,8 +444,14 @@ class TokenIssuer:
         role: str | None = None,
         ttl_seconds: int | None = None,
         now: float | None = None,
+        signed_in: bool = False,
     ) -> tuple[str, int]:
-        """A signed token for ``user_id`` and its expiry (Unix seconds)."""
+        """A signed token for ``user_id`` and its expiry (Unix seconds).
+
+        ``signed_in``: the user just proved who they are (a password), so the token carries
+        ``auth_time`` (OpenID Connect's name); a token traded for a refresh token has none, so
+        a refreshed session cannot pass for a recent sign-in (deleting the account needs one).
+        """
         if not isinstance(user_id, str) or not user_id or len(user_id) > MAX_SUB_CHARS:
             raise ValueError(f"user_id must be a non-empty string of at most {MAX_SUB_CHARS}")
         ttl = self.ttl_seconds if ttl_seconds is None else ttl_seconds
@@ -462,6 +468,8 @@ class TokenIssuer:
             "exp": exp,
             "jti": secrets.token_urlsafe(16),
         }
+        if signed_in:
+            claims["auth_time"] = iat
         if role is not None:
             claims["role"] = role
         if self.issuer is not None:

@@ -64,6 +64,9 @@ class Config:
     master_key: str | None = None
 
     access_token_ttl: int = 900
+    # DELETE /v1/account without the password: the token must be at most this many seconds
+    # old (a fresh sign-in); 0 always asks for the password.
+    fresh_token_max_age: int = 300
     refresh_token_ttl: int = 30 * 24 * 3600
     allow_signup: bool | None = None
     argon2_time_cost: int = 2
@@ -290,6 +293,7 @@ _AT_LEAST_ONE = (
     "keep_alive_timeout",
 )
 _NOT_NEGATIVE = (
+    "fresh_token_max_age",
     "write_rate",
     "connect_rate",
     "auth_rate",

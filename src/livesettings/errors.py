@@ -23,6 +23,7 @@ turn those back into the same classes.
     ├── RateLimited               429  (has ``retry_after`` seconds)
     ├── OfflineSecret             —    a client refused to queue a secret while offline
     ├── ConfigError               —    the configuration cannot be used
+    ├── SnapshotError             —    a backup or restore was refused
     ├── StorageError              503  the database failed or is unreachable
     ├── CryptoError               500  a secret or data key does not decrypt
     └── ConnectionClosed          —    a client's connection ended
@@ -50,6 +51,7 @@ __all__ = [
     "PreconditionRequired",
     "RateLimited",
     "RevisionGone",
+    "SnapshotError",
     "StorageError",
     "TokenExpired",
     "TooDeep",
@@ -190,6 +192,13 @@ class ConfigError(LiveSettingsError):
     status = 500
 
 
+class SnapshotError(LiveSettingsError):
+    """A backup or restore was refused; the message says why and what to do."""
+
+    code = "snapshot_refused"
+    status = 500
+
+
 class StorageError(LiveSettingsError):
     code = "storage_unavailable"
     status = 503
@@ -240,6 +249,7 @@ _BY_CODE: dict[str, type[LiveSettingsError]] = {
         RateLimited,
         OfflineSecret,
         ConfigError,
+        SnapshotError,
         StorageError,
         CryptoError,
         ConnectionClosed,

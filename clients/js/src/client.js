@@ -316,6 +316,34 @@ export class LiveSettings extends EventTarget {
     this.close();
   }
 
+  /**
+   * Delete the user's account: settings, secrets, change history, team memberships and every
+   * session. `password` is a built-in user's; without it the access token must come from a
+   * sign-in a few minutes ago (else the error `reauthentication_required`). Rejects with
+   * `wrong_password`, or `last_owner` when the user alone owns a team (nothing is deleted).
+   * Once deleted, this browser forgets the account's cached settings and pending edits, and
+   * the client closes.
+   */
+  async deleteAccount({ password } = {}) {
+    this._ownUserOnly("deleteAccount");
+    const body = password === undefined || password === null ? undefined : { password };
+    await this._api("DELETE", "/v1/account", body);
+    this.close(); // first: closing stores the state, which is forgotten next
+    this.forgetCache({ all: true });
+    if (this._refreshCookie && storedUser(this._store)?.user_id === this.userId) {
+      this._store.remove(USER_KEY);
+    }
+  }
+
+  /**
+   * Everything the account holds, secrets masked (data portability): {format, version,
+   * exported_at, user, revision, settings, updated_at, changes, history_complete, teams}.
+   */
+  exportAccount() {
+    this._ownUserOnly("exportAccount");
+    return this._api("GET", "/v1/account/export");
+  }
+
   /** Remove this user's cached settings from this browser (pending edits stay unless `all`). */
   forgetCache({ all = false } = {}) {
     this._store.remove(this._prefix + ":state");

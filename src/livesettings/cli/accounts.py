@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 import uuid
 
 import click
 
+from ..accounts import remove_account
+from ..audit import audit_trail
 from ..auth import (
     MAX_SERVICE_TOKEN_TTL,
     SERVICE_TOKEN_TTL,
@@ -168,17 +171,13 @@ def user_remove(
         async with opened_store(config, None) as store:
             row = await _find(store, user_ref)
             user_id = user_ref if row is None else row.user_id
-            # First out of every team; refused (nothing removed) for a team's last owner.
-            await store.teams.leave_all(user_id)
-            if row is not None:
-                await _end_sessions(store, user_id)  # first: no token outlives the removal
-            if not await store.remove_user(user_id):
-                raise NotFound(f"no user {user_ref!r}")
-            if row is None:
-                await _end_sessions(store, user_id)  # a user of an identity provider
+            # The rule DELETE /v1/account follows too (livesettings.accounts).
+            end = functools.partial(_end_sessions, store)
+            await remove_account(store, user_id, end, known=row is not None, by="cli")
             return user_id
 
-    user_id = run(go)
+    with audit_trail(config.resolved_audit_log):
+        user_id = run(go)
     click.echo(f"removed user {user_ref} (id {user_id}); its sessions are ended")
 
 

@@ -12,6 +12,9 @@ Team documents (shared settings, with roles): ``AsyncClient(..., doc=team_doc(te
 follows a team's document the same way, ``on_membership`` tells role changes (a removed
 member stops receiving it), and ``teams()``, ``create_team()``, ``members()``,
 ``set_member()``, ``leave_team()``, ``effective_settings()``… manage teams as the token's user.
+
+``export_account()`` returns the user's data as JSON (secrets masked), and
+``delete_account(password=None)`` deletes the account and closes the client.
 """
 
 from __future__ import annotations

@@ -58,6 +58,7 @@ from livesettings.protocol import (
     UpdateFrame,
 )
 
+from .account import AccountMethods
 from .backoff import DelayFactory, backoff
 from .cache import OfflineCache, QueuedMutation, carries_secret
 from .documents import TeamDocuments, forget_own, queued_document
@@ -94,7 +95,7 @@ def _path(path: str | Path) -> Path:
     return from_pointer(path) if isinstance(path, str) else tuple(path)
 
 
-class AsyncClient(TeamDocuments, TeamMethods, ServiceNames):
+class AsyncClient(TeamDocuments, TeamMethods, AccountMethods, ServiceNames):
     """Live settings of one user (or, with a service token, of any users) — async core.
 
     ``url`` is the server's base URL (``http://host:port``). ``token`` is an access token or a

@@ -340,6 +340,16 @@ class Client:
         """See :meth:`AsyncClient.effective_settings`."""
         return self._loop.wait(self._core.effective_settings(team_id))
 
+    # -- the account (as the token's user) -------------------------------------------------
+    def delete_account(self, password: str | None = None) -> None:
+        """See :meth:`AsyncClient.delete_account` (the client is closed after it)."""
+        self._loop.wait(self._core.delete_account(password))
+        self.close()
+
+    def export_account(self) -> dict[str, Any]:
+        """See :meth:`AsyncClient.export_account`."""
+        return self._loop.wait(self._core.export_account())
+
     def _hop(self, subscription: Subscription) -> Subscription:
         """A subscription whose ``unsubscribe()`` may be called from any thread."""
         loop = self._loop.loop

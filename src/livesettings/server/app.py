@@ -16,6 +16,7 @@ from .. import __version__
 from ..config import Config
 from ..errors import LiveSettingsError
 from ..paths import to_pointer
+from .account_routes import router as account_router
 from .answers import http_error_response, refusal_response
 from .auth_routes import router as auth_router
 from .cookies import RefreshCookieReset
@@ -62,6 +63,7 @@ def create_app(config: Config | None = None, *, services: Services | None = None
         auth_router,
         settings_router,
         team_router,
+        account_router,
         service_router,
         operations_router,
     ):

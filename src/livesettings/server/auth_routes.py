@@ -62,7 +62,7 @@ def _builtin(services: Services) -> TokenIssuer:
 async def _issue_pair(
     services: Services, user_id: str, family_id: str | None = None
 ) -> dict[str, Any]:
-    token, exp = _builtin(services).issue(user_id)
+    token, exp = _builtin(services).issue(user_id, signed_in=True)
     refresh = new_refresh_token()
     expires = int(services.clock.time()) + services.config.refresh_token_ttl
     await services.store.add_refresh_token(
@@ -124,7 +124,7 @@ async def token(
     address = client_address(request, services)
     group = services.address_key(address)
     name_key = credentials.username.lower()
-    _check_failures(services, name_key, group, address=address)
+    check_failures(services, name_key, group, address=address)
     _take(services.auth_by_address, group, "too many sign-ins from this address", address=address)
     user = await services.store.get_user_by_username(credentials.username)
     if user is None:
@@ -132,7 +132,7 @@ async def token(
     else:
         ok = await services.passwords.verify(user.password_hash, credentials.password)
     if user is None or not ok:
-        _count_failure(services, name_key, group)
+        count_failure(services, name_key, group)
         services.signin_by_address.add(group)
         # The user id only, never what was typed: a password typed into the username box
         # must not reach a log.
@@ -155,7 +155,7 @@ def _failure_key(name_key: str, group: str) -> str:
     return f"{name_key} {group}"
 
 
-def _check_failures(
+def check_failures(
     services: Services, name_key: str, group: str, *, address: str, user_id: str | None = None
 ) -> None:
     """429 while the username has too many recent failures from this address, or from
@@ -175,7 +175,7 @@ def _check_failures(
             )
 
 
-def _count_failure(services: Services, name_key: str, group: str) -> None:
+def count_failure(services: Services, name_key: str, group: str) -> None:
     services.signin_by_user.add(_failure_key(name_key, group))
     services.signin_by_username.add(name_key)
 
@@ -251,9 +251,9 @@ async def change_password(
     address = client_address(request, services)
     group = services.address_key(address)
     name_key = user.username.lower()
-    _check_failures(services, name_key, group, address=address, user_id=user.user_id)
+    check_failures(services, name_key, group, address=address, user_id=user.user_id)
     if not await services.passwords.verify(user.password_hash, body.current_password):
-        _count_failure(services, name_key, group)
+        count_failure(services, name_key, group)
         audit("password_change_failed", user_id=user.user_id, address=address)
         raise Unauthorized("the current password is wrong", code="invalid_credentials")
     password = validate_password(body.new_password)

@@ -1,5 +1,6 @@
-"""Service routes (DESIGN §4): any user's settings and decrypted secrets, for service tokens
-(``role: "service"``) only. A secret read is audited.
+"""Service routes (DESIGN §4): any user's settings and decrypted secrets, and an account's
+export and removal, for service tokens (``role: "service"``) only. A secret read, an export
+and a removal are audited.
 """
 
 from __future__ import annotations
@@ -7,11 +8,14 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.responses import Response
 
 from ..audit import audit
 from ..crypto import WrappedKey, open_secret, unwrap_data_key
 from ..errors import NotFound, ValidationError
 from ..teams import is_team_key
+from .account_models import AccountExport
+from .account_routes import delete_user, export_response
 from .dependencies import ERRORS, ServiceDep, ServicesDep, client_address
 from .models import SecretResponse, SettingsResponse
 from .services import Services
@@ -79,6 +83,36 @@ async def service_secret(
         address=client_address(request, services),
     )
     return {"user_id": user_id, "name": name, "value": plaintext}
+
+
+@router.delete("/v1/users/{user_id}", status_code=204, responses=ERRORS, tags=["service"])
+async def service_delete_user(
+    user_id: str, request: Request, claims: ServiceDep, services: ServicesDep
+) -> Response:
+    """Delete a user's account as ``DELETE /v1/account`` does, without its password
+    (service tokens only; audited). 404 when nothing of that user is stored; 409
+    ``last_owner`` when the user alone owns a team (nothing is deleted)."""
+    _check_user_id(user_id)
+    known = await services.store.get_user(user_id) is not None  # a built-in user
+    address = client_address(request, services)
+    await delete_user(services, user_id, by=f"service:{claims.sub}", known=known, address=address)
+    return Response(status_code=204)
+
+
+@router.get(
+    "/v1/users/{user_id}/export",
+    response_model=AccountExport,
+    responses=ERRORS,
+    tags=["service"],
+)
+async def service_export_user(
+    user_id: str, request: Request, claims: ServiceDep, services: ServicesDep
+) -> Any:
+    """A user's export, as ``GET /v1/account/export`` gives it (service tokens only;
+    audited)."""
+    _check_user_id(user_id)
+    address = client_address(request, services)
+    return await export_response(services, user_id, by=f"service:{claims.sub}", address=address)
 
 
 async def _sealed_secret(services: Services, user_id: str, name: str) -> tuple[Any, WrappedKey]:
