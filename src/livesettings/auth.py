@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from .jwks import JwksCache
 
 __all__ = [
+    "ANON_ROLE",
     "MAX_SERVICE_TOKEN_TTL",
     "MIN_SECRET_BYTES",
     "SERVICE_TOKEN_TTL",
@@ -66,8 +67,11 @@ MAX_TOKEN_CHARS: Final = 16 * 1024  # refuse absurd tokens before parsing them
 SERVICE_TOKEN_TTL: Final = 24 * 3600  # a service token's default lifetime, and its cap
 MAX_SERVICE_TOKEN_TTL: Final = 90 * 24 * 3600  # the cap with --allow-long-ttl; enforced on use
 
-_USERNAME_RE: Final = re.compile(r"[A-Za-z0-9_.@\-]{3,64}")
+_USERNAME_RE: Final = re.compile(r"[A-Za-z0-9_.@+\-]{3,64}")  # "+": e-mail sub-addresses
 _MIN_PASSWORD, _MAX_PASSWORD = 8, 1024
+
+ANON_ROLE: Final = "anon"
+"""The ``role`` of an anon key (Supabase's name): it identifies an app, never a user."""
 
 _PUBLIC_ALGS: Final = ("RS256", "ES256")
 _NO_KEY: Final = "no configured key matches the token's key id"
@@ -121,10 +125,10 @@ class PasswordHasher:
 
 
 def validate_username(name: Any) -> str:
-    """A username of 3 to 64 characters from ``[A-Za-z0-9_.@-]``, returned unchanged."""
+    """A username of 3 to 64 characters from ``[A-Za-z0-9_.@+-]``, returned unchanged."""
     if not isinstance(name, str) or not _USERNAME_RE.fullmatch(name):
         raise ValidationError(
-            "username must be 3 to 64 characters: letters, digits, '_', '.', '@' or '-'",
+            "username must be 3 to 64 characters: letters, digits, '_', '.', '@', '+' or '-'",
             path="/username",
             code="invalid_username",
         )
@@ -287,12 +291,15 @@ class TokenVerifier:
         algs += [k.alg for k in self.public_keys()]
         return tuple(dict.fromkeys(algs))
 
-    def verify(self, token: str, *, now: float | None = None) -> Claims:
+    def verify(self, token: str, *, now: float | None = None, anon: bool = False) -> Claims:
         """The claims of a valid token, or ``Unauthorized(code="invalid_token")`` saying why.
 
         ``exp`` and ``sub`` are required, ``nbf`` is honoured, ``aud`` and ``iss`` are checked
         when configured. An expired token raises :class:`TokenExpired`. ``now`` (Unix seconds)
         defaults to the verifier's clock. Uses the keys loaded now; see :meth:`verify_async`.
+
+        A token with ``role: "anon"`` (an anon key) is refused unless ``anon`` is True: only
+        the Supabase-compatible routes ask for one, and its claims then have an empty ``sub``.
         """
         if not isinstance(token, str) or not token:
             raise _invalid("token is missing")
@@ -334,7 +341,9 @@ class TokenVerifier:
                         "verify_iat": False,
                         "verify_aud": self.audience is not None,
                         "verify_iss": self.issuer is not None,
-                        "require": ["exp", "sub"],
+                        # `sub` is checked in _claims: an anon key has none.
+                        "verify_sub": False,
+                        "require": ["exp"],
                     },
                 )
                 break
@@ -347,22 +356,25 @@ class TokenVerifier:
                 # A new kid that no loaded key verifies: the provider may have rotated.
                 raise _UnknownKey(_NO_KEY, code="invalid_token") from bad_signature
             raise _invalid("token signature is invalid") from bad_signature
-        return self._claims(payload, self._clock.time() if now is None else now, key_alg == "HS256")
+        when = self._clock.time() if now is None else now
+        return self._claims(payload, when, key_alg == "HS256", anon=anon)
 
-    async def verify_async(self, token: str, *, now: float | None = None) -> Claims:
+    async def verify_async(
+        self, token: str, *, now: float | None = None, anon: bool = False
+    ) -> Claims:
         """:meth:`verify`, refetching the JWKS once when a token names a key it lacks.
 
         An identity provider whose JWKS cannot be fetched fails closed:
         ``Unauthorized(code="jwks_unavailable")``.
         """
         try:
-            return self.verify(token, now=now)
+            return self.verify(token, now=now, anon=anon)
         except _UnknownKey:
             if not self.key_sets:
                 raise
         for key_set in self.key_sets:
             await key_set.refresh_on_miss()
-        return self.verify(token, now=now)
+        return self.verify(token, now=now, anon=anon)
 
     def _candidates(self, alg: str, kid: str | None) -> list[tuple[VerifyKey, str]]:
         """The keys to try for a token of ``alg`` (and ``kid``), each with its one algorithm."""
@@ -375,7 +387,9 @@ class TokenVerifier:
             keys = [k for k in keys if k.kid is None]
         return [(k.key, k.alg) for k in keys]
 
-    def _claims(self, payload: dict[str, Any], now: float, builtin: bool) -> Claims:
+    def _claims(
+        self, payload: dict[str, Any], now: float, builtin: bool, *, anon: bool = False
+    ) -> Claims:
         exp = _numeric_date(payload.get("exp"), "exp")
         nbf = _numeric_date(payload["nbf"], "nbf") if "nbf" in payload else None
         iat = _numeric_date(payload["iat"], "iat") if "iat" in payload else None
@@ -383,6 +397,25 @@ class TokenVerifier:
             raise TokenExpired("token expired")
         if nbf is not None and nbf > now + self.leeway:
             raise _invalid("token is not valid yet")
+        jti = payload.get("jti")
+        jti = jti if isinstance(jti, str) and jti else None
+        if payload.get("role") == ANON_ROLE:
+            if not anon:
+                raise _invalid(
+                    'this is an anon key (role "anon"): it names no user; '
+                    "sign in and send the user's access token"
+                )
+            return Claims(
+                sub="",
+                exp=math.floor(exp),
+                iat=iat,
+                role=ANON_ROLE,
+                raw=payload,
+                jti=jti,
+                builtin=builtin,
+            )
+        if payload.get("sub") is None:  # as PyJWT's "require" would say
+            raise _invalid('token is missing the "sub" claim')
         sub = payload.get("sub")
         if not isinstance(sub, str) or not sub or len(sub) > MAX_SUB_CHARS:
             raise _invalid(f"token subject must be a non-empty string of at most {MAX_SUB_CHARS}")
@@ -399,14 +432,13 @@ class TokenVerifier:
                 f"service token lives longer than {MAX_SERVICE_TOKEN_TTL // 86400} days; "
                 "issue a new one"
             )
-        jti = payload.get("jti")
         return Claims(
             sub=sub,
             exp=math.floor(exp),
             iat=iat,  # kept to the millisecond: session revocations compare against it
             role=role,
             raw=payload,
-            jti=jti if isinstance(jti, str) and jti else None,
+            jti=jti,
             builtin=builtin,
             provider_service=(
                 not builtin
@@ -445,8 +477,13 @@ class TokenIssuer:
         ttl_seconds: int | None = None,
         now: float | None = None,
         signed_in: bool = False,
+        audience: str | None = None,
     ) -> tuple[str, int]:
         """A signed token for ``user_id`` and its expiry (Unix seconds).
+
+        ``audience`` is the ``aud`` claim when no audience is configured (the configured one
+        always wins, as the verifier requires it); the Supabase-compatible routes ask for
+        ``"authenticated"``.
 
         ``signed_in``: the user just proved who they are (a password), so the token carries
         ``auth_time`` (OpenID Connect's name); a token traded for a refresh token has none, so
@@ -474,8 +511,9 @@ class TokenIssuer:
             claims["role"] = role
         if self.issuer is not None:
             claims["iss"] = self.issuer
-        if self.audience is not None:
-            claims["aud"] = self.audience
+        aud = self.audience if self.audience is not None else audience
+        if aud is not None:
+            claims["aud"] = aud
         return jwt.encode(claims, self._secret, algorithm="HS256"), exp
 
 

@@ -69,6 +69,8 @@ class Config:
     fresh_token_max_age: int = 300
     refresh_token_ttl: int = 30 * 24 * 3600
     allow_signup: bool | None = None
+    # /auth/v1, /rest/v1/user_preferences and /realtime/v1/websocket (server/compat/).
+    supabase_compat: bool = True
     argon2_time_cost: int = 2
     argon2_memory_cost: int = 19456
     argon2_workers: int = 2  # threads hashing passwords, off the event loop

@@ -77,7 +77,7 @@ def test_user_add_refusals(run_cli: Cli) -> None:
     bad = run_cli("user", "add", "no spaces", "--password-stdin", input="long enough 1\n")
     assert (bad.exit_code, bad.stderr) == (
         1,
-        "error: username must be 3 to 64 characters: letters, digits, '_', '.', '@' or '-'\n",
+        "error: username must be 3 to 64 characters: letters, digits, '_', '.', '@', '+' or '-'\n",
     )
 
 

@@ -220,9 +220,15 @@ def token() -> None:
 
 
 @token.command("issue")
-@click.option("--user", "user_ref", required=True, help="Username or user id (the token's sub).")
+@click.option("--user", "user_ref", help="Username or user id (the token's sub).")
 @click.option(
     "--service", is_flag=True, help="A service token (role service): any user's settings."
+)
+@click.option(
+    "--anon",
+    is_flag=True,
+    help="The anon key of the Supabase-compatible endpoints (role anon, no user): what "
+    "createClient(url, anonKey) takes. It grants no settings; it lives 90 days by default.",
 )
 @click.option(
     "--ttl",
@@ -241,8 +247,9 @@ def token() -> None:
 @click.pass_context
 def token_issue(
     ctx: click.Context,
-    user_ref: str,
+    user_ref: str | None,
     service: bool,
+    anon: bool,
     ttl: int | None,
     allow_long_ttl: bool,
     data_dir: str | None,
@@ -251,12 +258,24 @@ def token_issue(
     """Print a signed access token, and nothing else.
 
     HS256 with the configured secret; --service makes a service token (role service)
-    whose subject is USER as given. Each token has its own jti, for `token revoke --jti`.
+    whose subject is USER as given; --anon prints the anon key (no user) that Supabase
+    clients send as their apikey. Each token has its own jti, for `token revoke --jti`.
     """
+    if anon and (user_ref is not None or service):
+        fail("--anon names no user: give it without --user and --service", EXIT_USAGE)
+    if not anon and user_ref is None:
+        fail("give --user USER (or --anon for the anon key)", EXIT_USAGE)
     config = load_config(ctx, data_dir=data_dir, database_url=database_url)
     if ttl is None and service:
         ttl = SERVICE_TOKEN_TTL
-    _check_ttl(ttl, allow_long_ttl)
+    if not anon:
+        _check_ttl(ttl, allow_long_ttl)
+    elif ttl is not None and ttl > MAX_SERVICE_TOKEN_TTL:
+        fail(
+            f"--ttl {ttl} is longer than 90 days ({MAX_SERVICE_TOKEN_TTL} s), the most an anon "
+            "key may live",
+            EXIT_USAGE,
+        )
     from ..config_loaders import load_signing  # the secret exactly as the server reads it
 
     with exits():
@@ -272,6 +291,18 @@ def token_issue(
             issuer=config.jwt_issuer,
             audience=config.jwt_audience,
         )
+    if anon:
+        from ..server.compat.keys import ANON_KEY_TTL, issue_anon_key  # the server's rule
+
+        key, _ = issue_anon_key(
+            secret,
+            ttl_seconds=ttl or ANON_KEY_TTL,
+            issuer=config.jwt_issuer,
+            audience=config.jwt_audience,
+        )
+        click.echo(key)
+        return
+    assert user_ref is not None
     subject = user_ref
     if not service:
         row = _look_up(config, user_ref)

@@ -19,6 +19,7 @@ from ..paths import to_pointer
 from .account_routes import router as account_router
 from .answers import http_error_response, refusal_response
 from .auth_routes import router as auth_router
+from .compat import mount as mount_supabase_compat
 from .cookies import RefreshCookieReset
 from .lean_routes import LeanRoutes
 from .openapi import install_openapi
@@ -68,6 +69,8 @@ def create_app(config: Config | None = None, *, services: Services | None = None
         operations_router,
     ):
         app.router.routes.extend(router.routes)
+    if config.supabase_compat:
+        mount_supabase_compat(app)
     install_openapi(app)
     app.add_api_websocket_route("/v1/realtime", realtime_endpoint)
 

@@ -55,6 +55,14 @@ CORS_HEADERS = (
     "X-Base-Revision",
     "X-Edited-At",
     "Last-Event-ID",
+    # What supabase-js sends to the Supabase-compatible endpoints (server/compat/).
+    "apikey",
+    "X-Client-Info",
+    "Prefer",
+    "Accept-Profile",
+    "Content-Profile",
+    "X-Supabase-Api-Version",
+    "X-Retry-Count",
 )
 
 OPS_PATHS = frozenset({"/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
@@ -115,9 +123,16 @@ class Edge:
             self.inner = CORSMiddleware(
                 self._inner,
                 allow_origins=[o for o in config.allowed_origins if o != "*"] or ["*"],
-                allow_methods=["GET", "PATCH", "PUT", "POST", "DELETE", "OPTIONS"],
+                allow_methods=["GET", "HEAD", "PATCH", "PUT", "POST", "DELETE", "OPTIONS"],
                 allow_headers=list(CORS_HEADERS),
-                expose_headers=["ETag", "Retry-After"],
+                # Content-Range: PostgREST's row counts; the API version: auth-js reads
+                # GoTrue's error shape by it.
+                expose_headers=[
+                    "ETag",
+                    "Retry-After",
+                    "Content-Range",
+                    "X-Supabase-Api-Version",
+                ],
             )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

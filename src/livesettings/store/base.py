@@ -227,6 +227,11 @@ class Store(Protocol):
     # document read for a user) makes PostgreSQL's row-level security require membership.
     async def get_document(self, user_id: str, *, actor: str | None = None) -> StoredDocument: ...
 
+    async def row_id(self, user_id: str) -> int | str | None:
+        """The document row's own primary key (``user_preferences.id``; a seed table adopted
+        in place keeps its own, often a uuid); None before the first write. It never changes
+        while the row lives (the Supabase-compatible endpoints show it as ``id``)."""
+
     async def commit(self, batch: Sequence[PendingMutation]) -> list[CommitOutcome]:
         """Apply every pending mutation in one transaction, each atomic; durable on return."""
 

@@ -83,6 +83,7 @@ class Statements:
         self.revision = (
             f"SELECT revision FROM public.user_preferences WHERE user_id = $1::text::{uid_type}"
         )
+        self.row_id = f"SELECT id FROM public.user_preferences WHERE user_id = $1::text::{uid_type}"
         self.delete_doc = (
             f"DELETE FROM public.user_preferences WHERE user_id = $1::text::{uid_type}"
         )

@@ -381,6 +381,15 @@ class PostgresStore:
         async with self._user_transaction(actor or user_id) as conn:
             return await load_document(conn, sql, user_id)
 
+    async def row_id(self, user_id: str) -> int | str | None:
+        _, sql = self._statements()
+        key = sql.doc_key(user_id)
+        if key is None:
+            return None  # not a UUID in a uuid column: no row can match
+        async with self._user_transaction(user_id) as conn:
+            value = await conn.fetchval(sql.row_id, key)
+        return value if value is None or isinstance(value, int) else str(value)
+
     async def commit(self, batch: Sequence[PendingMutation]) -> list[CommitOutcome]:
         """Apply every pending mutation in one transaction, each in its own savepoint; a
         failure of the transaction as a whole fails every outcome with ``StorageError``."""

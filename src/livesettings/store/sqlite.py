@@ -287,6 +287,15 @@ class SqliteStore:
     async def get_document(self, user_id: str, *, actor: str | None = None) -> StoredDocument:
         return await self._read(load_document, user_id)
 
+    async def row_id(self, user_id: str) -> int | None:
+        def read(conn: sqlite3.Connection) -> int | None:
+            found = conn.execute(
+                "SELECT id FROM user_preferences WHERE user_id = ?", (user_id,)
+            ).fetchone()
+            return None if found is None else int(found[0])
+
+        return await self._read(read)
+
     async def commit(self, batch: Sequence[PendingMutation]) -> list[CommitOutcome]:
         if not batch:
             return []
