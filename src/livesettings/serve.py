@@ -102,12 +102,17 @@ class _Server(uvicorn.Server):
 
 async def _preflight(config: Config, services: Services) -> None:
     """Check the database before binding a port, so a bad schema is one clear line."""
-    from .store import open_store
+    from .store import SCHEMA_VERSION, open_store
+    from .store.sqlite import SqliteStore
 
     store = open_store(config.resolved_database_url, keyring=services.keyring)
     try:
-        if not config.is_postgres:
-            await store.setup()
+        # The embedded store creates or upgrades itself; one a newer release migrated (N+1)
+        # is served as it is, since setup refuses anything newer than this release's schema.
+        if isinstance(store, SqliteStore):
+            version = await store.schema_version() if store.path.exists() else None
+            if version is None or version < SCHEMA_VERSION:
+                await store.setup()
         await store.open()
     finally:
         await store.close()

@@ -20,10 +20,9 @@ from tests.conftest import require_service
 from tests.support.postgres import (
     SUPERUSER,
     Database,
-    create_database,
     drop_database,
-    drop_roles,
     run_setup,
+    set_up_database,
     sql,
     url,
 )
@@ -67,13 +66,8 @@ def client_binary(name: str) -> str | None:
 def source(postgres_available: bool) -> Iterator[Database]:
     """A database set up by ``livesettings setup``; dropped with its roles afterwards."""
     require_service("PostgreSQL on 127.0.0.1:5432", postgres_available)
-    db = create_database("ls_dump")
-    try:
-        run_setup(db)
+    with set_up_database("ls_dump") as db:
         yield db
-    finally:
-        drop_database(db)
-        drop_roles(db)
 
 
 def dump_command(pg_dump: str, dumper: str, source: Database) -> list[str]:

@@ -20,7 +20,7 @@ from jwt.algorithms import ECAlgorithm
 from livesettings import __version__
 from livesettings.auth import TokenIssuer
 from livesettings.cli import cli
-from livesettings.store import Store
+from livesettings.store import SCHEMA_VERSION, Store
 
 from .conftest import JWT_SECRET, NEW, OLD, Cli, edit, ok
 
@@ -53,11 +53,14 @@ def test_python_m_livesettings_help_and_version() -> None:
     assert helped.returncode == 0
     commands = helped.stdout.split("Commands:\n", 1)[1].splitlines()
     assert [line.split()[0] for line in commands] == [
+        "backup",
         "check-auth",
         "check-db",
         "export",
         "import",
         "keys",
+        "migrate",
+        "restore",
         "serve",
         "setup",
         "team",
@@ -80,12 +83,15 @@ def _commands(group: click.Group, path: tuple[str, ...] = ()) -> list[tuple[str,
 def test_every_command_has_help_with_a_one_line_description(run_cli: Cli) -> None:
     paths = _commands(cli)
     assert sorted(" ".join(path) for path in paths) == [
+        "backup",
         "check-auth",
         "check-db",
         "export",
         "import",
         "keys",
         "keys rotate",
+        "migrate",
+        "restore",
         "serve",
         "setup",
         "team",
@@ -116,14 +122,14 @@ def test_setup_is_idempotent(run_cli: Cli) -> None:
     first = ok(run_cli("setup")).splitlines()
     assert first[0] == "created table livesettings_meta"
     assert first[-3:] == [
-        "recorded schema version 2",
+        f"recorded schema version {SCHEMA_VERSION}",
         "master keys: old (active)",
-        "setup complete: schema version 2",
+        f"setup complete: schema version {SCHEMA_VERSION}",
     ]
     assert ok(run_cli("setup")) == (
-        "schema is up to date (version 2)\n"
+        f"schema is up to date (version {SCHEMA_VERSION})\n"
         "master keys: old (active)\n"
-        "setup complete: schema version 2\n"
+        f"setup complete: schema version {SCHEMA_VERSION}\n"
     )
 
 
@@ -137,7 +143,7 @@ def test_setup_of_the_embedded_default_generates_private_key_files(run_cli: Cli)
     assert key_file.read_text().split(":")[1].strip() not in out  # never the key itself
     assert ok(run_cli("verify", master_keys=None, jwt_secret=None)) == (
         f"ok   database: sqlite:///{run_cli.db}\n"
-        "ok   schema version: 2\n"
+        f"ok   schema version: {SCHEMA_VERSION}\n"
         "ok   journal mode: wal\n"
         "ok   synchronous: FULL\n"
         f"ok   master keys: {key_id} (active)\n"
@@ -161,7 +167,7 @@ def test_verify_reports_wal_full_and_that_stored_keys_decrypt(run_cli: Cli) -> N
     assert (result.exit_code, result.stderr) == (0, "")
     assert result.stdout == (
         f"ok   database: sqlite:///{run_cli.db}\n"
-        "ok   schema version: 2\n"
+        f"ok   schema version: {SCHEMA_VERSION}\n"
         "ok   journal mode: wal\n"
         "ok   synchronous: FULL\n"
         "ok   master keys: old (active)\n"
@@ -230,7 +236,7 @@ def test_check_db(run_cli: Cli) -> None:
         f"-    path: {run_cli.db}",
         "-    journal mode: wal",
         "-    synchronous: FULL",
-        "-    schema version: 2",
+        f"-    schema version: {SCHEMA_VERSION}",
         "check-db: 3 checks passed",
     ]
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from livesettings.crypto import Keyring, open_secret, unwrap_data_key
-from livesettings.store import Store, open_store
+from livesettings.store import SCHEMA_VERSION, Store, open_store
 from tests.conftest import require_service
 
 from .conftest import NEW, OLD, Cli, edit, ok
@@ -108,9 +108,13 @@ def test_the_cli_on_postgresql(database: Database, tmp_path: Path) -> None:
         LIVESETTINGS_MASTER_KEYS=OLD,
     )
     first = ok(run("setup"))
-    assert first.endswith("master keys: old (active)\nsetup complete: schema version 2\n")
+    assert first.endswith(
+        f"master keys: old (active)\nsetup complete: schema version {SCHEMA_VERSION}\n"
+    )
     again = ok(run("setup"))
-    assert again.endswith("master keys: old (active)\nsetup complete: schema version 2\n")
+    assert again.endswith(
+        f"master keys: old (active)\nsetup complete: schema version {SCHEMA_VERSION}\n"
+    )
     assert "app-pw" not in first + again
 
     verified = run("verify")
@@ -121,7 +125,7 @@ def test_the_cli_on_postgresql(database: Database, tmp_path: Path) -> None:
         == f"ok   database: postgresql://{database.app_role}:***@127.0.0.1:5432/"
         + (database.app_url.rsplit("/", 1)[1])
     )
-    assert lines[1] == "ok   schema version: 2"
+    assert lines[1] == f"ok   schema version: {SCHEMA_VERSION}"
     assert (
         lines[2]
         == f"ok   app role: {database.app_role} (no superuser, no BYPASSRLS, owns no table)"
@@ -132,7 +136,9 @@ def test_the_cli_on_postgresql(database: Database, tmp_path: Path) -> None:
         lines[4],
     )
     assert lines[5] == "ok   synchronous commit: on"
-    assert re.fullmatch(r"ok   NOTIFY round trip: \d+\.\d ms", lines[6])
+    assert lines[6] == "ok   SQL-write trigger: on user_preferences, enabled"
+    assert lines[7] == "ok   SQL-write queue: empty"
+    assert re.fullmatch(r"ok   NOTIFY round trip: \d+\.\d ms", lines[8])
     assert re.fullmatch(r"ok   bus: postgres \(publish round trip \d+\.\d ms\)", lines[-2])
 
     as_owner = run("verify", database_url=database.owner_url)

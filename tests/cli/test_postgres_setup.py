@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from livesettings.auth import TokenIssuer
+from livesettings.store import SCHEMA_VERSION
 from tests.conftest import require_service
 from tests.support.postgres import SUPERUSER, sql, url
 from tests.support.server import TEST_JWT_SECRET, ServerProcess
@@ -85,9 +86,10 @@ def cluster(postgres_available: bool) -> Iterator[Cluster]:
 
 def set_up_twice(run: Cli) -> None:
     first = ok(run("setup"))
-    assert first.endswith("setup complete: schema version 2\n"), first
+    assert first.endswith(f"setup complete: schema version {SCHEMA_VERSION}\n"), first
+    assert "created trigger livesettings_sql_writes on user_preferences" in first, first
     again = ok(run("setup"))
-    assert again.endswith("setup complete: schema version 2\n"), again
+    assert again.endswith(f"setup complete: schema version {SCHEMA_VERSION}\n"), again
     # Nothing left to create the second time.
     assert "created" not in again, again
     verified = run("verify")

@@ -19,10 +19,7 @@ from livesettings.auth import TokenIssuer
 from tests.conftest import require_service
 from tests.support.postgres import (
     Database,
-    create_database,
-    drop_database,
-    drop_roles,
-    run_setup,
+    set_up_database,
     sql,
 )
 from tests.support.server import TEST_JWT_SECRET, ServerProcess
@@ -36,13 +33,8 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 def database(postgres_available: bool) -> Iterator[Database]:
     """A fresh database owned by a fresh owner role, set up by ``livesettings setup``."""
     require_service("PostgreSQL (127.0.0.1:5432)", postgres_available)
-    db = create_database("ls_mn")
-    try:
-        run_setup(db)
+    with set_up_database("ls_mn") as db:
         yield db
-    finally:
-        drop_database(db)
-        drop_roles(db)
 
 
 @pytest.fixture

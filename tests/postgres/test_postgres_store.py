@@ -176,8 +176,11 @@ async def test_setup_creates_a_confined_app_role_with_only_what_it_needs(
         "created index data_keys_master",
         "created index session_revocations_user",
         "created index team_members_user",
+        "created index sql_writes_user",
         *(f"created function {s.partition('(')[0]}" for s in DEFINER_FUNCTIONS),
         "created function livesettings_lock_users",
+        "created trigger livesettings_sql_writes on user_preferences (writes made in SQL are "
+        "pushed)",
         f"created role {scratch.app} (LOGIN, NOBYPASSRLS, owning nothing)",
         "created policy livesettings_app_read on livesettings_meta",
         *(
@@ -240,6 +243,9 @@ async def test_setup_creates_a_confined_app_role_with_only_what_it_needs(
         assert {row["proname"]: tuple(row.values())[1:] for row in functions} == {
             **{s.partition("(")[0]: (True, [SEARCH_PATH], True, False) for s in DEFINER_FUNCTIONS},
             "livesettings_lock_users": (False, ["search_path=pg_catalog, pg_temp"], True, False),
+            # The SQL-write trigger's (pg_triggers): no role needs to call them.
+            "livesettings_sql_write": (True, [SEARCH_PATH], False, False),
+            "livesettings_json_patch": (False, ["search_path=pg_catalog, pg_temp"], False, False),
         }
     finally:
         await conn.close()
@@ -318,7 +324,9 @@ async def test_open_refuses_a_missing_outdated_or_unprotected_schema(scratch: Sc
             await store.setup()
         await owner.execute("UPDATE livesettings_meta SET value = '0'")
         with pytest.raises(
-            ConfigError, match=f"run `livesettings setup` to upgrade it to {SCHEMA_VERSION}"
+            ConfigError,
+            match=rf"run `livesettings migrate` \(or `livesettings setup`\) to upgrade it to "
+            rf"{SCHEMA_VERSION}",
         ):
             await PostgresStore(scratch.app_url(database)).open()
         await owner.execute(f"UPDATE livesettings_meta SET value = '{SCHEMA_VERSION}'")

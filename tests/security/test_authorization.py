@@ -267,6 +267,14 @@ def _attacks(alice: User, team_id: str) -> dict[tuple[str, str], list[Attack]]:
             Attack(f"/v1/users/{a}/secrets/openai"),
             Attack(f"/v1/users/{a}/secrets/missing"),
         ],
+        ("delete", "/v1/users/{user_id}"): [Attack(f"/v1/users/{a}")],
+        ("get", "/v1/users/{user_id}/export"): [Attack(f"/v1/users/{a}/export")],
+        ("get", "/v1/account/export"): [Attack(f"/v1/account/export?{q}", expect=OWN)],
+        ("delete", "/v1/account"): [
+            # Mallory's token is fresh, so a wrong password is what keeps her own account.
+            Attack(f"/v1/account?{q}", {"password": "wrong guess 2"}, None, REFUSED, (403,)),
+            Attack("/v1/account", {"password": "x", "user_id": a}, None, REFUSED, (422,)),
+        ],
         ("get", "/healthz"): [Attack(f"/healthz?{q}", expect=OWN)],
         ("get", "/readyz"): [Attack(f"/readyz?{q}", expect=OWN)],
         ("get", "/metrics"): [Attack(f"/metrics?{q}", expect=OWN)],

@@ -15,6 +15,8 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -32,6 +34,7 @@ __all__ = [
     "drop_database",
     "drop_roles",
     "run_setup",
+    "set_up_database",
     "sql",
     "superuser",
     "url",
@@ -128,6 +131,18 @@ def run_setup(db: Database, timeout: float = 60.0) -> str:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
+
+
+@contextmanager
+def set_up_database(prefix: str = "ls") -> Iterator[Database]:
+    """A fresh database set up by ``livesettings setup``; dropped with its roles afterwards."""
+    db = create_database(prefix)
+    try:
+        run_setup(db)
+        yield db
+    finally:
+        drop_database(db)
+        drop_roles(db)
 
 
 def clone_database(template: Database) -> Database:

@@ -26,13 +26,17 @@ from ..document import is_sealed
 from ..errors import ConfigError, CryptoError, LiveSettingsError
 from ..keys import missing_master_keys
 from ..store import SCHEMA_VERSION, Store
+from ..store.migrations import SERVES_NEWER, pending_migrations
+from ..store.pg_triggers import SqlWriteStatus, sql_write_status
 from ._common import (
+    EXIT_CONFIG,
     KEY_FILE,
     Report,
     check_database_file,
     database_options,
     existing_keys,
     exits,
+    fail,
     load_config,
     load_keys,
     make_store,
@@ -45,6 +49,9 @@ from ._common import (
 from .signing import JWT_SECRET_FILE, PEM_SOURCE, hs256_secret, public_keys
 
 __all__ = ["check_db", "serve", "setup", "verify"]
+
+_SQL_BACKLOG_S: Final = 60.0
+"""A write made in SQL waiting longer than this means no node applies the queue."""
 
 _SAMPLE: Final = 200  # stored data keys looked at by verify's decrypt probe
 _PROBE_USER: Final = "livesettings-verify-probe"
@@ -87,12 +94,20 @@ def serve(
     envvar="LIVESETTINGS_ADMIN_DATABASE_URL",
     help="PostgreSQL: the owner connection setup runs as.",
 )
+@click.option(
+    "--sql-writer",
+    metavar="ROLE",
+    envvar="LIVESETTINGS_SQL_WRITER",
+    help="PostgreSQL: let this existing role write user_preferences in SQL (confined to the "
+    "user named by livesettings.user_id; its writes are pushed live).",
+)
 @click.pass_context
 def setup(
     ctx: click.Context,
     data_dir: str | None,
     database_url: str | None,
     admin_database_url: str | None,
+    sql_writer: str | None,
 ) -> None:
     """Create or upgrade the schema (idempotent).
 
@@ -102,6 +117,11 @@ def setup(
     config = load_config(
         ctx, data_dir=data_dir, database_url=database_url, admin_database_url=admin_database_url
     )
+    if sql_writer is not None and not config.is_postgres:
+        fail(
+            "--sql-writer needs PostgreSQL: the embedded SQLite database has no SQL writers",
+            EXIT_CONFIG,
+        )
 
     async def go() -> tuple[list[str], Keyring]:
         # The keyring first: adopting a seed table seals its plaintext API keys.
@@ -111,7 +131,12 @@ def setup(
             load_or_create_jwt_secret(config.data_dir / JWT_SECRET_FILE)
         store = make_store(config, keyring, admin=True)
         try:
-            return await store.setup(), keyring
+            if sql_writer is None:
+                return await store.setup(), keyring
+            from ..store.postgres import PostgresStore  # the driver only for PostgreSQL
+
+            assert isinstance(store, PostgresStore)
+            return await store.setup(sql_writer=sql_writer), keyring
         finally:
             await store.close()
 
@@ -147,6 +172,11 @@ async def _verify(config: Config, report: Report) -> None:
         check_database_file(config)
         # Reading the version needs no open pool: it doubles as the connectivity check.
         version = await store.schema_version()
+        if version is not None and version < SCHEMA_VERSION:
+            # Reachable, but open() would refuse it: say which migrations are pending.
+            report.ok("database", shown_url(config))
+            _check_schema(report, config, version)
+            return
         try:
             await store.open()
         except ConfigError as exc:
@@ -155,13 +185,14 @@ async def _verify(config: Config, report: Report) -> None:
             report.fail("database", exc.message)
             return
         report.ok("database", shown_url(config))
-        if not _check_schema(report, version):
+        if not _check_schema(report, config, version):
             return
         info = await store.info()
         if info.get("backend") == "sqlite":
             _check_sqlite(report, config, info)
         else:
             _check_postgres(report, info)
+            _check_sql_writes(report, await sql_write_status(store))
         await _check_notify(report, store)
         await _check_keys(report, config, store, keyring)
     finally:
@@ -170,19 +201,60 @@ async def _verify(config: Config, report: Report) -> None:
     await _check_bus(report, config)
 
 
-def _check_schema(report: Report, version: int | None) -> bool:
+def _check_sql_writes(report: Report, status: SqlWriteStatus | None) -> None:
+    """PostgreSQL: the trigger that queues writes made in SQL, and that queue's backlog."""
+    if status is None:
+        return
+    if status.trigger_present:
+        report.ok("SQL-write trigger", "on user_preferences, enabled")
+    else:
+        report.fail(
+            "SQL-write trigger",
+            "missing or disabled on user_preferences: writes made in SQL are not pushed; "
+            "run `livesettings setup`",
+        )
+    age = status.oldest_age_s
+    if status.pending == 0 or age is None:
+        report.ok("SQL-write queue", "empty")
+    elif age > _SQL_BACKLOG_S:
+        report.warn(
+            "SQL-write queue",
+            f"{plural(status.pending, 'write')} waiting, the oldest for {age:.0f} s: "
+            "is a livesettings node running?",
+        )
+    else:
+        report.ok("SQL-write queue", f"{plural(status.pending, 'write')} being applied")
+
+
+def _pending(config: Config, version: int | None) -> str:
+    """The migrations a database at ``version`` lacks, as ``migrate`` would apply them."""
+    return ", ".join(pending_migrations("postgres" if config.is_postgres else "sqlite", version))
+
+
+def _check_schema(report: Report, config: Config, version: int | None) -> bool:
+    """The schema version against the compatibility rule (store.migrations): this release's
+    passes; the next one's (a rolling upgrade under way) is a warning; others fail."""
     if version is None:
         report.fail("schema version", "no livesettings schema; run `livesettings setup`")
     elif version < SCHEMA_VERSION:
         report.fail(
             "schema version",
-            f"{version}, older than {SCHEMA_VERSION}; run `livesettings setup` to upgrade",
+            f"{version}, older than {SCHEMA_VERSION}; pending migrations: "
+            f"{_pending(config, version)}; run `livesettings migrate`",
         )
-    elif version > SCHEMA_VERSION:
+    elif version > SCHEMA_VERSION + SERVES_NEWER:
         report.fail(
             "schema version",
-            f"{version}, newer than this livesettings understands ({SCHEMA_VERSION})",
+            f"{version}; this livesettings (schema {SCHEMA_VERSION}) serves {SCHEMA_VERSION} "
+            f"and {SCHEMA_VERSION + SERVES_NEWER} only; upgrade livesettings",
         )
+    elif version > SCHEMA_VERSION:
+        report.warn(
+            "schema version",
+            f"{version}, newer than this livesettings ({SCHEMA_VERSION}): served as during a "
+            "rolling upgrade; upgrade this node",
+        )
+        return True
     else:
         report.ok("schema version", version)
         return True
@@ -403,12 +475,15 @@ async def _check_db(config: Config, report: Report) -> None:
     store = make_store(config, None)
     try:
         check_database_file(config)
-        await store.schema_version()  # connects without the pool: unreachable → exit 4
+        # Connects without the pool: unreachable → exit 4.
+        schema_version = await store.schema_version()
         report.ok("connection", shown_url(config))
         try:
             await store.open()
         except ConfigError as exc:
             report.fail("open", exc.message)
+            if schema_version is not None and schema_version < SCHEMA_VERSION:
+                report.fact("pending migrations", _pending(config, schema_version))
             return
         median, slowest = await ping_ms(store)
         info = await store.info()

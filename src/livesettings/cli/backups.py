@@ -76,7 +76,7 @@ def backup(ctx: click.Context, path: Path, data_dir: str | None, database_url: s
 @database_options
 @click.pass_context
 def restore(ctx: click.Context, path: Path, data_dir: str | None, database_url: str | None) -> None:
-    """Put the backup in PATH (made by `livesettings backup`) into an empty data directory.
+    """Put a backup made by `livesettings backup` into an empty data directory.
 
     Refuses when the configured database file already exists. Checks the backup's sha256,
     schema version and integrity, and whether the configured keyring holds the master keys

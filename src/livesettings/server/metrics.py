@@ -120,6 +120,12 @@ class Metrics:
             p + "bus_changes_carried_total",
             "Changes another node's bus message carried, kept to push without a read.",
         )
+        self.sql_writes = Counter(
+            p + "sql_writes_total",
+            "Writes made in SQL (PostgreSQL) this node took off the queue, by outcome: applied,"
+            " refused (a value the document does not accept), lost (no revision: every edit"
+            " lost to a newer one).",
+        )
         self.batch_size = Histogram(
             p + "commit_batch_size", "Mutations per transaction.", _BATCH_BUCKETS
         )
@@ -144,6 +150,7 @@ class Metrics:
             self.changelog_reads,
             self.fanout_reads,
             self.carried_changes,
+            self.sql_writes,
             self.batch_size,
             self.write_latency,
             self.push_latency,

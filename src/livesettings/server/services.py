@@ -32,6 +32,7 @@ from .metrics import Gauge, Metrics
 from .passwords import PasswordPool
 from .ratelimit import RateLimiter, WindowCounter
 from .security import address_key
+from .sql_writes import SqlWriteDrain, SqlWriteQueue
 from .writer import Writer
 
 __all__ = ["Connections", "Services"]
@@ -241,6 +242,7 @@ class Services:
         self._revocation_cursor = 0
         self._token_revocation_cursor = 0
         self._tasks: list[asyncio.Task[None]] = []
+        self.sql_writes: SqlWriteDrain | None = None  # PostgreSQL only: writes made in SQL
         self.draining = False
         self.started = False
         self._audit_file: logging.Handler | None = None
@@ -263,6 +265,9 @@ class Services:
             self._note_token_revocation(row_id, jti, expires_at)
         await self.bus.start(self._on_bus_events, self._on_bus_resync)
         self.writer.start()
+        if isinstance(self.store, SqlWriteQueue):
+            self.sql_writes = SqlWriteDrain(self, self.store)
+            self.sql_writes.start()
         self._tasks.append(asyncio.create_task(self._poll_revocations()))
         for key_set in self.key_sets:
             if key_set.url is not None:
@@ -294,6 +299,9 @@ class Services:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self.sql_writes is not None:
+            await self.sql_writes.stop()
+            self.sql_writes = None
         await self.writer.stop()
         await self.hub.close()
         await self.memberships.close()

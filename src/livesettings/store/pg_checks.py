@@ -7,7 +7,7 @@ from typing import Any
 import asyncpg
 
 from ..errors import ConfigError
-from .migrations import require_current
+from .migrations import check_servable
 from .pg_errors import DRIVER_ERRORS, lacks_rights, location_of, translate
 from .postgres_schema import (
     DEFINER_FUNCTIONS,
@@ -25,7 +25,8 @@ __all__ = ["check_app_role", "database_facts"]
 async def check_app_role(conn: Any, url: str, command_timeout: float) -> Columns:
     """What ``serve`` refuses to run with: a role that row-level security does not confine
     (superuser, BYPASSRLS, the tables' owner, a member of any of those), a missing or other
-    schema version, or RLS off. The columns of ``user_preferences`` otherwise."""
+    schema version (:func:`~livesettings.store.migrations.check_servable`: this release's or
+    the next one's), or RLS off. The columns of ``user_preferences`` otherwise."""
     where = location_of(url)
     try:
         role = await conn.fetchrow(
@@ -67,7 +68,7 @@ async def check_app_role(conn: Any, url: str, command_timeout: float) -> Columns
                 f"{owned['relname']} belongs to {owned['owner']!r}), and the owner can "
                 f"switch row-level security off; {fix}"
             )
-        require_current(await read_schema_version(conn), f"database {where}")
+        check_servable(await read_schema_version(conn), f"database {where}")
         unprotected = await conn.fetchval(
             "SELECT pg_catalog.string_agg(c.relname, ', ' ORDER BY c.relname) "
             "FROM pg_catalog.pg_class c WHERE c.relnamespace = 'public'::regnamespace "

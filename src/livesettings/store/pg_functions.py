@@ -22,6 +22,7 @@ __all__ = [
     "LOCK_SIGNATURE",
     "MEMBER_OF_FUNCTION",
     "PRUNE_FLOOR_MS",
+    "SQL_WRITE_LEASE_S",
     "ensure_functions",
 ]
 
@@ -66,6 +67,13 @@ MEMBER_OF_FUNCTION: Final = f"""
 """The membership test of the document tables' policies (see pg_policies)."""
 
 _NOW_MS: Final = "(pg_catalog.date_part('epoch', pg_catalog.clock_timestamp()) * 1000)::bigint"
+
+SQL_WRITE_LEASE_S: Final = 30
+"""How long a claimed SQL write stays with the node that claimed it."""
+
+_QUEUE_LOCK: Final = -1
+"""Second key of the advisory lock that serialises claims of the SQL-write queue (user keys are
+hashes, so a collision only makes a claim wait for one commit)."""
 
 
 def _definer_functions(user_id_text: str) -> dict[str, str]:
@@ -190,6 +198,40 @@ def _definer_functions(user_id_text: str) -> dict[str, str]:
             f"AND ({_CURRENT} = 'team:' || p_team_id OR EXISTS (SELECT 1 FROM "
             "public.team_members me WHERE me.team_id = p_team_id "
             f"AND me.user_id = {_CURRENT}));",
+        ),
+        # Writes made in SQL (pg_triggers): a server claims up to p_limit queued rows — only
+        # of users with no live claim, so one user's rows are applied in order by one node —
+        # for SQL_WRITE_LEASE_S; a row whose lease ran out (its node died) is claimed again.
+        # The advisory lock serialises claims, so two nodes never take the same user.
+        "livesettings_claim_sql_writes(integer)": _definer(
+            "livesettings_claim_sql_writes(p_limit integer)",
+            "TABLE (id bigint, user_id text, base_revision bigint, patch text, "
+            "edited_at bigint, written_by text)",
+            f"PERFORM pg_catalog.pg_advisory_xact_lock({LOCK_CLASS}, {_QUEUE_LOCK}); "
+            "RETURN QUERY WITH picked AS (SELECT w.id AS pick FROM public.sql_writes w "
+            "WHERE (w.claimed_until IS NULL OR w.claimed_until < pg_catalog.clock_timestamp()) "
+            "AND NOT EXISTS (SELECT 1 FROM public.sql_writes o WHERE o.user_id = w.user_id "
+            "AND o.claimed_until >= pg_catalog.clock_timestamp()) "
+            "ORDER BY w.id LIMIT p_limit), claimed AS (UPDATE public.sql_writes w "
+            f"SET claimed_until = pg_catalog.clock_timestamp() + interval '{SQL_WRITE_LEASE_S} s' "
+            "FROM picked WHERE w.id = picked.pick RETURNING w.id AS c_id, w.user_id AS c_user, "
+            "w.base_revision AS c_base, w.patch::text AS c_patch, w.edited_at AS c_at, "
+            "w.written_by AS c_by) "
+            "SELECT c.c_id, c.c_user, c.c_base, c.c_patch, c.c_at, c.c_by FROM claimed c "
+            "ORDER BY c.c_id;",
+        ),
+        # Applied (or refused) rows leave the queue.
+        "livesettings_finish_sql_writes(bigint[])": _definer(
+            "livesettings_finish_sql_writes(p_ids bigint[])",
+            "void",
+            "DELETE FROM public.sql_writes w WHERE w.id = ANY (p_ids);",
+        ),
+        # `verify`: how many rows wait, and for how long the oldest has.
+        "livesettings_sql_write_status()": _definer(
+            "livesettings_sql_write_status()",
+            "TABLE (pending bigint, oldest_age_ms bigint)",
+            f"RETURN QUERY SELECT count(*)::bigint, {_NOW_MS} - min(w.edited_at) "
+            "FROM public.sql_writes w;",
         ),
         # Row-level security by membership: whether the current user belongs to the team
         # whose document key is given. Plain SQL as the owner, whose own policy on

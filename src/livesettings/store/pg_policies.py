@@ -14,13 +14,19 @@ Who sees what (DESIGN §6), with row-level security enabled *and forced* on ever
                       (``livesettings_member_of``), and so are the team's row and its
                       memberships. The document's own key as the current user (the server's
                       fan-out, an operator) sees that document, as for a personal one.
+    SQL writer        (``setup --sql-writer ROLE``, optional) joins the app role's policies on
+                      ``user_preferences`` only, with :data:`SQL_WRITER_PRIVILEGES` there and
+                      nothing elsewhere; its writes are queued by the triggers
+                      (:mod:`.pg_triggers`) and applied by the server.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
+from ..errors import ConfigError
 from .pg_functions import DEFINER_FUNCTIONS, LOCK_SIGNATURE
+from .pg_roles import risky_memberships
 from .pg_tables import SCOPE_SETTING, TABLES, USER_SETTING, Columns, quote_ident
 
 if TYPE_CHECKING:
@@ -29,10 +35,12 @@ if TYPE_CHECKING:
 __all__ = [
     "APP_PRIVILEGES",
     "DOCUMENT_TABLES",
+    "SQL_WRITER_PRIVILEGES",
     "doc_matches",
     "ensure_owner_policies",
     "ensure_rls",
     "grant_app_role",
+    "grant_sql_writer",
     "user_matches",
 ]
 
@@ -49,6 +57,15 @@ APP_PRIVILEGES: Final[dict[str, str]] = {
     "team_members": "SELECT, INSERT, UPDATE, DELETE",
 }
 """What the app role may do to each table — and nothing else (no TRUNCATE, no DDL)."""
+
+SQL_WRITER_PRIVILEGES: Final = (
+    "SELECT, DELETE",
+    "INSERT (user_id, theme, language, preferences, ai_providers, api_keys)",
+    # user_id too: an upsert (PostgREST's) sets every column it names, the conflict key
+    # included; the trigger refuses a user_id that changes.
+    "UPDATE (user_id, theme, language, preferences, ai_providers, api_keys, updated_at)",
+)
+"""What a ``--sql-writer`` role may do to ``user_preferences`` — never revision or leaf_meta."""
 
 _OWNER_SCOPE: Final = f"pg_catalog.current_setting('{SCOPE_SETTING}', true) = 'all'"
 _CURRENT: Final = f"NULLIF(pg_catalog.current_setting('{USER_SETTING}', true), '')"
@@ -147,13 +164,75 @@ async def grant_app_role(conn: asyncpg.Connection, role: str, columns: Columns) 
         "WHERE c.relnamespace = 'public'::regnamespace AND c.relname = ANY($1::text[]) "
         "AND a.attnum > 0 AND NOT a.attisdropped "
         "AND pg_catalog.pg_get_serial_sequence('public.' || c.relname, a.attname) IS NOT NULL",
-        list(TABLES),
+        list(APP_PRIVILEGES),
     ):
         await conn.execute(f"GRANT USAGE ON SEQUENCE {sequence['seq']} TO {ident}")
     for signature in [*DEFINER_FUNCTIONS, LOCK_SIGNATURE]:
         await conn.execute(f"GRANT EXECUTE ON FUNCTION public.{signature} TO {ident}")
     for table in TABLES:
         lines.extend(await _app_policies(conn, table, role, columns))
+    return lines
+
+
+async def grant_sql_writer(
+    conn: asyncpg.Connection, role: str, columns: Columns, *, owner: str, app_role: str
+) -> list[str]:
+    """Let ``role`` write ``user_preferences`` in SQL, confined like the app role by row-level
+    security; ``ConfigError`` for a role that is missing or that RLS would not confine."""
+    row = await conn.fetchrow(
+        "SELECT r.rolsuper, r.rolbypassrls FROM pg_catalog.pg_roles r WHERE r.rolname = $1",
+        role,
+    )
+    if row is None:
+        raise ConfigError(
+            f"the SQL writer role {role!r} (--sql-writer) does not exist; create it first "
+            f"(CREATE ROLE {quote_ident(role)} LOGIN PASSWORD '…') and run setup again"
+        )
+    if role in (owner, app_role):
+        which = "owns the livesettings tables" if role == owner else "is the app role"
+        raise ConfigError(
+            f"the SQL writer role {role!r} (--sql-writer) {which}; name a role of its own"
+        )
+    if row["rolsuper"] or row["rolbypassrls"]:
+        what = "a superuser" if row["rolsuper"] else "BYPASSRLS"
+        raise ConfigError(
+            f"the SQL writer role {role!r} (--sql-writer) is {what}, so row-level security "
+            "cannot confine it (and its writes would not be told apart); use a plain role"
+        )
+    if risky := await risky_memberships(conn, role):
+        raise ConfigError(
+            f"the SQL writer role {role!r} (--sql-writer) is {'; '.join(risky)}: with SET "
+            "ROLE it could step out of row-level security; revoke that membership "
+            f"(REVOKE <role> FROM {quote_ident(role)}) and run setup again"
+        )
+    if await conn.fetchval(
+        "SELECT pg_catalog.pg_has_role($1, r.oid, 'MEMBER') FROM pg_catalog.pg_roles r "
+        "WHERE r.rolname = $2",
+        role,
+        app_role,
+    ):
+        # The app role's rights would let it write the table past the queue.
+        raise ConfigError(
+            f"the SQL writer role {role!r} (--sql-writer) is a member of the app role "
+            f"{app_role!r}; revoke that membership (REVOKE {quote_ident(app_role)} FROM "
+            f"{quote_ident(role)}) and run setup again"
+        )
+    ident = quote_ident(role)
+    database = await conn.fetchval("SELECT current_database()")
+    await conn.execute(f"GRANT CONNECT ON DATABASE {quote_ident(database)} TO {ident}")
+    await conn.execute(f"GRANT USAGE ON SCHEMA public TO {ident}")
+    # Revoke first (column privileges go with it), so it holds exactly these.
+    await conn.execute(f"REVOKE ALL ON public.user_preferences FROM {ident}")
+    for privileges in SQL_WRITER_PRIVILEGES:
+        await conn.execute(f"GRANT {privileges} ON public.user_preferences TO {ident}")
+    # The document policy calls it (policies run with the querying role's rights).
+    await conn.execute(f"GRANT EXECUTE ON FUNCTION public.livesettings_member_of(text) TO {ident}")
+    lines = await _app_policies(conn, "user_preferences", role, columns)
+    lines.append(
+        f"role {role} may write user_preferences in SQL (SELECT, INSERT, UPDATE, DELETE of "
+        "the five settings columns, the user named by livesettings.user_id only); its writes "
+        "are applied and pushed by the server"
+    )
     return lines
 
 

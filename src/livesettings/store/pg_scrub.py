@@ -8,7 +8,10 @@ import asyncio
 import time
 from typing import Any, Final
 
-__all__ = ["SCRUB_LOCK_TIMEOUT", "scrub_after_setup", "scrub_key_tables"]
+__all__ = ["SCRUB_LOCK_TIMEOUT", "SCRUB_STATEMENT", "scrub_after_setup", "scrub_key_tables"]
+
+SCRUB_STATEMENT: Final = "VACUUM (FULL, ANALYZE) public.user_preferences"
+"""What setup runs after its commit when it rewrote rows (a dry run shows it too)."""
 
 SCRUB_LOCK_TIMEOUT: Final = "5s"
 """How long a rewrite waits for a table lock: serve's queries must not queue behind it."""
@@ -79,7 +82,7 @@ async def scrub_after_setup(conn: Any) -> list[str]:
     VACUUM cannot run in a transaction, so this follows setup's commit. The WAL and backups
     keep old values until they are recycled.
     """
-    await _rewrite(conn, "VACUUM (FULL, ANALYZE) public.user_preferences")
+    await _rewrite(conn, SCRUB_STATEMENT)
     lines = [
         "rewrote user_preferences (VACUUM FULL): no dead row version keeps an old value "
         "such as a plaintext API key"

@@ -62,6 +62,7 @@ from .base import (
 )
 from .codec import DOCUMENT_COLUMNS, document_to_columns, dumps, wrapped_key_from_row
 from .commit import CommitTemplate, wall_ms
+from .migrating import Migration, Recorder, lock_tables
 from .pg_checks import check_app_role, database_facts
 from .pg_commit import PgCommitting
 from .pg_errors import (
@@ -72,7 +73,7 @@ from .pg_errors import (
     role_of,
     translate,
 )
-from .pg_scrub import SCRUB_LOCK_TIMEOUT, scrub_after_setup, scrub_key_tables
+from .pg_scrub import SCRUB_LOCK_TIMEOUT, SCRUB_STATEMENT, scrub_after_setup, scrub_key_tables
 from .pg_sql import (
     LOCK_USERS,
     Statements,
@@ -92,6 +93,13 @@ from .pg_sql import (
     user_id_problem,
 )
 from .pg_teams import PgTeams
+from .pg_triggers import (
+    SQL_WRITES_CHANNEL,
+    SqlWrite,
+    SqlWriteStatus,
+    read_sql_write_status,
+    sql_write_from_row,
+)
 from .postgres_schema import read_schema_version, setup_schema
 
 __all__ = [
@@ -269,8 +277,15 @@ class PostgresStore:
         except (TimeoutError, *DRIVER_ERRORS):
             pool.terminate()
 
-    async def setup(self) -> list[str]:
-        """Create or upgrade the schema as the owner (``admin_url``); adopt a seed table.
+    async def setup(self, *, sql_writer: str | None = None) -> list[str]:
+        """Create or upgrade the schema as the owner (``admin_url``); adopt a seed table;
+        with ``sql_writer``, let that role write ``user_preferences`` in SQL."""
+        return (await self.migrate(sql_writer=sql_writer)).lines
+
+    async def migrate(self, *, dry_run: bool = False, sql_writer: str | None = None) -> Migration:
+        """Setup as the owner, with every table locked first (:func:`lock_tables`: nodes that
+        keep writing wait, none deadlocks with it), its statements recorded; ``dry_run``
+        rolls it back, so the recorded SQL is what a migration would run.
 
         When rows were rewritten (adopted, merged, secrets sealed), ``VACUUM FULL`` rewrites
         ``user_preferences`` afterwards, so no dead row version keeps an old plaintext value
@@ -281,17 +296,28 @@ class PostgresStore:
             self.admin_url, command_timeout=_SETUP_TIMEOUT_S, purpose="setup"
         )
         try:
-            async with conn.transaction():
+            recorder = Recorder(conn)
+            transaction = conn.transaction()
+            await transaction.start()
+            try:
+                await lock_tables(conn)
                 result = await setup_schema(
-                    conn,
+                    recorder,  # the connection, its statements recorded
                     app_role=app_role,
                     app_password=app_password,
                     keyring=self._keyring,
                     now_ms=self._now_ms(),
+                    sql_writer=sql_writer,
                 )
-            lines = result.lines
-            if result.rewrote_rows:
-                lines.extend(await scrub_after_setup(conn))
+            except BaseException:
+                await transaction.rollback()
+                raise
+            await (transaction.rollback() if dry_run else transaction.commit())
+            lines, statements = result.lines, recorder.statements
+            if result.rewrote_rows:  # after the commit: VACUUM cannot run in a transaction
+                statements = [*statements, SCRUB_STATEMENT]
+                if not dry_run:
+                    lines = [*lines, *await scrub_after_setup(conn)]
         except asyncpg.InsufficientPrivilegeError as exc:
             raise ConfigError(
                 f"setup must run as the owner of the livesettings tables, with CREATEROLE to "
@@ -301,7 +327,7 @@ class PostgresStore:
             raise translate(exc, _SETUP_TIMEOUT_S) from exc
         finally:
             await conn.close()
-        return lines or [f"schema is up to date (version {SCHEMA_VERSION})"]
+        return Migration(lines or [f"schema is up to date (version {SCHEMA_VERSION})"], statements)
 
     async def schema_version(self) -> int | None:
         if self._pool is None:
@@ -373,6 +399,36 @@ class PostgresStore:
             raise translate(exc, self._command_timeout) from exc
         finally:
             await listener.close()
+
+    # --- writes made in SQL (pg_triggers) --------------------------------------------------
+
+    async def claim_sql_writes(self, limit: int) -> list[SqlWrite]:
+        """Up to ``limit`` queued SQL writes, leased to this node, in queue order; only of
+        users no other node holds a lease for."""
+        async with self._connection() as conn:
+            rows = await conn.fetch("SELECT * FROM public.livesettings_claim_sql_writes($1)", limit)
+        return [sql_write_from_row(row) for row in rows]
+
+    async def finish_sql_writes(self, ids: Sequence[int]) -> None:
+        """Take applied (or refused) SQL writes off the queue."""
+        async with self._connection() as conn:
+            await conn.execute("SELECT public.livesettings_finish_sql_writes($1)", list(ids))
+
+    async def listen_sql_writes(self, on_write: Callable[[], None]) -> Any:
+        """A connection of its own that calls ``on_write`` on each queued SQL write's NOTIFY;
+        the caller closes it (``close()``) and opens another once ``is_closed()``."""
+        conn = await self._connect(self.url, purpose="sql-writes")
+        try:
+            await conn.add_listener(SQL_WRITES_CHANNEL, lambda *_: on_write())
+        except DRIVER_ERRORS as exc:
+            conn.terminate()
+            raise translate(exc, self._command_timeout) from exc
+        return conn
+
+    async def sql_write_status(self) -> SqlWriteStatus:
+        """The queue of SQL writes and the trigger, for ``verify``."""
+        async with self._connection() as conn:
+            return await read_sql_write_status(conn)
 
     # --- documents and the change log ------------------------------------------------------
 

@@ -8,6 +8,7 @@ transaction, is idempotent, and returns what it did line by line. Its parts, by 
     pg_policies            row-level security, its policies, the app role's grants
     pg_functions           the narrow SECURITY DEFINER functions and the lock helper
     pg_roles               the app role, and the memberships that would let it escape RLS
+    pg_triggers            the triggers that queue writes made in SQL for the server
     pg_adoption            the data migration: a seed-style ``user_preferences`` adopted
 
 This module keeps the names the store and the tests have always imported from here.
@@ -29,6 +30,7 @@ from .pg_policies import (
     ensure_owner_policies,
     ensure_rls,
     grant_app_role,
+    grant_sql_writer,
     user_matches,
 )
 from .pg_roles import ensure_app_role, risky_memberships
@@ -44,6 +46,7 @@ from .pg_tables import (
     quote_ident,
     read_schema_version,
 )
+from .pg_triggers import ensure_triggers
 
 if TYPE_CHECKING:
     import asyncpg
@@ -89,8 +92,12 @@ async def setup_schema(
     app_password: str | None,
     keyring: Keyring | None,
     now_ms: int,
+    sql_writer: str | None = None,
 ) -> SetupResult:
-    """Create or upgrade everything, as the owner, in the caller's transaction."""
+    """Create or upgrade everything, as the owner, in the caller's transaction.
+
+    ``sql_writer`` names a role to let write ``user_preferences`` in SQL (``--sql-writer``).
+    """
     lines: list[str] = []
     await conn.execute("SELECT pg_catalog.pg_advisory_xact_lock($1, $2)", LOCK_CLASS, _SETUP_LOCK)
     await conn.execute(f"SET LOCAL {SCOPE_SETTING} = 'all'")
@@ -117,6 +124,7 @@ async def setup_schema(
     lines.extend(adoption_lines)
     lines.extend(await _ensure_indexes(conn))
     lines.extend(await ensure_functions(conn, columns))
+    lines.extend(await ensure_triggers(conn, columns))
     if app_role == owner:
         lines.append(
             f"no app role set up: LIVESETTINGS_DATABASE_URL names the owner {owner!r}, which "
@@ -125,6 +133,10 @@ async def setup_schema(
     else:
         lines.extend(await ensure_app_role(conn, app_role, app_password))
         lines.extend(await grant_app_role(conn, app_role, columns))
+    if sql_writer is not None:
+        lines.extend(
+            await grant_sql_writer(conn, sql_writer, columns, owner=owner, app_role=app_role)
+        )
     if version != SCHEMA_VERSION:
         await conn.execute(
             "INSERT INTO public.livesettings_meta (key, value) VALUES ('schema_version', $1) "
@@ -177,7 +189,7 @@ async def _foreign_objects(conn: asyncpg.Connection) -> list[str]:
     for row in await conn.fetch(
         "SELECT t.tgname FROM pg_catalog.pg_trigger t "
         "WHERE t.tgrelid = 'public.user_preferences'::regclass AND NOT t.tgisinternal "
-        "ORDER BY t.tgname"
+        "AND t.tgname NOT LIKE 'livesettings%' ORDER BY t.tgname"
     ):
         lines.append(f"kept existing trigger {row['tgname']} on user_preferences: review it")
     for row in await conn.fetch(

@@ -51,7 +51,7 @@ from .codec import (
     wrapped_key_from_row,
 )
 from .commit import CommitTemplate, all_failed, run_sync, wall_ms
-from .migrations import require_current
+from .migrations import check_servable
 from .sqlite_commit import SqliteCommit
 from .sqlite_schema import read_schema_version, setup_schema
 from .sqlite_sql import (
@@ -213,12 +213,13 @@ class SqliteStore:
     # --- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Connect and check the schema (``ConfigError`` names the fix: ``livesettings setup``)."""
+        """Connect and check the schema version: ``ConfigError`` names the fix; one version
+        newer is served with a warning (:func:`~.migrations.check_servable`)."""
         if not self._file.exists():
             raise ConfigError(
                 f"the SQLite database {self.path} does not exist; run `livesettings setup` first"
             )
-        require_current(await self._write(self._open_sync), f"SQLite database {self.path}")
+        check_servable(await self._write(self._open_sync), f"SQLite database {self.path}")
 
     def _open_sync(self) -> int | None:
         return read_schema_version(self._writer_conn())

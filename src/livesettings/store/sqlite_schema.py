@@ -1,9 +1,11 @@
 """SQLite setup: the migration files applied, and a seed-style ``user_preferences`` adopted.
 
 :func:`setup_schema` runs on the writer's connection inside the caller's transaction, is
-idempotent, and returns what it did line by line. The tables, columns and indexes are
-``migrations/sqlite/``'s; the adoption rule is :mod:`livesettings.store.adoption`'s, the same
-as PostgreSQL's: this module only reads the rows and writes what it decides.
+idempotent, and returns what it did line by line; :func:`record_setup` runs it in a transaction
+that is rolled back, recording its statements (``livesettings migrate --dry-run``). The tables,
+columns and indexes are ``migrations/sqlite/``'s; the adoption rule is
+:mod:`livesettings.store.adoption`'s, the same as PostgreSQL's: this module only reads the rows
+and writes what it decides.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from .commit import sealer
 from .migrations import parse_version, refuse_newer, schema
 from .planning import Sealer
 
-__all__ = ["read_schema_version", "setup_schema"]
+__all__ = ["read_schema_version", "record_setup", "setup_schema"]
 
 _UNIQUE_USER_INDEX: Final = "user_preferences_user_id_key"
 
@@ -102,6 +104,48 @@ def setup_schema(
         )
         lines.append(f"recorded schema version {SCHEMA_VERSION}")
     return lines
+
+
+_READ_ONLY: Final = (
+    "SELECT",
+    "PRAGMA",
+    "BEGIN",
+    "COMMIT",
+    "ROLLBACK",
+    "SAVEPOINT",
+    "RELEASE",
+    "--",
+)
+
+
+def record_setup(
+    conn: sqlite3.Connection,
+    *,
+    keyring: Keyring | None,
+    data_key: Callable[[str], DataKey],
+    now_ms: int,
+) -> tuple[list[str], list[str]]:
+    """:func:`setup_schema` in a transaction that is always rolled back: what it would report,
+    and the statements that would change the database (reads left out), parameters bound.
+
+    ``conn`` must be in autocommit mode (``isolation_level=None``) with no open transaction.
+    """
+    recorded: list[str] = []
+
+    def trace(statement: str) -> None:
+        if not statement.lstrip().upper().startswith((*_READ_ONLY, "--")):
+            recorded.append(statement.strip())
+
+    conn.execute("BEGIN IMMEDIATE")  # DDL is transactional in SQLite: the rollback undoes it
+    try:
+        conn.set_trace_callback(trace)
+        try:
+            lines = setup_schema(conn, keyring=keyring, data_key=data_key, now_ms=now_ms)
+        finally:
+            conn.set_trace_callback(None)
+    finally:
+        conn.execute("ROLLBACK")
+    return lines, recorded
 
 
 def _adopt_seed_rows(conn: sqlite3.Connection, seal_for: Callable[[str], Sealer]) -> list[str]:

@@ -10,12 +10,24 @@ of a backend in version order into one :class:`Schema` — what a database at
 is missing from it, so setup stays idempotent. A later version adds a file (``002_….sql``) and
 raises ``SCHEMA_VERSION``; files are never edited once released.
 
-The reading and checks of a recorded version (:func:`parse_version`, :func:`refuse_newer`,
-:func:`require_current`) live here too, so both backends word them alike.
+Every migration is *expand-only* (new tables, new nullable or defaulted columns, new indexes),
+so a node of the previous release keeps working on a database one version ahead of it: that is
+what makes a rolling upgrade possible. The compatibility rule, worded here for both backends:
+
+* ``serve`` (and every command that opens the store) accepts :data:`SCHEMA_VERSION` and
+  ``SCHEMA_VERSION + 1`` (logging a warning naming both), and refuses an older database (run
+  ``livesettings migrate``), a newer one (upgrade livesettings) or none (run setup) —
+  :func:`check_servable`;
+* ``setup`` and ``migrate`` refuse any database newer than :data:`SCHEMA_VERSION`
+  (:func:`refuse_newer`): they would record an older version over a newer schema.
+
+Setup also re-makes the functions, policies and grants of the current release on every run, so
+a release keeps every function signature and privilege the previous one uses.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from functools import cache
@@ -25,9 +37,26 @@ from typing import Final, Literal
 from ...errors import ConfigError
 from ..base import SCHEMA_VERSION
 
-__all__ = ["Backend", "Schema", "parse_version", "refuse_newer", "require_current", "schema"]
+__all__ = [
+    "SERVES_NEWER",
+    "Backend",
+    "Schema",
+    "check_servable",
+    "migration_files",
+    "parse_version",
+    "pending_migrations",
+    "refuse_newer",
+    "schema",
+    "statements",
+]
+
+logger = logging.getLogger("livesettings.store")
 
 Backend = Literal["sqlite", "postgres"]
+
+SERVES_NEWER: Final = 1
+"""How many schema versions past its own a node serves: the one a newer release migrated the
+database to during a rolling upgrade (its migrations are expand-only)."""
 
 _FILE: Final = re.compile(r"(\d{3})_\w+\.sql")
 _TABLE: Final = re.compile(r"CREATE TABLE (?:IF NOT EXISTS )?(?:\w+\.)?(\w+)")
@@ -49,22 +78,37 @@ class Schema:
 
 
 @cache
-def schema(backend: Backend) -> Schema:
-    """Every migration file of ``backend``, applied in version order."""
+def migration_files(backend: Backend) -> tuple[tuple[int, str], ...]:
+    """``(version, file name)`` of every migration of ``backend``, in version order;
+    ``RuntimeError`` unless they are exactly versions 1 to :data:`SCHEMA_VERSION`."""
     folder = resources.files(__name__).joinpath(backend)
-    files = sorted(
-        (int(match[1]), entry.name)
-        for entry in folder.iterdir()
-        if (match := _FILE.fullmatch(entry.name))
+    files = tuple(
+        sorted(
+            (int(match[1]), entry.name)
+            for entry in folder.iterdir()
+            if (match := _FILE.fullmatch(entry.name))
+        )
     )
     versions = [version for version, _ in files]
     if versions != list(range(1, SCHEMA_VERSION + 1)):
         raise RuntimeError(
             f"the {backend} migrations are versions {versions}, not 1 to {SCHEMA_VERSION}"
         )
+    return files
+
+
+def statements(backend: Backend, name: str) -> list[str]:
+    """The statements of one migration file, without comments or final semicolons."""
+    folder = resources.files(__name__).joinpath(backend)
+    return _statements(folder.joinpath(name).read_text(encoding="utf-8"))
+
+
+@cache
+def schema(backend: Backend) -> Schema:
+    """Every migration file of ``backend``, applied in version order."""
     result = Schema(SCHEMA_VERSION)
-    for _, name in files:
-        for statement in _statements(folder.joinpath(name).read_text(encoding="utf-8")):
+    for _, name in migration_files(backend):
+        for statement in statements(backend, name):
             if match := _TABLE.match(statement):
                 result.tables[match[1]] = statement
             elif match := _COLUMN.match(statement):
@@ -74,6 +118,13 @@ def schema(backend: Backend) -> Schema:
             else:
                 raise RuntimeError(f"{backend}/{name}: unexpected statement {statement[:60]!r}")
     return result
+
+
+def pending_migrations(backend: Backend, version: int | None) -> list[str]:
+    """The migrations a database at ``version`` lacks, by file stem (``"003_sql_writes"``);
+    all of them without a schema, none for a database at or past :data:`SCHEMA_VERSION`."""
+    done = 0 if version is None else version
+    return [name.removesuffix(".sql") for number, name in migration_files(backend) if number > done]
 
 
 def _statements(text: str) -> list[str]:
@@ -102,23 +153,47 @@ def parse_version(value: str | None) -> int | None:
         raise ConfigError(f"the stored schema version {value!r} is not a number") from None
 
 
+def _serves() -> str:
+    return (
+        f"this livesettings (schema {SCHEMA_VERSION}) serves {SCHEMA_VERSION} "
+        f"and {SCHEMA_VERSION + SERVES_NEWER} only"
+    )
+
+
 def refuse_newer(version: int | None, what: str) -> None:
     """``ConfigError`` when ``what`` (``"database"``, ``"SQLite database <path>"``) records a
-    schema version this livesettings does not know."""
+    schema version newer than this livesettings: ``setup``/``migrate`` would record their
+    older version over it."""
     if version is not None and version > SCHEMA_VERSION:
         raise ConfigError(
             f"the {what} has schema version {version}, newer than this livesettings "
-            f"understands ({SCHEMA_VERSION}); upgrade livesettings"
+            f"(schema {SCHEMA_VERSION}) can set up or migrate; upgrade livesettings"
         )
 
 
-def require_current(version: int | None, what: str) -> None:
-    """``ConfigError`` naming the fix unless ``what`` is at :data:`SCHEMA_VERSION`."""
+def check_servable(version: int | None, what: str) -> str | None:
+    """Whether a node may serve ``what`` at schema ``version``: ``ConfigError`` naming the fix
+    when not; the warning (also logged) when it is one version newer — a rolling upgrade in
+    progress; None when it is current."""
     if version is None:
         raise ConfigError(f"the {what} has no livesettings schema; run `livesettings setup` first")
-    refuse_newer(version, what)
     if version < SCHEMA_VERSION:
         raise ConfigError(
-            f"the {what} has schema version {version}; "
-            f"run `livesettings setup` to upgrade it to {SCHEMA_VERSION}"
+            f"the {what} has schema version {version}, older than this livesettings "
+            f"(schema {SCHEMA_VERSION}); run `livesettings migrate` (or `livesettings setup`) "
+            f"to upgrade it to {SCHEMA_VERSION}"
         )
+    if version > SCHEMA_VERSION + SERVES_NEWER:
+        raise ConfigError(
+            f"the {what} has schema version {version}, newer than this livesettings supports: "
+            f"{_serves()}; upgrade livesettings"
+        )
+    if version == SCHEMA_VERSION:
+        return None
+    warning = (
+        f"the {what} has schema version {version}, newer than this livesettings "
+        f"(schema {SCHEMA_VERSION}): serving it, as during a rolling upgrade; "
+        f"upgrade this node to the release of schema {version}"
+    )
+    logger.warning(warning)
+    return warning

@@ -13,6 +13,7 @@ CREATE TABLE IF NOT EXISTS public.sql_writes (
     patch jsonb NOT NULL,
     edited_at bigint NOT NULL,
     written_by text NOT NULL,
+    -- The lease of the node applying it (NULL: nobody yet); a lapsed lease is claimed again.
     claimed_until timestamptz
 );
 
