@@ -86,3 +86,21 @@ def test_the_page_preloads_every_module_it_imports() -> None:
 
 def test_the_page_imports_the_client_through_its_entry_point() -> None:
     assert {"app.js", "livesettings.js", "client.js", "state.js"} <= set(PAGE_MODULES)
+
+
+ADMIN_MODULES = sorted(imported_by("admin.js"))
+
+
+def test_the_admin_page_preloads_every_module_it_imports() -> None:
+    page = (STATIC / "admin.html").read_text("utf-8")
+    preloaded = set(re.findall(r'<link rel="modulepreload" href="/static/([^"]+)">', page))
+    assert sorted(set(ADMIN_MODULES) - {"admin.js"} - preloaded) == [], "not preloaded"
+    assert preloaded <= set(MODULES), "admin.html preloads a module that is gone"
+    # The settings page's own session code, not a copy of it.
+    assert {"admin_api.js", "session.js", "http.js"} <= set(ADMIN_MODULES)
+
+
+def test_the_service_worker_leaves_the_admin_page_to_the_network() -> None:
+    # The dashboard is live data only: nothing of it is kept for offline reloads.
+    source = (STATIC / "sw.js").read_text("utf-8")
+    assert "admin" not in source

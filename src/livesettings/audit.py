@@ -10,6 +10,9 @@ typed into the username box must not end up in a log).
 ``LIVESETTINGS_AUDIT_LOG`` names a file that receives the same lines (mode 0600), so that the
 trail outlives the process log and includes the CLI's own events (``keys rotate``); with SQLite
 it defaults to ``<data dir>/audit.log``, and ``-`` turns the file off.
+
+A running server also keeps its last 100 events in memory (:class:`AuditRing`), for ``GET
+/v1/admin/audit``; the CLI does not.
 """
 
 from __future__ import annotations
@@ -18,16 +21,19 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from .document import rfc3339
 
 __all__ = [
     "AUDIT_LOGGER",
+    "AuditRing",
     "audit",
     "audit_trail",
     "close_audit_file",
@@ -83,6 +89,42 @@ def audit(event: str, *, clock: Callable[[], float] = time.time, **fields: Field
     # ensure_ascii: control characters and odd Unicode in a forwarded address stay escaped,
     # so one event is always exactly one line.
     _log.info(json.dumps(record, ensure_ascii=True, separators=(",", ":")))
+    for ring in tuple(_rings):  # a server may start or stop meanwhile
+        ring.add(record)
+
+
+_rings: list[AuditRing] = []
+
+
+class AuditRing:
+    """The last ``size`` audit events of this process, newest last, for ``GET
+    /v1/admin/audit``: a bounded in-memory sink a server registers while it runs (the
+    CLI does not). Each event is the same ``{"ts", "event", …}`` object the line holds.
+    """
+
+    def __init__(self, size: int = 100) -> None:
+        self._lines: deque[dict[str, Any]] = deque(maxlen=size)
+        self._lock = threading.Lock()  # audit() is also called from worker threads
+
+    def add(self, record: dict[str, Any]) -> None:
+        """Keep ``record``, dropping the oldest beyond the size."""
+        with self._lock:
+            self._lines.append(record)
+
+    def open(self) -> None:
+        """Start receiving audit events (idempotent)."""
+        if self not in _rings:
+            _rings.append(self)
+
+    def close(self) -> None:
+        """Stop receiving them; the lines held so far stay readable."""
+        if self in _rings:
+            _rings.remove(self)
+
+    def recent(self) -> list[dict[str, Any]]:
+        """A copy of the lines held, oldest first."""
+        with self._lock:
+            return [dict(line) for line in self._lines]
 
 
 class _MessageOnly(logging.Formatter):

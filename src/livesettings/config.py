@@ -14,12 +14,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import TYPE_CHECKING, Any, get_type_hints
 from urllib.parse import urlsplit
 
 from .document import Limits, PreferencesSchema
 from .errors import ConfigError
 from .urls import redact_url
+
+if TYPE_CHECKING:
+    from .auth import ServiceClaim
 
 __all__ = [
     "ENV_PREFIX",
@@ -28,6 +31,7 @@ __all__ = [
     "load_preferences_schema",
     "ops_address",
     "origin_of",
+    "parse_admin_claim",
     "proxy_networks",
 ]
 
@@ -60,6 +64,7 @@ class Config:
     # serve refuses to start unless this opt-out is set (then it warns).
     idp_audience_issuer_optional: bool = False
     idp_service_claim: str | None = None  # "role:service": provider tokens with service access
+    admin_claim: str | None = None  # "role:admin": provider tokens of admins (/admin)
     master_keys: str | None = None
     master_key: str | None = None
 
@@ -188,6 +193,8 @@ class Config:
             from .auth import parse_service_claim  # PyJWT and argon2 only when it is set
 
             parse_service_claim(self.idp_service_claim)
+        if self.admin_claim is not None:
+            parse_admin_claim(self.admin_claim)
         for name in _AT_LEAST_ONE:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be at least 1")
@@ -431,6 +438,24 @@ def _convert(name: str, value: Any) -> Any:
     except ValueError as exc:
         shown = "***" if name in _SECRET_FIELDS else repr(value)
         raise ConfigError(f"{ENV_PREFIX}{name.upper()}: invalid value {shown}: {exc}") from exc
+
+
+def parse_admin_claim(text: str) -> ServiceClaim:
+    """``LIVESETTINGS_ADMIN_CLAIM`` (``CLAIM:VALUE``, the form of ``IDP_SERVICE_CLAIM``):
+    identity-provider tokens carrying it are admins of the ``/admin`` dashboard.
+
+    >>> parse_admin_claim("app_metadata.role:admin")
+    (('app_metadata', 'role'), 'admin')
+    """
+    from .auth import parse_service_claim  # PyJWT and argon2 only when it is set
+
+    try:
+        return parse_service_claim(text)
+    except ConfigError:
+        raise ConfigError(
+            "LIVESETTINGS_ADMIN_CLAIM must be CLAIM:VALUE, such as role:admin or "
+            f"app_metadata.role:admin; got {text!r}"
+        ) from None
 
 
 def load_preferences_schema(path: str | os.PathLike[str]) -> PreferencesSchema:

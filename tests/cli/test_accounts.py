@@ -1,7 +1,8 @@
-"""``user add|list|remove|passwd`` and ``token issue``."""
+"""``user add|list|remove|passwd|admin`` and ``token issue``."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -27,7 +28,10 @@ def test_user_add_list_passwd_remove(run_cli: Cli) -> None:
     alice = add(run_cli, "alice")
     bob = add(run_cli, "bob.b")
     listed = ok(run_cli("user", "list")).splitlines()
-    assert listed[0] == "USERNAME  USER ID                               CREATED"
+    assert (
+        listed[0]
+        == "USERNAME  USER ID                               CREATED                   ADMIN"
+    )
     assert [line[:48] for line in listed[1:3]] == [f"alice     {alice}  ", f"bob.b     {bob}  "]
     assert all(
         re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line[48:]) for line in listed[1:3]
@@ -126,6 +130,53 @@ def test_unknown_users(run_cli: Cli) -> None:
     assert declined.exit_code == 1
     assert "Aborted!" in declined.stderr
     assert ok(run_cli("user", "list")).endswith("1 user\n")
+
+
+def test_admins_are_made_listed_and_unmade(run_cli: Cli) -> None:
+    out = ok(run_cli("user", "add", "root", "--admin", "--password-stdin", input="admin pass 11\n"))
+    match = re.fullmatch(rf"created admin root \(id ({ID})\)\n", out)
+    assert match, out
+    root = match.group(1)
+    alice = add(run_cli, "alice")
+    listed = ok(run_cli("user", "list")).splitlines()
+    assert listed[0].endswith("  ADMIN")
+    assert listed[1].startswith("alice") and not listed[1].endswith("admin")
+    assert listed[2].startswith(f"root      {root}  ") and listed[2].endswith("  admin")
+    assert listed[3] == "2 users, 1 admin"
+
+    assert ok(run_cli("user", "admin", "alice", "--on")) == f"alice (id {alice}) is now an admin\n"
+    assert ok(run_cli("user", "admin", alice, "--on")) == (
+        f"alice (id {alice}) was already an admin\n"
+    )
+    assert ok(run_cli("user", "admin", "root", "--off")) == (
+        f"root (id {root}) is no longer an admin\n"
+    )
+    assert ok(run_cli("user", "admin", "root", "--off")) == f"root (id {root}) was not an admin\n"
+
+    async def admins(store: Store) -> set[str]:
+        return await store.admin_ids()
+
+    assert run_cli.store_do(None, admins) == {alice}
+    # Grants and revokes are audited (the embedded default's audit log), never a password.
+    lines = [json.loads(line) for line in (run_cli.data_dir / "audit.log").read_text().splitlines()]
+    granted = [
+        (e["event"], e["user_id"], e["by"]) for e in lines if e["event"].startswith("admin_")
+    ]
+    assert granted == [
+        ("admin_granted", root, "cli"),
+        ("admin_granted", alice, "cli"),
+        ("admin_revoked", root, "cli"),
+    ]
+    assert "admin pass 11" not in (run_cli.data_dir / "audit.log").read_text()
+
+    unknown = run_cli("user", "admin", "zed", "--on")
+    assert (unknown.exit_code, unknown.stdout) == (1, "")
+    assert unknown.stderr.startswith("error: no built-in user 'zed'")
+    neither = run_cli("user", "admin", "alice")
+    assert neither.exit_code == 2 and "--on" in neither.stderr
+    # Removing the account takes the flag with it.
+    ok(run_cli("user", "remove", "alice", "--yes"))
+    assert run_cli.store_do(None, admins) == set()
 
 
 def test_token_issue_prints_a_verifiable_token(run_cli: Cli) -> None:

@@ -105,6 +105,7 @@ def test_every_command_has_help_with_a_one_line_description(run_cli: Cli) -> Non
         "token revoke",
         "user",
         "user add",
+        "user admin",
         "user list",
         "user passwd",
         "user remove",

@@ -78,6 +78,8 @@ async def fill(store: PostgresStore) -> None:
     await store.add_refresh_token("tb", "B", "fb", NOW_MS // 1000 + 60)
     await store.revoke_sessions("A", 1)
     await store.revoke_sessions("B", 2)
+    for user_id in ("A", "B"):
+        assert await store.set_admin(user_id, True)
 
 
 # --- row-level security -------------------------------------------------------------------
@@ -116,7 +118,11 @@ async def test_row_level_security_not_the_app_confines_the_app_role(
             "session_revocations": ["A"],
             "data_keys": ["A"],
             "team_members": [],
+            "admins": ["A"],
         }
+        # The admin flag is granted only through livesettings_set_admin.
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await app.execute("INSERT INTO public.admins (user_id, granted_at) VALUES ('A', now())")
         assert await app.fetchval("SELECT value FROM public.livesettings_meta") == str(
             SCHEMA_VERSION
         )

@@ -278,6 +278,13 @@ def _attacks(alice: User, team_id: str) -> dict[tuple[str, str], list[Attack]]:
         ("get", "/healthz"): [Attack(f"/healthz?{q}", expect=OWN)],
         ("get", "/readyz"): [Attack(f"/readyz?{q}", expect=OWN)],
         ("get", "/metrics"): [Attack(f"/metrics?{q}", expect=OWN)],
+        ("get", "/v1/admin/stats"): [Attack(f"/v1/admin/stats?{q}")],  # admins only: 403
+        # The other admin routes: 403 to Mallory, whatever she names.
+        ("get", "/v1/admin/users"): [Attack(f"/v1/admin/users?q={a}&{q}")],
+        ("get", "/v1/admin/teams"): [Attack(f"/v1/admin/teams?q={team_id}&{q}")],
+        ("get", "/v1/admin/audit"): [Attack(f"/v1/admin/audit?{q}")],
+        ("post", "/v1/admin/users/{user_id}/revoke"): [Attack(f"/v1/admin/users/{a}/revoke")],
+        ("delete", "/v1/admin/users/{user_id}"): [Attack(f"/v1/admin/users/{a}")],
         # Last: it ends Mallory's sessions (and must end nobody else's).
         ("post", "/v1/auth/logout"): [
             Attack(f"/v1/auth/logout?{q}", {"user_id": a}, None, OWN),

@@ -9,10 +9,20 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ConfigError
-from .base import Bus, BusEvent, OnEvents, OnResync, change_events
+from .base import BeatBus, Bus, BusEvent, OnBeat, OnEvents, OnResync, change_events
 from .memory import MemoryBus
 
-__all__ = ["Bus", "BusEvent", "MemoryBus", "OnEvents", "OnResync", "change_events", "open_bus"]
+__all__ = [
+    "BeatBus",
+    "Bus",
+    "BusEvent",
+    "MemoryBus",
+    "OnBeat",
+    "OnEvents",
+    "OnResync",
+    "change_events",
+    "open_bus",
+]
 
 
 def open_bus(url: str, **kwargs: Any) -> Bus:

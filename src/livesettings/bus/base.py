@@ -21,9 +21,12 @@ from ..backoff import backoff
 from ..store.base import ChangeRow
 
 __all__ = [
+    "NODES_SUFFIX",
+    "BeatBus",
     "Bus",
     "BusEvent",
     "Listeners",
+    "OnBeat",
     "OnEvents",
     "OnResync",
     "ReconnectingBus",
@@ -62,6 +65,26 @@ OnResync = Callable[[], None]
 """Called after the bus reconnected: events may have been missed, catch up from the log."""
 
 
+OnBeat = Callable[[str], None]
+"""Called on the event loop with one node heartbeat (its JSON text, see ``server/nodes.py``)."""
+
+NODES_SUFFIX = ".nodes"
+"""The heartbeats' channel is the events' channel and this: a channel of their own, so that a
+node of 0.1.0 on the same bus, which takes any entry it does not know for a malformed payload
+(and resyncs every subscriber), never hears them."""
+
+
+@runtime_checkable
+class BeatBus(Protocol):
+    """A bus that also carries node heartbeats, on a channel of their own."""
+
+    def listen_beats(self, on_beat: OnBeat) -> None:
+        """Hear heartbeats from :meth:`start` on (this node's own included)."""
+
+    async def publish_beat(self, payload: str) -> None:
+        """Send one heartbeat to every node; ``StorageError`` when the bus cannot."""
+
+
 @runtime_checkable
 class Bus(Protocol):
     url: str
@@ -83,6 +106,19 @@ class Listeners:
 
     _on_events: OnEvents | None = None
     _on_resync: OnResync | None = None
+    _on_beat: OnBeat | None = None
+
+    def listen_beats(self, on_beat: OnBeat) -> None:
+        """Hear node heartbeats too (call before ``start``)."""
+        self._on_beat = on_beat
+
+    def _heard_beat(self, payload: str | bytes) -> None:
+        if self._on_beat is None:
+            return
+        try:
+            self._on_beat(payload.decode() if isinstance(payload, bytes) else payload)
+        except Exception:
+            log.exception("a heartbeat listener failed")
 
     def _deliver(self, events: Sequence[BusEvent]) -> None:
         if self._on_events is None:

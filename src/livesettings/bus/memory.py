@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .base import BusEvent, OnEvents, OnResync
+from .base import BusEvent, OnBeat, OnEvents, OnResync
 
 __all__ = ["MemoryBus"]
 
@@ -20,6 +20,16 @@ class MemoryBus:
     def __init__(self, url: str = "memory://") -> None:
         self.url = url
         self._listeners: list[OnEvents] = []
+        self._beats: list[OnBeat] = []
+
+    def listen_beats(self, on_beat: OnBeat) -> None:
+        """Hear node heartbeats (in one process: this node's own)."""
+        self._beats.append(on_beat)
+
+    async def publish_beat(self, payload: str) -> None:
+        """Hand a heartbeat to this process's listeners."""
+        for listener in list(self._beats):
+            listener(payload)
 
     async def start(self, on_events: OnEvents, on_resync: OnResync) -> None:
         self._listeners.append(on_events)
@@ -35,3 +45,4 @@ class MemoryBus:
 
     async def close(self) -> None:
         self._listeners.clear()
+        self._beats.clear()

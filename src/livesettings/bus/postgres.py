@@ -22,6 +22,10 @@ A node that loses its listening connection (``pg_terminate_backend``, a restart,
 failure — found by the connection closing or by a periodic probe) reconnects with backoff,
 listens again and only then calls ``on_resync``, so the hub catches every subscriber up from
 the change log: nothing committed while the node was deaf is missed.
+
+Node heartbeats (``server/nodes.py``) go on a channel of their own, :data:`NOTIFY_CHANNEL` +
+``.nodes``, listened to on the same connection: a node of 0.1.0 listens only on the events'
+channel, where an entry it does not know would read as malformed and make it resync.
 """
 
 from __future__ import annotations
@@ -42,7 +46,15 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         "the postgres bus needs the asyncpg package: pip install 'livesettings[postgres]'"
     ) from exc
 
-from .base import BusEvent, OnEvents, OnResync, ReconnectingBus, backoff_delays, default_name
+from .base import (
+    NODES_SUFFIX,
+    BusEvent,
+    OnEvents,
+    OnResync,
+    ReconnectingBus,
+    backoff_delays,
+    default_name,
+)
 from .notify import NOTIFY_CHANNEL, NOTIFY_PAYLOAD_LIMIT, ORIGIN, decode_events, encode_events
 
 __all__ = [
@@ -115,6 +127,7 @@ class PostgresBus(ReconnectingBus):
             store_notifies = store_is_pg and _target(str(database_url)) == _target(self._dsn)
         self.store_notifies = store_notifies
         self.channel = channel
+        self.beats_channel = channel + NODES_SUFFIX
         self._conn: Any = None
         self._lock = asyncio.Lock()  # one query at a time on the listening connection
         self._lost = asyncio.Event()
@@ -158,6 +171,22 @@ class PostgresBus(ReconnectingBus):
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
             raise StorageError(f"the postgres bus could not notify: {e}") from e
 
+    async def publish_beat(self, payload: str) -> None:
+        """One heartbeat on the heartbeats' channel (a NOTIFY outside any commit)."""
+        conn = self._conn
+        if not self.connected:
+            raise StorageError("the postgres bus is not connected; cannot send a heartbeat")
+        try:
+            async with self._lock:
+                await conn.execute(
+                    "SELECT pg_notify($1, $2)",
+                    self.beats_channel,
+                    payload,
+                    timeout=self._probe_timeout,
+                )
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+            raise StorageError(f"the postgres bus could not send a heartbeat: {e}") from e
+
     async def ping(self) -> None:
         """``StorageError`` unless the listening connection is up and answers a query."""
         conn = self._conn
@@ -188,6 +217,8 @@ class PostgresBus(ReconnectingBus):
         )
         try:
             await conn.add_listener(self.channel, self._on_notify)
+            if self._on_beat is not None:
+                await conn.add_listener(self.beats_channel, self._on_beat_notify)
         except BaseException:
             conn.terminate()
             raise
@@ -211,6 +242,9 @@ class PostgresBus(ReconnectingBus):
             self._resync()
             return
         self._deliver(events)
+
+    def _on_beat_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        self._heard_beat(payload)
 
     async def _supervise(self) -> None:
         """Probe the idle connection; on loss reconnect with backoff, listen, then resync."""

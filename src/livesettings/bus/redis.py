@@ -18,6 +18,10 @@ change log — messages published while the node was deaf are not needed.
 Unlike PostgreSQL's NOTIFY, a publish happens after the commit, so a node that dies between
 its commit and its publish leaves other nodes to learn of that change at their next event for
 the user or their next resync; clients reconnecting with ``since`` always catch up.
+
+Node heartbeats (``server/nodes.py``) go on a channel of their own, the channel's name and
+``.nodes``, subscribed to on the same connection: a node of 0.1.0 subscribes only to the
+events' channel, where an entry it does not know would read as malformed and make it resync.
 """
 
 from __future__ import annotations
@@ -32,7 +36,15 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from ..errors import ConfigError, StorageError
 from ..urls import redact_url
-from .base import BusEvent, OnEvents, OnResync, ReconnectingBus, backoff_delays, default_name
+from .base import (
+    NODES_SUFFIX,
+    BusEvent,
+    OnEvents,
+    OnResync,
+    ReconnectingBus,
+    backoff_delays,
+    default_name,
+)
 from .notify import decode_events, encode_events
 
 try:
@@ -104,6 +116,8 @@ class RedisBus(ReconnectingBus):
         super().__init__(url, reconnect_delays, probe_interval, probe_timeout, connect_timeout)
         self._redis_url, url_channel = _split_url(url)
         self.channel = channel or url_channel or DEFAULT_CHANNEL
+        self.beats_channel = self.channel + NODES_SUFFIX
+        self._beats_names = (self.beats_channel.encode(), self.beats_channel)  # bytes or text
         self.client_name = client_name or default_name()
         self._pub: Any = None
         self._sub: Any = None
@@ -148,6 +162,15 @@ class RedisBus(ReconnectingBus):
         except (RedisError, OSError) as exc:
             raise StorageError(f"the redis bus could not publish: {exc}") from exc
 
+    async def publish_beat(self, payload: str) -> None:
+        """One heartbeat on the heartbeats' channel."""
+        if self._pub is None:
+            raise StorageError("the redis bus is not started")
+        try:
+            await self._pub.publish(self.beats_channel, payload)
+        except (RedisError, OSError) as exc:
+            raise StorageError(f"the redis bus could not send a heartbeat: {exc}") from exc
+
     async def ping(self) -> None:
         """``StorageError`` unless the subscriber is connected and Redis answers."""
         if not self._up or self._pub is None:
@@ -166,7 +189,10 @@ class RedisBus(ReconnectingBus):
         """A fresh subscriber connection, subscribed once Redis has confirmed it."""
         pubsub = self._sub.pubsub()
         self._pubsub = pubsub
-        await pubsub.subscribe(self.channel)
+        # The events' channel is confirmed first; the heartbeats' confirmation, when it comes,
+        # is one more message the reading loop skips.
+        channels = (self.channel, self.beats_channel) if self._on_beat else (self.channel,)
+        await pubsub.subscribe(*channels)
         async with asyncio.timeout(self._connect_timeout):
             while True:
                 message = await pubsub.get_message(timeout=self._connect_timeout)
@@ -212,6 +238,9 @@ class RedisBus(ReconnectingBus):
                 continue
             awaiting_pong = False
             if message["type"] != "message":
+                continue
+            if message["channel"] in self._beats_names:
+                self._heard_beat(message["data"])
                 continue
             try:
                 events = decode_message(message["data"])

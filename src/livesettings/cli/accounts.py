@@ -1,7 +1,8 @@
-"""Built-in users and tokens: ``user add|list|remove|passwd`` and ``token issue|revoke``."""
+"""Built-in users and tokens: ``user add|list|remove|passwd|admin`` and ``token issue|revoke``."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 import time
@@ -10,7 +11,7 @@ import uuid
 import click
 
 from ..accounts import remove_account
-from ..audit import audit_trail
+from ..audit import audit, audit_trail
 from ..auth import (
     MAX_SERVICE_TOKEN_TTL,
     SERVICE_TOKEN_TTL,
@@ -91,16 +92,21 @@ def user() -> None:
 @user.command("add")
 @click.argument("username")
 @_password_stdin
+@click.option("--admin", is_flag=True, help="Make the user an admin (the /admin dashboard).")
 @database_options
 @click.pass_context
 def user_add(
     ctx: click.Context,
     username: str,
     password_stdin: bool,
+    admin: bool,
     data_dir: str | None,
     database_url: str | None,
 ) -> None:
-    """Create a user (password prompted, or --password-stdin)."""
+    """Create a user (password prompted, or --password-stdin).
+
+    --admin makes the user an admin of the /admin dashboard (`user admin` changes it later).
+    """
     config = load_config(ctx, data_dir=data_dir, database_url=database_url)
     try:
         validate_username(username)
@@ -121,33 +127,95 @@ def user_add(
 
     async def go() -> UserRow:
         async with opened_store(config, None) as store:
-            return await store.create_user(str(uuid.uuid4()), username, password_hash)
+            row = await store.create_user(str(uuid.uuid4()), username, password_hash)
+            if admin:
+                await store.set_admin(row.user_id, True)
+                audit("admin_granted", user_id=row.user_id, by="cli")
+            return row
 
-    row = run(go)
-    click.echo(f"created user {row.username} (id {row.user_id})")
+    with audit_trail(config.resolved_audit_log) if admin else contextlib.nullcontext():
+        row = run(go)
+    click.echo(f"created {'admin' if admin else 'user'} {row.username} (id {row.user_id})")
 
 
 @user.command("list")
 @database_options
 @click.pass_context
 def user_list(ctx: click.Context, data_dir: str | None, database_url: str | None) -> None:
-    """List built-in users: username, user id, creation time."""
+    """List built-in users: username, user id, creation time, and "admin" for admins."""
     config = load_config(ctx, data_dir=data_dir, database_url=database_url)
 
-    async def go() -> list[UserRow]:
+    async def go() -> tuple[list[UserRow], set[str]]:
         async with opened_store(config, None) as store:
-            return await store.list_users()
+            return await store.list_users(), await store.admin_ids()
 
-    rows = run(go)
+    rows, admins = run(go)
     if not rows:
         click.echo("no users")
         return
     width = max(len("USERNAME"), *(len(row.username) for row in rows))
     id_width = max(len("USER ID"), *(len(row.user_id) for row in rows))
-    click.echo(f"{'USERNAME':<{width}}  {'USER ID':<{id_width}}  CREATED")
+    created_width = max(len("CREATED"), *(len(row.created_at) for row in rows))
+    click.echo(
+        f"{'USERNAME':<{width}}  {'USER ID':<{id_width}}  {'CREATED':<{created_width}}  ADMIN"
+    )
     for row in rows:
-        click.echo(f"{row.username:<{width}}  {row.user_id:<{id_width}}  {row.created_at}")
-    click.echo(plural(len(rows), "user"))
+        line = (
+            f"{row.username:<{width}}  {row.user_id:<{id_width}}  {row.created_at:<{created_width}}"
+        )
+        click.echo(line + ("  admin" if row.user_id in admins else ""))
+    listed_admins = sum(1 for row in rows if row.user_id in admins)
+    click.echo(plural(len(rows), "user") + (f", {listed_admins} admin" if listed_admins else ""))
+
+
+@user.command("admin")
+@click.argument("user_ref", metavar="USER")
+@click.option(
+    "--on/--off",
+    "on",
+    default=None,
+    help="Grant (--on) or take back (--off) the admin flag.",
+)
+@database_options
+@click.pass_context
+def user_admin(
+    ctx: click.Context,
+    user_ref: str,
+    on: bool | None,
+    data_dir: str | None,
+    database_url: str | None,
+) -> None:
+    """Grant or take back a built-in user's admin flag (the /admin dashboard).
+
+    USER is a username or a user id. Running servers see the change within seconds. Users
+    of an identity provider are admins by LIVESETTINGS_ADMIN_CLAIM instead.
+    """
+    if on is None:
+        fail("give --on (make USER an admin) or --off (take it back)", EXIT_USAGE)
+    config = load_config(ctx, data_dir=data_dir, database_url=database_url)
+
+    async def go() -> tuple[UserRow | None, bool]:
+        async with opened_store(config, None) as store:
+            row = await _find(store, user_ref)
+            if row is None:
+                return None, False
+            changed = await store.set_admin(row.user_id, on)
+            if changed:
+                audit("admin_granted" if on else "admin_revoked", user_id=row.user_id, by="cli")
+            return row, changed
+
+    with audit_trail(config.resolved_audit_log):
+        row, changed = run(go)
+    if row is None:
+        fail(
+            f"no built-in user {user_ref!r} (users of an identity provider are admins by "
+            "LIVESETTINGS_ADMIN_CLAIM)"
+        )
+    if on:
+        state = "is now an admin" if changed else "was already an admin"
+    else:
+        state = "is no longer an admin" if changed else "was not an admin"
+    click.echo(f"{row.username} (id {row.user_id}) {state}")
 
 
 @user.command("remove")

@@ -17,6 +17,7 @@ from ..config import Config
 from ..errors import LiveSettingsError
 from ..paths import to_pointer
 from .account_routes import router as account_router
+from .admin_routes import router as admin_router
 from .answers import http_error_response, refusal_response
 from .auth_routes import router as auth_router
 from .compat import mount as mount_supabase_compat
@@ -30,6 +31,7 @@ from .service_routes import router as service_router
 from .services import Services
 from .settings_routes import router as settings_router
 from .static_files import STATIC_DIR, static_files
+from .stats_routes import router as stats_router
 from .team_routes import router as team_router
 
 __all__ = ["STATIC_DIR", "create_app"]
@@ -67,6 +69,8 @@ def create_app(config: Config | None = None, *, services: Services | None = None
         account_router,
         service_router,
         operations_router,
+        stats_router,
+        admin_router,
     ):
         app.router.routes.extend(router.routes)
     if config.supabase_compat:
@@ -77,6 +81,11 @@ def create_app(config: Config | None = None, *, services: Services | None = None
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/admin", include_in_schema=False)
+    async def admin_page() -> FileResponse:
+        # The page is public like /; its data (/v1/admin/...) answers admins only.
+        return FileResponse(STATIC_DIR / "admin.html", headers={"Cache-Control": "no-cache"})
 
     @app.get("/sw.js", include_in_schema=False)
     async def service_worker() -> FileResponse:

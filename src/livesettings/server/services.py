@@ -15,8 +15,9 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import __version__
 from .. import config_loaders as loaders
-from ..audit import audit, close_audit_file, open_audit_file
+from ..audit import AuditRing, audit, close_audit_file, open_audit_file
 from ..auth import Claims, PasswordHasher, TokenIssuer
 from ..bus import Bus, BusEvent, open_bus
 from ..clock import SYSTEM_CLOCK, Clock
@@ -26,13 +27,16 @@ from ..errors import ConfigError, LiveSettingsError, TokenExpired, Unauthorized
 from ..jwks import JwksCache
 from ..store import Store, open_store
 from ..teams import is_team_key
+from .admins import Admins
 from .hub import Hub
 from .memberships import Memberships
 from .metrics import Gauge, Metrics
+from .nodes import Heartbeats
 from .passwords import PasswordPool
 from .ratelimit import RateLimiter, WindowCounter
 from .security import address_key
 from .sql_writes import SqlWriteDrain, SqlWriteQueue
+from .stats import StatsSampler
 from .writer import Writer
 
 __all__ = ["Connections", "Services"]
@@ -40,6 +44,7 @@ __all__ = ["Connections", "Services"]
 log = logging.getLogger("livesettings.server")
 
 _VERIFIED_CACHE = 10_000
+_SEEN_USERS = 100_000  # users whose last connection time a node remembers
 
 CloseFn = Callable[[int, str], Awaitable[None]]
 
@@ -55,6 +60,7 @@ class _Conn:
     jti: str | None = None  # of the token the socket is authorised by now (a re-auth moves it)
     on_membership: OnMembership | None = None
     team_docs: Callable[[], Iterable[str]] | None = None  # the team documents it follows
+    kind: str = "ws"  # "ws" (a WebSocket) or "sse" (an event stream), for /v1/admin/stats
 
 
 @dataclass
@@ -62,6 +68,11 @@ class Connections:
     """Live sockets and event streams per user, so revocations and shutdown can end them."""
 
     by_user: dict[str, set[_Conn]] = field(default_factory=dict)
+    kinds: dict[str, int] = field(default_factory=lambda: {"ws": 0, "sse": 0})
+    # When each user last opened or closed one here (Unix seconds), for /v1/admin/users;
+    # the most recent _SEEN_USERS users only.
+    seen: OrderedDict[str, float] = field(default_factory=OrderedDict)
+    clock: Clock = SYSTEM_CLOCK
 
     def add(
         self,
@@ -71,17 +82,35 @@ class Connections:
         jti: str | None = None,
         on_membership: OnMembership | None = None,
         team_docs: Callable[[], Iterable[str]] | None = None,
+        kind: str = "ws",
     ) -> _Conn:
-        conn = _Conn(user_id, close, jti, on_membership, team_docs)
+        conn = _Conn(user_id, close, jti, on_membership, team_docs, kind)
         self.by_user.setdefault(user_id, set()).add(conn)
+        self.kinds[kind] = self.kinds.get(kind, 0) + 1
+        self._saw(user_id)
         return conn
 
     def remove(self, conn: _Conn) -> None:
         conns = self.by_user.get(conn.user_id)
-        if conns is not None:
+        if conns is not None and conn in conns:
             conns.discard(conn)
+            self.kinds[conn.kind] -= 1
+            self._saw(conn.user_id)
             if not conns:
                 del self.by_user[conn.user_id]
+
+    def _saw(self, user_id: str) -> None:
+        self.seen[user_id] = self.clock.time()
+        self.seen.move_to_end(user_id)
+        if len(self.seen) > _SEEN_USERS:
+            self.seen.popitem(last=False)
+
+    def last_seen(self, user_id: str) -> float | None:
+        """When ``user_id`` was last connected here: now while connected, else when its
+        last connection here opened or closed (None: not since this node started)."""
+        if self.by_user.get(user_id):
+            return self.clock.time()
+        return self.seen.get(user_id)
 
     def count(self, user_id: str | None = None) -> int:
         if user_id is not None:
@@ -131,7 +160,7 @@ class Services:
         self.config = config
         self.clock = clock
         self.metrics = Metrics()
-        self.connections = Connections()
+        self.connections = Connections(clock=clock)
         self.metrics.connections = Gauge(
             "livesettings_connections",
             "Open WebSocket and SSE connections.",
@@ -214,12 +243,19 @@ class Services:
             self.store, self.metrics, replay_limit=config.max_replay, view=self.view, clock=clock
         )
         self.memberships = Memberships(self.store, self.connections)
+        self.admins = Admins(self.store, config.admin_claim, monotonic=clock.monotonic)
+        self.audit_ring = AuditRing(100)  # GET /v1/admin/audit: this node's last lines
         self.writer = Writer(
             self.store,
             self.bus,
             self.metrics,
             max_batch=config.max_batch,
             on_committed=self.hub.note_committed,
+        )
+        # /v1/admin/stats: this node's numbers each second, and the nodes heard on the bus.
+        self.stats = StatsSampler(self.metrics, lambda: dict(self.connections.kinds), clock=clock)
+        self.heartbeats = Heartbeats(
+            self.bus, version=__version__, connections=self.connections.count, clock=clock
         )
         bucket = functools.partial(RateLimiter, clock=clock.monotonic)
         window = functools.partial(WindowCounter, clock=clock.monotonic)
@@ -251,6 +287,7 @@ class Services:
         path = self.config.resolved_audit_log
         try:
             self._audit_file = open_audit_file(path)
+            self.audit_ring.open()
         except OSError as exc:
             raise ConfigError(f"cannot open the audit log {path}: {exc.strerror}") from exc
         if not self.config.is_postgres:
@@ -265,6 +302,8 @@ class Services:
             self._note_token_revocation(row_id, jti, expires_at)
         await self.bus.start(self._on_bus_events, self._on_bus_resync)
         self.writer.start()
+        self.stats.start()
+        self.heartbeats.start()
         if isinstance(self.store, SqlWriteQueue):
             self.sql_writes = SqlWriteDrain(self, self.store)
             self.sql_writes.start()
@@ -294,6 +333,8 @@ class Services:
 
     async def stop(self) -> None:
         await self.drain()
+        await self.heartbeats.stop()  # its last beat says so, while the bus is up
+        await self.stats.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -309,6 +350,7 @@ class Services:
         await self.store.close()
         self.passwords.close()
         close_audit_file(self._audit_file)
+        self.audit_ring.close()
         self._audit_file = None
         self.started = False
 

@@ -110,6 +110,7 @@ async def event_stream(
         jti=claims.jti,
         on_membership=on_membership if doc else None,
         team_docs=(lambda: [doc]) if doc else None,
+        kind="sse",
     )
     try:
         await services.hub.subscribe(sub, since)

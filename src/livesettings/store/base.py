@@ -22,6 +22,7 @@ from .teams import MemberRow, TeamStore
 __all__ = [
     "EXPORT_PAGE",
     "SCHEMA_VERSION",
+    "SEARCH_LIMIT_MAX",
     "TOKEN_REVOCATION_GRACE_S",
     "AppliedMutation",
     "ChangeRow",
@@ -33,8 +34,11 @@ __all__ = [
     "RefreshResult",
     "Store",
     "StoredDocument",
+    "TeamSummary",
     "UserRow",
+    "UserSummary",
     "export_in_pages",
+    "like_pattern",
     "username_taken",
 ]
 
@@ -45,6 +49,9 @@ EXPORT_PAGE = 200
 
 TOKEN_REVOCATION_GRACE_S = 24 * 3600
 """How long past its expiry a token revocation is kept (covers any clock leeway)."""
+
+SEARCH_LIMIT_MAX = 100
+"""The most rows one ``search_users`` / ``search_teams`` call returns."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +182,44 @@ class ExportedTeam:
     members: tuple[MemberRow, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class UserSummary:
+    """A user as the admin dashboard lists one: never a secret, a hash or a key.
+
+    A user known only by a document (an identity provider's) has no ``username``; its
+    ``created_at`` is the document's. ``revision`` 0 and ``updated_at`` None: no document yet.
+    """
+
+    user_id: str
+    username: str | None
+    created_at: str | None
+    admin: bool
+    revision: int
+    updated_at: str | None
+    teams: int
+
+
+@dataclass(frozen=True, slots=True)
+class TeamSummary:
+    """A team as the admin dashboard lists one: its row, member count and document revision."""
+
+    team_id: str
+    name: str
+    members: int
+    revision: int
+    created_at: str
+
+
+def like_pattern(text: str, *, contains: bool) -> str:
+    r"""``text`` as a LIKE pattern, escaped with a backslash: ``%text%`` or ``text%``.
+
+    >>> like_pattern("50%_a", contains=False)
+    '50\\%\\_a%'
+    """
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%" if contains else f"{escaped}%"
+
+
 def username_taken(user_id: str, username: str) -> errors.Conflict:
     """The error of an account whose username another account has."""
     return errors.Conflict(
@@ -258,6 +303,29 @@ class Store(Protocol):
     async def remove_user(self, user_id: str) -> bool: ...
 
     async def set_password(self, user_id: str, password_hash: str) -> bool: ...
+
+    # admins (the /admin dashboard)
+    async def is_admin(self, user_id: str) -> bool:
+        """Whether the built-in user has the admin flag."""
+
+    async def set_admin(self, user_id: str, on: bool) -> bool:
+        """Grant (``on``) or take back the admin flag of a built-in user. True when the flag
+        changed; False when there is no built-in user of that id (granting) or the flag was
+        already so — callers that must tell those apart look the user up first. Export and
+        import do not carry the flag (grant it again after an import)."""
+
+    async def admin_ids(self) -> set[str]:
+        """The ids of every user with the admin flag."""
+
+    async def search_users(self, q: str, limit: int) -> list[UserSummary]:
+        """Up to ``limit`` users whose username contains ``q`` (case-insensitive) or whose id
+        starts with it (an empty ``q``: the first ones), built-in accounts and users known
+        only by a document alike, by username then id. Read with LIMIT in SQL: never more
+        rows than asked for in memory."""
+
+    async def search_teams(self, q: str, limit: int) -> list[TeamSummary]:
+        """Up to ``limit`` teams whose name contains ``q`` (case-insensitive) or whose id
+        starts with it, by name then id."""
 
     async def add_refresh_token(
         self,

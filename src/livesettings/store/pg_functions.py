@@ -76,6 +76,13 @@ _QUEUE_LOCK: Final = -1
 hashes, so a collision only makes a claim wait for one commit)."""
 
 
+# p_q as a lower-case LIKE pattern "contains p_q" (escape character: backslash).
+_CONTAINS: Final = (
+    "'%' || pg_catalog.replace(pg_catalog.replace(pg_catalog.replace("
+    "pg_catalog.lower(p_q), '\\', '\\\\'), '%', '\\%'), '_', '\\_') || '%' ESCAPE '\\'"
+)
+
+
 def _definer_functions(user_id_text: str) -> dict[str, str]:
     """``signature -> CREATE statement`` of the SECURITY DEFINER functions.
 
@@ -232,6 +239,56 @@ def _definer_functions(user_id_text: str) -> dict[str, str]:
             "TABLE (pending bigint, oldest_age_ms bigint)",
             f"RETURN QUERY SELECT count(*)::bigint, {_NOW_MS} - min(w.edited_at) "
             "FROM public.sql_writes w;",
+        ),
+        # The admin dashboard (operators' `user admin`, the /v1/admin routes). The flag is
+        # granted only here, to a built-in user; True when it changed.
+        "livesettings_set_admin(text,boolean)": _definer(
+            "livesettings_set_admin(p_user_id text, p_on boolean)",
+            "SETOF boolean",
+            "IF p_on THEN RETURN QUERY WITH done AS (INSERT INTO public.admins "
+            "(user_id, granted_at) SELECT u.user_id, pg_catalog.clock_timestamp() "
+            "FROM public.users u WHERE u.user_id = p_user_id "
+            "ON CONFLICT (user_id) DO NOTHING RETURNING 1) SELECT count(*) > 0 FROM done; "
+            "ELSE RETURN QUERY WITH done AS (DELETE FROM public.admins a "
+            "WHERE a.user_id = p_user_id RETURNING 1) SELECT count(*) > 0 FROM done; END IF;",
+        ),
+        "livesettings_admin_ids()": _definer(
+            "livesettings_admin_ids()",
+            "SETOF text",
+            "RETURN QUERY SELECT a.user_id FROM public.admins a;",
+        ),
+        # Search users by username (contains, any case) or id (prefix): built-in accounts and
+        # users known only by a document; never a hash or a key; at most p_limit rows.
+        "livesettings_search_users(text,integer)": _definer(
+            "livesettings_search_users(p_q text, p_limit integer)",
+            "TABLE (user_id text, username text, created_at timestamptz, admin boolean, "
+            "revision bigint, updated_at timestamptz, teams bigint)",
+            "RETURN QUERY WITH ids AS (SELECT u.user_id AS id FROM public.users u "
+            f"WHERE p_q = '' OR pg_catalog.lower(u.username) LIKE {_CONTAINS} "
+            "OR pg_catalog.left(u.user_id, pg_catalog.length(p_q)) = p_q "
+            f"UNION SELECT {user_id_text} FROM public.user_preferences p "
+            f"WHERE p.user_id IS NOT NULL AND pg_catalog.left({user_id_text}, 5) <> 'team:' "
+            f"AND (p_q = '' OR pg_catalog.left({user_id_text}, pg_catalog.length(p_q)) = p_q)) "
+            "SELECT ids.id, u.username, COALESCE(u.created_at, p.created_at::timestamptz), "
+            "EXISTS (SELECT 1 FROM public.admins a WHERE a.user_id = ids.id), "
+            "COALESCE(p.revision, 0)::bigint, p.updated_at::timestamptz, "
+            "(SELECT count(*) FROM public.team_members m WHERE m.user_id = ids.id) "
+            "FROM ids LEFT JOIN public.users u ON u.user_id = ids.id "
+            f"LEFT JOIN public.user_preferences p ON {user_id_text} = ids.id "
+            'ORDER BY u.username IS NULL, u.username COLLATE "C", ids.id COLLATE "C" '
+            "LIMIT p_limit;",
+        ),
+        "livesettings_search_teams(text,integer)": _definer(
+            "livesettings_search_teams(p_q text, p_limit integer)",
+            "TABLE (team_id text, name text, members bigint, revision bigint, "
+            "created_at timestamptz)",
+            "RETURN QUERY SELECT t.team_id, t.name, "
+            "(SELECT count(*) FROM public.team_members m WHERE m.team_id = t.team_id), "
+            "COALESCE((SELECT p.revision FROM public.user_preferences p "
+            f"WHERE {user_id_text} = 'team:' || t.team_id), 0)::bigint, t.created_at "
+            f"FROM public.teams t WHERE p_q = '' OR pg_catalog.lower(t.name) LIKE {_CONTAINS} "
+            "OR pg_catalog.left(t.team_id, pg_catalog.length(p_q)) = p_q "
+            'ORDER BY t.name COLLATE "C", t.team_id COLLATE "C" LIMIT p_limit;',
         ),
         # Row-level security by membership: whether the current user belongs to the team
         # whose document key is given. Plain SQL as the owner, whose own policy on

@@ -55,6 +55,8 @@ APP_PRIVILEGES: Final[dict[str, str]] = {
     "data_keys": "SELECT, INSERT, UPDATE, DELETE",
     "teams": "SELECT, INSERT, UPDATE, DELETE",
     "team_members": "SELECT, INSERT, UPDATE, DELETE",
+    # Its own row only (is_admin, account removal); granted by livesettings_set_admin alone.
+    "admins": "SELECT, DELETE",
 }
 """What the app role may do to each table — and nothing else (no TRUNCATE, no DDL)."""
 

@@ -45,7 +45,7 @@ from ..crypto import Keyring, WrappedKey, reseal_under_new_key
 from ..document import Limits, PreferencesSchema, rfc3339
 from ..errors import ConfigError, Conflict, NotFound, StorageError
 from ..urls import redact_url
-from . import pg_team_backup
+from . import pg_admins, pg_team_backup
 from .base import (
     EXPORT_PAGE,
     SCHEMA_VERSION,
@@ -56,7 +56,9 @@ from .base import (
     PendingMutation,
     RefreshResult,
     StoredDocument,
+    TeamSummary,
     UserRow,
+    UserSummary,
     export_in_pages,
     username_taken,
 )
@@ -537,6 +539,7 @@ class PostgresStore:
                 ("DELETE FROM public.settings_changes WHERE user_id = $1", user_id),
                 ("DELETE FROM public.applied_mutations WHERE user_id = $1", user_id),
                 ("DELETE FROM public.data_keys WHERE user_id = $1", user_id),
+                ("DELETE FROM public.admins WHERE user_id = $1", user_id),
             ):
                 removed += row_count(await conn.execute(statement, key))
         self._commits.keys.forget(user_id)
@@ -550,6 +553,30 @@ class PostgresStore:
                 password_hash,
             )
         return row_count(status) > 0
+
+    # --- admins (the /admin dashboard; statements in pg_admins) -----------------------------
+
+    async def is_admin(self, user_id: str) -> bool:
+        async with self._user_transaction(user_id) as conn:
+            return await pg_admins.is_admin(conn, user_id)
+
+    async def set_admin(self, user_id: str, on: bool) -> bool:
+        """True when the flag changed; False: no built-in user ``user_id`` (granting), or the
+        flag was already so."""
+        async with self._connection() as conn:
+            return await pg_admins.set_admin(conn, user_id, on)
+
+    async def admin_ids(self) -> set[str]:
+        async with self._connection() as conn:
+            return await pg_admins.admin_ids(conn)
+
+    async def search_users(self, q: str, limit: int) -> list[UserSummary]:
+        async with self._connection() as conn:
+            return await pg_admins.search_users(conn, q, limit)
+
+    async def search_teams(self, q: str, limit: int) -> list[TeamSummary]:
+        async with self._connection() as conn:
+            return await pg_admins.search_teams(conn, q, limit)
 
     async def add_refresh_token(
         self,

@@ -31,6 +31,7 @@ from typing import Any, Final, TypeVar
 from ..crypto import DataKey, Keyring, WrappedKey, reseal_under_new_key
 from ..document import Limits, PreferencesSchema, rfc3339
 from ..errors import ConfigError, Conflict, NotFound, StorageError
+from . import sqlite_admins
 from .base import (
     SCHEMA_VERSION,
     TOKEN_REVOCATION_GRACE_S,
@@ -41,7 +42,9 @@ from .base import (
     PendingMutation,
     RefreshResult,
     StoredDocument,
+    TeamSummary,
     UserRow,
+    UserSummary,
     export_in_pages,
     username_taken,
 )
@@ -399,6 +402,7 @@ class SqliteStore:
                     "settings_changes",
                     "applied_mutations",
                     "data_keys",
+                    "admins",
                 ):
                     cursor = conn.execute(f"DELETE FROM {table} WHERE user_id = ?", (user_id,))
                     removed += cursor.rowcount
@@ -414,6 +418,27 @@ class SqliteStore:
             (password_hash, user_id),
         )
         return count > 0
+
+    # --- admins (the /admin dashboard; statements in sqlite_admins) -------------------------
+
+    async def is_admin(self, user_id: str) -> bool:
+        return await self._read(sqlite_admins.is_admin, user_id)
+
+    async def set_admin(self, user_id: str, on: bool) -> bool:
+        """True when the flag changed; False: no built-in user ``user_id`` (granting), or the
+        flag was already so."""
+        return await self._write(
+            lambda: sqlite_admins.set_admin(self._writer_conn(), user_id, on, self._now_text())
+        )
+
+    async def admin_ids(self) -> set[str]:
+        return await self._read(sqlite_admins.admin_ids)
+
+    async def search_users(self, q: str, limit: int) -> list[UserSummary]:
+        return await self._read(sqlite_admins.search_users, q, limit)
+
+    async def search_teams(self, q: str, limit: int) -> list[TeamSummary]:
+        return await self._read(sqlite_admins.search_teams, q, limit)
 
     def _execute_count(self, sql: str, params: tuple[Any, ...]) -> int:
         conn = self._writer_conn()
