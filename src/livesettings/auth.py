@@ -51,6 +51,7 @@ __all__ = [
     "ServiceClaim",
     "TokenIssuer",
     "TokenVerifier",
+    "has_claim",
     "hash_refresh_token",
     "load_or_create_jwt_secret",
     "load_public_key",
@@ -201,7 +202,7 @@ def parse_service_claim(text: str) -> ServiceClaim:
     return names, value.strip()
 
 
-def _has_claim(payload: dict[str, Any], wanted: ServiceClaim) -> bool:
+def has_claim(payload: dict[str, Any], wanted: ServiceClaim) -> bool:
     """True when the claim at the path equals the value, or is a list holding it (roles)."""
     path, value = wanted
     found: Any = payload
@@ -443,7 +444,7 @@ class TokenVerifier:
             provider_service=(
                 not builtin
                 and self.service_claim is not None
-                and _has_claim(payload, self.service_claim)
+                and has_claim(payload, self.service_claim)
             ),
         )
 

@@ -20,7 +20,7 @@ from .account_routes import delete_user
 from .admin_access import AdminDep
 from .admin_models import AdminAuditResponse, AdminTeamsResponse, AdminUsersResponse
 from .dependencies import ERRORS, ServicesDep, client_address
-from .service_routes import _check_user_id as check_user_id
+from .service_routes import check_user_id
 from .services import Services
 
 __all__ = ["router"]

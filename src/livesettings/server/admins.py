@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Final, TypeVar
 
 from ..audit import audit
-from ..auth import Claims, _has_claim
+from ..auth import Claims, has_claim
 from ..config import parse_admin_claim
 from ..store import Store
 
@@ -45,7 +45,7 @@ class Admins:
         if claims.is_service or not claims.sub:
             return False
         if not claims.builtin:
-            return self._claim is not None and _has_claim(claims.raw, self._claim)
+            return self._claim is not None and has_claim(claims.raw, self._claim)
         now = self._monotonic()
         cached = self._flags.get(claims.sub)
         if cached is not None and now - cached[0] < FLAG_TTL:

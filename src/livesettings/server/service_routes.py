@@ -27,7 +27,7 @@ from .settings_routes import (
     write_route,
 )
 
-__all__ = ["router"]
+__all__ = ["check_user_id", "router"]
 
 router = APIRouter()
 
@@ -40,7 +40,7 @@ router = APIRouter()
 )
 async def service_get(user_id: str, claims: ServiceDep, services: ServicesDep) -> Any:
     """Any user's settings (service tokens only)."""
-    _check_user_id(user_id)
+    check_user_id(user_id)
     return await settings_response(services, user_id)
 
 
@@ -53,7 +53,7 @@ async def service_patch(
     headers: PatchHeadersDep,
 ) -> Any:
     """Merge a patch into any user's settings (service tokens only)."""
-    _check_user_id(user_id)
+    check_user_id(user_id)
     return await write_patch(request, services, user_id, headers, f"service:{claims.sub}")
 
 
@@ -67,7 +67,7 @@ async def service_secret(
     user_id: str, name: str, request: Request, claims: ServiceDep, services: ServicesDep
 ) -> Any:
     """The decrypted secret, for an app's backend (service tokens only; audited)."""
-    _check_user_id(user_id)
+    check_user_id(user_id)
     envelope, wrapped = await _sealed_secret(services, user_id, name)
     if isinstance(envelope, dict) and envelope.get("kid") != wrapped.id:
         # `keys rotate --data-keys` renewed the key between the two reads: read both again.
@@ -92,7 +92,7 @@ async def service_delete_user(
     """Delete a user's account as ``DELETE /v1/account`` does, without its password
     (service tokens only; audited). 404 when nothing of that user is stored; 409
     ``last_owner`` when the user alone owns a team (nothing is deleted)."""
-    _check_user_id(user_id)
+    check_user_id(user_id)
     known = await services.store.get_user(user_id) is not None  # a built-in user
     address = client_address(request, services)
     await delete_user(services, user_id, by=f"service:{claims.sub}", known=known, address=address)
@@ -110,7 +110,7 @@ async def service_export_user(
 ) -> Any:
     """A user's export, as ``GET /v1/account/export`` gives it (service tokens only;
     audited)."""
-    _check_user_id(user_id)
+    check_user_id(user_id)
     address = client_address(request, services)
     return await export_response(services, user_id, by=f"service:{claims.sub}", address=address)
 
@@ -126,7 +126,8 @@ async def _sealed_secret(services: Services, user_id: str, name: str) -> tuple[A
     return envelope, wrapped
 
 
-def _check_user_id(user_id: str) -> None:
+def check_user_id(user_id: str) -> None:
+    """422 unless ``user_id`` can name a user (1 to 128 characters, not a team document)."""
     if not user_id or len(user_id) > 128:
         raise ValidationError("user id must be 1 to 128 characters", path="/user_id")
     if is_team_key(user_id):
