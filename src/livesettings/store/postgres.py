@@ -43,11 +43,10 @@ from ..bus.notify import (  # the bus's payload codec, sent inside the commit
 )
 from ..crypto import Keyring, WrappedKey, reseal_under_new_key
 from ..document import Limits, PreferencesSchema, rfc3339
-from ..errors import ConfigError, Conflict, NotFound, StorageError
+from ..errors import ConfigError, NotFound, StorageError
 from ..urls import redact_url
-from . import pg_admins, pg_team_backup
+from . import pg_admins, pg_backup
 from .base import (
-    EXPORT_PAGE,
     SCHEMA_VERSION,
     ChangesPage,
     CommitOutcome,
@@ -62,7 +61,7 @@ from .base import (
     export_in_pages,
     username_taken,
 )
-from .codec import DOCUMENT_COLUMNS, document_to_columns, dumps, wrapped_key_from_row
+from .codec import dumps, wrapped_key_from_row
 from .commit import CommitTemplate, wall_ms
 from .migrating import Migration, Recorder, lock_tables
 from .pg_checks import check_app_role, database_facts
@@ -84,15 +83,12 @@ from .pg_sql import (
     changes_after,
     insert_token,
     insert_user,
-    insert_wrapped_key,
     load_document,
     lock_key,
     needs_reset,
     row_count,
     select_wrapped_key,
-    text_param,
     time_text,
-    user_id_problem,
 )
 from .pg_teams import PgTeams
 from .pg_triggers import (
@@ -798,85 +794,19 @@ class PostgresStore:
         return export_in_pages(self._export_page)
 
     async def _export_page(self, after: str) -> list[ExportedUser]:
-        _, sql = self._statements()
-        users: list[ExportedUser] = []
-        async with self._connection() as conn:
-            ids = [
-                row[0]
-                for row in await conn.fetch(
-                    "SELECT * FROM public.livesettings_user_ids_after($1, $2)", after, EXPORT_PAGE
-                )
-            ]
-            for user_id in ids:
-                async with as_user(conn, user_id, readonly=True):
-                    account = await conn.fetchrow(
-                        "SELECT username, password_hash FROM public.users WHERE user_id = $1",
-                        user_id,
-                    )
-                    users.append(
-                        ExportedUser(
-                            user_id,
-                            None if account is None else account["username"],
-                            None if account is None else account["password_hash"],
-                            await load_document(conn, sql, user_id),
-                            await select_wrapped_key(conn, user_id),
-                        )
-                    )
-        return users
+        return await pg_backup.export_page(self._connection, self._statements()[1], after)
 
     async def import_user(self, user: ExportedUser) -> None:
         """Write an exported user; ``Conflict`` when that user (or username) already exists."""
         _, sql = self._statements()
-        doc = user.document
-        write_doc = doc.revision > 0 or doc.created_at is not None
-        if write_doc:
-            problem = user_id_problem(user.user_id, uuid_column=sql.uuid_ids)
-            if problem is not None:
-                raise problem
         async with self._user_transaction(user.user_id, readonly=False) as conn:
-            exists = (
-                await conn.fetchval(
-                    "SELECT EXISTS (SELECT 1 FROM public.users WHERE user_id = $1) "
-                    "OR EXISTS (SELECT 1 FROM public.data_keys WHERE user_id = $1)",
-                    user.user_id,
-                )
-                or await conn.fetchval(sql.revision, sql.doc_key(user.user_id)) is not None
-            )
-            if exists:
-                raise Conflict(
-                    f"user {user.user_id!r} already exists", details={"user_id": user.user_id}
-                )
-            if user.username is not None:
-                row = UserRow(
-                    user.user_id, user.username, user.password_hash or "", self._now_text()
-                )
-                try:
-                    await insert_user(conn, row)
-                except asyncpg.UniqueViolationError as exc:
-                    raise username_taken(user.user_id, user.username) from exc
-            if write_doc:
-                owned = StoredDocument(
-                    user.user_id,
-                    doc.revision,
-                    doc.settings,
-                    doc.records,
-                    doc.updated_at,
-                    doc.created_at,
-                )
-                columns = document_to_columns(owned)
-                await conn.execute(
-                    sql.upsert,
-                    user.user_id,
-                    *(text_param(columns[name]) for name in DOCUMENT_COLUMNS),
-                )
-            if user.wrapped_key is not None:
-                await insert_wrapped_key(conn, user.user_id, user.wrapped_key, self._now_text())
+            await pg_backup.import_user(conn, sql, user, self._now_text())
 
     def export_teams(self) -> AsyncIterator[ExportedTeam]:
-        return pg_team_backup.export_teams(self._connection)
+        return pg_backup.export_teams(self._connection)
 
     async def import_team(self, team: ExportedTeam) -> None:
-        await pg_team_backup.import_team(self._connection, team)
+        await pg_backup.import_team(self._connection, team)
 
     def _now_text(self) -> str:
         return rfc3339(self._now_ms())
