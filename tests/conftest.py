@@ -5,13 +5,16 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
 
+from livesettings.store import Store
+from livesettings.store.postgres import PostgresStore
+from livesettings.store.sqlite import SqliteStore
 from tests.support.postgres import (
     SUPERUSER,
     Database,
@@ -91,6 +94,41 @@ def pg_template(postgres_available: bool) -> Iterator[Database]:
     finally:
         drop_database(template)
         drop_roles(template)
+
+
+@pytest.fixture
+def pg_database(pg_template: Database) -> Iterator[Database]:
+    """A copy of the session's set-up database, dropped after the test."""
+    db = clone_database(pg_template)
+    try:
+        yield db
+    finally:
+        drop_database(db)
+
+
+@pytest.fixture(params=BACKENDS)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database of each backend (PostgreSQL: a set-up copy, served as the app role)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    db: Database = request.getfixturevalue("pg_database")
+    return db.app_url
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[Store]:
+    """An open store on ``store_url`` (SQLite is set up first; PostgreSQL's copy already is)."""
+    made: Store
+    if store_url.startswith("sqlite"):
+        made = SqliteStore(store_url)
+        await made.setup()
+    else:
+        made = PostgresStore(store_url)
+    await made.open()
+    try:
+        yield made
+    finally:
+        await made.close()
 
 
 class Backend:

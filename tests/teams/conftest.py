@@ -3,23 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
 from tests.conftest import require_service
 from tests.multinode.conftest import REDIS_URL
-from tests.support.postgres import Database, clone_database, drop_database
-
-
-@pytest.fixture
-def pg_database(pg_template: Database) -> Iterator[Database]:
-    """A copy of the session's database set up by ``livesettings setup`` (schema 2)."""
-    db = clone_database(pg_template)
-    try:
-        yield db
-    finally:
-        drop_database(db)
 
 
 @pytest.fixture

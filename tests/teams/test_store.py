@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,34 +11,7 @@ from livesettings.errors import Conflict
 from livesettings.merge import Mutation
 from livesettings.store import PendingMutation, Store
 from livesettings.store.idempotency import body_hash
-from livesettings.store.postgres import PostgresStore
-from livesettings.store.sqlite import SqliteStore
 from livesettings.teams import new_team_id, team_key
-from tests.support.postgres import Database
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A database of each backend (PostgreSQL: a set-up copy, served as the app role)."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'teams.db'}"
-    db: Database = request.getfixturevalue("pg_database")
-    return db.app_url
-
-
-@pytest.fixture
-async def store(store_url: str) -> AsyncIterator[Store]:
-    made: Store
-    if store_url.startswith("sqlite"):
-        made = SqliteStore(store_url)
-        await made.setup()
-    else:
-        made = PostgresStore(store_url)
-    await made.open()
-    try:
-        yield made
-    finally:
-        await made.close()
 
 
 def _write(key: str, actor: str, patch: dict[str, Any], kind: str = "patch") -> PendingMutation:
