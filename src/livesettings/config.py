@@ -125,6 +125,7 @@ class Config:
     max_frame_bytes: int = 1024 * 1024
     auth_timeout: float = 10.0
     ws_ping_interval: float = 20.0
+    heartbeat_interval: float = 2.0  # seconds between two of a node's heartbeats on the bus
     ws_ping_timeout: float = 20.0
     max_batch: int = 256
     commit_delay_ms: int = 0  # test hook: hold each group commit open this long
@@ -201,7 +202,7 @@ class Config:
         for name in _NOT_NEGATIVE:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()} must not be negative")
-        for name in ("jwks_timeout", "header_timeout", "body_timeout"):
+        for name in ("jwks_timeout", "header_timeout", "body_timeout", "heartbeat_interval"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be positive")
         _check_perimeter(self)

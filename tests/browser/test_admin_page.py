@@ -414,7 +414,11 @@ def test_the_nodes_table_shows_every_node_of_a_cluster(
 ) -> None:
     require_service("PostgreSQL (127.0.0.1:5432)", postgres_available)
     with _outside_the_loop(set_up_database("ls_adm")) as db:
-        settings = {**SERVER_SETTINGS, **db.settings(bus_url="postgres")}
+        settings = {
+            **SERVER_SETTINGS,
+            **db.settings(bus_url="postgres"),
+            "heartbeat_interval": "0.5",
+        }
         first = ServerProcess(tmp_path / "node1", **settings)
         second = ServerProcess(tmp_path / "node2", **settings)
         admin = _add_admin(first)

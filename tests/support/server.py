@@ -58,11 +58,13 @@ class ServerProcess:
             stderr=subprocess.STDOUT,
             text=True,
         )
-        found = threading.Event()
+        found = threading.Event()  # the URL line arrived, or the output ended without it
+        started = False
         stdout = self.proc.stdout
         assert stdout is not None
 
         def pump() -> None:
+            nonlocal started
             # The pipe is closed by stop() or kill() once the process ended; a line still
             # being read then ends the loop rather than raise in this thread.
             with contextlib.suppress(ValueError, OSError):
@@ -73,11 +75,13 @@ class ServerProcess:
                         self.public_url = match.group(1)
                         self.url = (match.group(2) or match.group(1)).rstrip("/")
                         self.port = int(self.url.rsplit(":", 1)[1])
+                        started = True
                         found.set()
+            found.set()  # a server that refused to start need not be waited for
 
         self._pump = threading.Thread(target=pump, daemon=True)
         self._pump.start()
-        if not found.wait(timeout):
+        if not found.wait(timeout) or not started:
             self.kill()
             raise RuntimeError("server did not start:\n" + "".join(self.output))
 

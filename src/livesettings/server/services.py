@@ -255,7 +255,11 @@ class Services:
         # /v1/admin/stats: this node's numbers each second, and the nodes heard on the bus.
         self.stats = StatsSampler(self.metrics, lambda: dict(self.connections.kinds), clock=clock)
         self.heartbeats = Heartbeats(
-            self.bus, version=__version__, connections=self.connections.count, clock=clock
+            self.bus,
+            version=__version__,
+            connections=self.connections.count,
+            clock=clock,
+            interval=config.heartbeat_interval,
         )
         bucket = functools.partial(RateLimiter, clock=clock.monotonic)
         window = functools.partial(WindowCounter, clock=clock.monotonic)
