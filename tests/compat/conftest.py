@@ -5,7 +5,6 @@ operator would."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import uuid
@@ -13,7 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import SHARED_SERVER_SETTINGS, require_service
+from tests.clients.conftest import node  # noqa: F401  (the node executable, a fixture)
+from tests.conftest import SHARED_SERVER_SETTINGS
 from tests.support.server import TEST_JWT_SECRET, ServerProcess
 
 __all__ = [
@@ -55,14 +55,6 @@ def anon_key_of(server: ServerProcess) -> str:
 def new_email(prefix: str = "u") -> str:
     """A fresh address: GoTrue's users sign up by email, which is the livesettings username."""
     return f"{prefix}{uuid.uuid4().hex[:10]}@example.com"
-
-
-@pytest.fixture(scope="session")
-def node() -> str:
-    found = shutil.which("node")
-    require_service("node", found is not None)
-    assert found is not None
-    return found
 
 
 @pytest.fixture(scope="module")

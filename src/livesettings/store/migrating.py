@@ -30,6 +30,7 @@ from typing import Any, Final
 
 from ..crypto import DataKey, Keyring
 from ..errors import StorageError
+from .base import SCHEMA_VERSION
 from .commit import CommitTemplate, run_sync
 from .sqlite import sqlite_path
 from .sqlite_commit import SqliteCommit
@@ -42,6 +43,7 @@ __all__ = [
     "Recorder",
     "dry_run_sqlite",
     "lock_tables",
+    "migrate_in",
     "shown_statement",
     "sql_literal",
 ]
@@ -172,3 +174,49 @@ async def lock_tables(conn: Any, *, attempts_s: float = LOCK_ATTEMPTS_S) -> None
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.5)
     await conn.execute("SET LOCAL lock_timeout = DEFAULT")
+
+
+async def migrate_in(
+    conn: Any,
+    *,
+    dry_run: bool,
+    app_role: str,
+    app_password: str | None,
+    keyring: Keyring | None,
+    now_ms: int,
+    sql_writer: str | None,
+) -> Migration:
+    """PostgreSQL's setup on the owner's connection ``conn``: every table locked first
+    (:func:`lock_tables`: nodes that keep writing wait, none deadlocks with it), then
+    ``setup_schema`` with its statements recorded, committed — or rolled back (``dry_run``).
+
+    When rows were rewritten (adopted, merged, secrets sealed), ``VACUUM FULL`` rewrites
+    ``user_preferences`` afterwards, so no dead row version keeps an old plaintext value in
+    the table's files (the WAL and backups keep theirs until they are recycled).
+    """
+    from .pg_scrub import SCRUB_STATEMENT, scrub_after_setup
+    from .postgres_schema import setup_schema
+
+    recorder = Recorder(conn)
+    transaction = conn.transaction()
+    await transaction.start()
+    try:
+        await lock_tables(conn)
+        result = await setup_schema(
+            recorder,  # the connection, its statements recorded
+            app_role=app_role,
+            app_password=app_password,
+            keyring=keyring,
+            now_ms=now_ms,
+            sql_writer=sql_writer,
+        )
+    except BaseException:
+        await transaction.rollback()
+        raise
+    await (transaction.rollback() if dry_run else transaction.commit())
+    lines, statements = result.lines, recorder.statements
+    if result.rewrote_rows:  # after the commit: VACUUM cannot run in a transaction
+        statements = [*statements, SCRUB_STATEMENT]
+        if not dry_run:
+            lines = [*lines, *await scrub_after_setup(conn)]
+    return Migration(lines or [f"schema is up to date (version {SCHEMA_VERSION})"], statements)

@@ -47,7 +47,6 @@ from ..errors import ConfigError, NotFound, StorageError
 from ..urls import redact_url
 from . import pg_admins, pg_backup
 from .base import (
-    SCHEMA_VERSION,
     ChangesPage,
     CommitOutcome,
     ExportedTeam,
@@ -63,7 +62,7 @@ from .base import (
 )
 from .codec import dumps, wrapped_key_from_row
 from .commit import CommitTemplate, wall_ms
-from .migrating import Migration, Recorder, lock_tables
+from .migrating import Migration, migrate_in
 from .pg_checks import check_app_role, database_facts
 from .pg_commit import PgCommitting
 from .pg_errors import (
@@ -74,7 +73,7 @@ from .pg_errors import (
     role_of,
     translate,
 )
-from .pg_scrub import SCRUB_LOCK_TIMEOUT, SCRUB_STATEMENT, scrub_after_setup, scrub_key_tables
+from .pg_scrub import SCRUB_LOCK_TIMEOUT, scrub_key_tables
 from .pg_sql import (
     LOCK_USERS,
     Statements,
@@ -98,7 +97,7 @@ from .pg_triggers import (
     read_sql_write_status,
     sql_write_from_row,
 )
-from .postgres_schema import read_schema_version, setup_schema
+from .postgres_schema import read_schema_version
 
 __all__ = [
     "NOTIFY_CHANNEL",
@@ -281,41 +280,22 @@ class PostgresStore:
         return (await self.migrate(sql_writer=sql_writer)).lines
 
     async def migrate(self, *, dry_run: bool = False, sql_writer: str | None = None) -> Migration:
-        """Setup as the owner, with every table locked first (:func:`lock_tables`: nodes that
-        keep writing wait, none deadlocks with it), its statements recorded; ``dry_run``
-        rolls it back, so the recorded SQL is what a migration would run.
-
-        When rows were rewritten (adopted, merged, secrets sealed), ``VACUUM FULL`` rewrites
-        ``user_preferences`` afterwards, so no dead row version keeps an old plaintext value
-        in the table's files (the WAL and backups keep theirs until they are recycled).
-        """
+        """Setup as the owner (:func:`~livesettings.store.migrating.migrate_in`); ``dry_run``
+        rolls it back, so the recorded SQL is what a migration would run."""
         app_role, app_password = role_of(self.app_url)
         conn = await self._connect(
             self.admin_url, command_timeout=_SETUP_TIMEOUT_S, purpose="setup"
         )
         try:
-            recorder = Recorder(conn)
-            transaction = conn.transaction()
-            await transaction.start()
-            try:
-                await lock_tables(conn)
-                result = await setup_schema(
-                    recorder,  # the connection, its statements recorded
-                    app_role=app_role,
-                    app_password=app_password,
-                    keyring=self._keyring,
-                    now_ms=self._now_ms(),
-                    sql_writer=sql_writer,
-                )
-            except BaseException:
-                await transaction.rollback()
-                raise
-            await (transaction.rollback() if dry_run else transaction.commit())
-            lines, statements = result.lines, recorder.statements
-            if result.rewrote_rows:  # after the commit: VACUUM cannot run in a transaction
-                statements = [*statements, SCRUB_STATEMENT]
-                if not dry_run:
-                    lines = [*lines, *await scrub_after_setup(conn)]
+            migration = await migrate_in(
+                conn,
+                dry_run=dry_run,
+                app_role=app_role,
+                app_password=app_password,
+                keyring=self._keyring,
+                now_ms=self._now_ms(),
+                sql_writer=sql_writer,
+            )
         except asyncpg.InsufficientPrivilegeError as exc:
             raise ConfigError(
                 f"setup must run as the owner of the livesettings tables, with CREATEROLE to "
@@ -325,7 +305,7 @@ class PostgresStore:
             raise translate(exc, _SETUP_TIMEOUT_S) from exc
         finally:
             await conn.close()
-        return Migration(lines or [f"schema is up to date (version {SCHEMA_VERSION})"], statements)
+        return migration
 
     async def schema_version(self) -> int | None:
         if self._pool is None:
